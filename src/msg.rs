@@ -1,0 +1,323 @@
+//! The protocol's wire messages (the `body` of a [`crate::wire::Envelope`]).
+//!
+//! Every message names the view it belongs to where that matters, so a message from an old view can
+//! never be taken for one of the current view. See `docs/PROTOCOL.md` for the role of each message and
+//! the guarantee it protects.
+
+use crate::record::FenceMethod;
+use crate::registry::Registry;
+use crate::types::{Delivery, Epoch, Member, MsgId, View, ViewId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A protocol message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Liveness and discovery, to view members every heartbeat interval and to every other configured
+    /// node every discovery interval.
+    Heartbeat(Heartbeat),
+    /// View change phase 1: the coordinator asks the proposed members to stop and report their state.
+    Prepare {
+        /// The ballot, which is also the id the new view will have.
+        ballot: ViewId,
+        /// The proposed members, sorted.
+        members: Vec<Member>,
+    },
+    /// A member's answer to `Prepare`: it promises to ignore lower ballots and reports its flush state.
+    Promise {
+        /// The ballot answered.
+        ballot: ViewId,
+        /// The member's state.
+        state: Box<FlushState>,
+    },
+    /// A member refuses a ballot.
+    Reject {
+        /// The ballot refused.
+        ballot: ViewId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// View change phase 2: the coordinator's decided install; members fetch what they miss of the cut.
+    Accept {
+        /// The ballot.
+        ballot: ViewId,
+        /// What to install.
+        install: Box<Install>,
+    },
+    /// The member accepted the install and holds every message up to its cut.
+    Accepted {
+        /// The ballot.
+        ballot: ViewId,
+    },
+    /// View change phase 3: install the accepted view.
+    Commit {
+        /// The ballot (the view id).
+        ballot: ViewId,
+    },
+    /// The member installed the view.
+    Installed {
+        /// The view id.
+        view: ViewId,
+    },
+    /// Messages from a member to its view's sequencer.
+    Data {
+        /// The view.
+        view: ViewId,
+        /// The messages, in the sender's order.
+        msgs: Vec<DataMsg>,
+    },
+    /// Ordered messages from the sequencer to the members (or retransmitted by a holder).
+    Ordered {
+        /// The view.
+        view: ViewId,
+        /// The messages, by increasing sequence number.
+        msgs: Vec<OrderedMsg>,
+        /// Every member has received everything up to here.
+        stable: u64,
+        /// The highest sequence number ordered so far.
+        ordered: u64,
+    },
+    /// A member's cumulative acknowledgement to the sequencer.
+    Ack {
+        /// The view.
+        view: ViewId,
+        /// The member holds every message up to here.
+        received: u64,
+    },
+    /// A request to retransmit ordered messages `from..=to` of `view`.
+    Nak {
+        /// The view.
+        view: ViewId,
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+    /// A group state for a joiner.
+    State {
+        /// The group.
+        group: String,
+        /// The joiner.
+        joiner: Member,
+        /// Identifies the transfer (the point in the total order it is taken at).
+        token: TransferToken,
+        /// The state bytes.
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
+    /// The joiner applied the state.
+    StateAck {
+        /// The group.
+        group: String,
+        /// The transfer.
+        token: TransferToken,
+    },
+    /// The member is leaving cleanly.
+    Leave,
+    /// The receiver was removed from the primary view and must not come back with this epoch.
+    Removed {
+        /// The primary view that refused it.
+        view: ViewId,
+        /// The removed member (the receiver may have restarted since).
+        member: Member,
+        /// What the receiver must do.
+        action: RemovedAction,
+    },
+    /// The receiver's epoch is below what the cluster has seen: restart with at least `min_epoch`.
+    MovePast {
+        /// The stale member.
+        member: Member,
+        /// The lowest acceptable epoch.
+        min_epoch: Epoch,
+    },
+}
+
+/// A heartbeat's content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's current view.
+    pub view: Option<ViewId>,
+    /// True if that view is primary.
+    pub primary: bool,
+    /// The sender holds every ordered message of `view` up to here.
+    pub received: u64,
+    /// Sequencer only: the highest sequence number ordered.
+    pub ordered: u64,
+    /// Sequencer only: the stable point.
+    pub stable: u64,
+    /// The sender is leaving cleanly.
+    pub leaving: bool,
+    /// The sender knows it was removed.
+    pub removed: bool,
+}
+
+/// Why a ballot is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The member promised a higher ballot; it has seen view sequence numbers up to `max_seq`.
+    Outdated {
+        /// The highest ballot it promised.
+        promised: ViewId,
+    },
+    /// The proposal contains members this member's registry does not admit.
+    Inadmissible {
+        /// Removed members coming back (stateful merges).
+        removed: Vec<Member>,
+        /// Members with stale epochs.
+        stale: Vec<Member>,
+    },
+}
+
+/// What a removed member is told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemovedAction {
+    /// Wait: fencing is on its way.
+    AwaitFence,
+    /// Restart the agent with a new epoch.
+    Restart,
+    /// Drop the state in place and rejoin with a new epoch.
+    Reset,
+    /// Stay refused until an operator acts.
+    Wait,
+}
+
+/// A member's state as reported in a `Promise`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlushState {
+    /// The member's current view.
+    pub view: Option<View>,
+    /// The last primary view the member installed.
+    pub last_primary: Option<View>,
+    /// The member's registry.
+    pub registry: Registry,
+    /// It holds every ordered message of `view` up to here.
+    pub received: u64,
+    /// It delivered up to here.
+    pub delivered: u64,
+    /// The highest stable point it knows.
+    pub stable: u64,
+    /// Sequence numbers of safe messages it holds above `stable`.
+    pub safe_above_stable: Vec<u64>,
+    /// An install it accepted but did not install yet.
+    pub accepted: Option<Install>,
+    /// The highest view sequence number it has seen.
+    pub max_seq: u64,
+    /// It has been in one view with every configured node (for `wait_for_all`).
+    pub seen_all: bool,
+    /// It is leaving cleanly.
+    pub leaving: bool,
+}
+
+/// The cut of one previous view: every member coming from it delivers exactly up to `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Last sequence number delivered in that view.
+    pub seq: u64,
+    /// A member that holds every message up to `seq`.
+    pub holder: Member,
+}
+
+/// Everything a member needs to install a view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Install {
+    /// The new view.
+    pub view: View,
+    /// The registry after the transition.
+    pub registry: Registry,
+    /// The cut of each previous view the members come from.
+    pub cuts: BTreeMap<ViewId, Cut>,
+    /// Each member's previous view.
+    pub prev: BTreeMap<Member, Option<ViewId>>,
+    /// Members of the previous primary view that left cleanly.
+    pub left: Vec<Member>,
+    /// The previous primary view (for the record).
+    pub prev_primary: Option<ViewId>,
+    /// Someone in the view has been in one view with every configured node.
+    pub seen_all: bool,
+}
+
+/// A message from a member to the sequencer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataMsg {
+    /// The message id.
+    pub id: MsgId,
+    /// The sender's counter in this view (FIFO order), from 1.
+    pub vseq: u64,
+    /// Agreed or safe.
+    pub delivery: Delivery,
+    /// What it carries.
+    pub op: Op,
+}
+
+/// An ordered message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderedMsg {
+    /// Its position in the view's total order, from 1.
+    pub seq: u64,
+    /// The message.
+    pub msg: DataMsg,
+}
+
+/// The operations carried in the total order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// An application message for a group.
+    App {
+        /// The group.
+        group: String,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// The sender joins a group.
+    Join {
+        /// The group.
+        group: String,
+    },
+    /// The sender leaves a group.
+    LeaveGroup {
+        /// The group.
+        group: String,
+    },
+    /// The sender applied the state of a group (ends the transfer everywhere).
+    StateApplied {
+        /// The group.
+        group: String,
+    },
+    /// A removed member is now fenced.
+    FenceDone {
+        /// The member.
+        target: Member,
+        /// How.
+        method: FenceMethod,
+    },
+    /// The view's first message: the group table and registry as the sequencer has them.
+    Sync {
+        /// Group table.
+        groups: BTreeMap<String, Vec<Member>>,
+        /// Pending state transfers `(group, joiner) -> provider`.
+        transfers: BTreeMap<(String, Member), Member>,
+        /// The sequencer's previous view: members that came from another one adopt this table.
+        lineage: Option<ViewId>,
+    },
+}
+
+/// Identifies one state transfer: the view and position at which the state is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TransferToken {
+    /// The view.
+    pub view: ViewId,
+    /// The position in that view's total order.
+    pub seq: u64,
+}
+
+impl Op {
+    /// Payload bytes counted against windows and queues.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::App { group, payload } => payload.len() + group.len(),
+            Op::Sync { groups, transfers, .. } => 64 + groups.len() * 64 + transfers.len() * 64,
+            _ => 32,
+        }
+    }
+}

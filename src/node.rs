@@ -1,0 +1,2270 @@
+//! One member's protocol state machine: failure detection, discovery, view changes with flush, total
+//! order, the registry, stateful-merge handling, the fencing gate, process groups with state transfer
+//! and the watchdog.
+//!
+//! [`Node`] never does IO. Every entry point takes `now_ms` and an output sink; the host carries out the
+//! [`Output`]s in order: a [`Output::Persist`] must be durable before any later [`Output::Send`] of the
+//! same batch (G12 and the registry's durability depend on it).
+//!
+//! The protocol is described step by step in `docs/PROTOCOL.md`; comments here say which guarantee a
+//! step protects.
+
+use crate::config::{Config, FencingMode, MergePolicy};
+use crate::msg::{
+    Body, Cut, DataMsg, FlushState, Heartbeat, Install, Op, OrderedMsg, RejectReason, RemovedAction,
+    TransferToken,
+};
+use crate::ordering::Ordering;
+use crate::quorum::{self, QuorumInput};
+use crate::record::{BlockReason, Event, FenceMethod, MergeAction, Record, TransferRole};
+use crate::registry::{Admission, FenceStatus, Registry, Removal, RemovalReason};
+use crate::types::{digest, Delivery, Epoch, Member, MsgId, NodeId, View, ViewId};
+use crate::wire::{self, Envelope, Fragmenter, Reassembler};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// What a node keeps on disk: its epoch, the highest view sequence number it used, and the registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Durable {
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The highest view sequence number this node proposed (so a restarted coordinator never reuses one).
+    pub max_view_seq: u64,
+    /// The registry as last installed.
+    pub registry: Registry,
+}
+
+impl Durable {
+    /// Durable state of a node that never ran, at `epoch`.
+    pub fn fresh(epoch: Epoch) -> Durable {
+        Durable { epoch, max_view_seq: 0, registry: Registry::default() }
+    }
+}
+
+/// Why the host must start this node again under a new epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewEpochReason {
+    /// Caught as a stateful merge under policy `restart`: restart the agent.
+    Restart,
+    /// Caught as a stateful merge under policy `reset`: drop state in place and rejoin.
+    Reset,
+    /// The cluster has seen a higher epoch for this node.
+    MovePast,
+}
+
+/// Something the host must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send one datagram to a node.
+    Send {
+        /// The destination node.
+        to: NodeId,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Make this durable before any later `Send`.
+    Persist(Durable),
+    /// Append to the event log.
+    Record(Record),
+    /// Tell the application.
+    Notify(Notification),
+    /// Run the fence agents against `target` and report with [`Node::fence_result`].
+    Fence {
+        /// The member to fence.
+        target: Member,
+        /// Why.
+        reason: String,
+    },
+    /// The watchdog fired: stop acting on local state.
+    SelfFence {
+        /// Why.
+        reason: String,
+    },
+    /// Start this node again with an epoch of at least `min_epoch`, with empty state.
+    NewEpoch {
+        /// The lowest acceptable epoch.
+        min_epoch: Epoch,
+        /// Why.
+        reason: NewEpochReason,
+    },
+}
+
+/// What the application is told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notification {
+    /// A view was installed.
+    View(View),
+    /// A message of a group this node's application joined.
+    Deliver {
+        /// The group.
+        group: String,
+        /// The message id.
+        msg: MsgId,
+        /// The sender.
+        sender: Member,
+        /// Agreed or safe.
+        delivery: Delivery,
+        /// The view it was delivered in.
+        view: ViewId,
+        /// Its position in the view's order.
+        seq: u64,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A group's membership changed.
+    GroupView {
+        /// The group.
+        group: String,
+        /// Members, sorted.
+        members: Vec<Member>,
+    },
+    /// Provide the group state as it is now (at this point of the delivery stream) with
+    /// [`Node::provide_state`].
+    ProvideState {
+        /// The group.
+        group: String,
+        /// Who joins.
+        joiner: Member,
+        /// The transfer.
+        token: TransferToken,
+    },
+    /// Replace the group state with this one; later deliveries of the group build on it.
+    ApplyState {
+        /// The group.
+        group: String,
+        /// Who provided it.
+        provider: Member,
+        /// The state.
+        state: Vec<u8>,
+    },
+    /// Applications are blocked.
+    Blocked(BlockReason),
+    /// No block remains.
+    Unblocked,
+    /// Recovery for these failed members may proceed (they are fenced).
+    Recovered {
+        /// The members.
+        failed: Vec<Member>,
+    },
+    /// The send queue has room again.
+    SendReady,
+    /// This member was removed from the primary view.
+    RemovedSelf {
+        /// The primary view.
+        view: ViewId,
+    },
+}
+
+/// Why a multicast was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// The payload exceeds `max_message_bytes`; nothing changed; the caller's fault.
+    #[error("message larger than max_message_bytes")]
+    TooLarge,
+    /// The send queue is full; nothing changed; wait for `SendReady`.
+    #[error("send queue full")]
+    QueueFull,
+    /// This member was removed, fenced itself, or is leaving; nothing changed.
+    #[error("member stopped")]
+    Stopped,
+}
+
+/// A snapshot for `cohort status` and for tests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    /// This member.
+    pub member: Member,
+    /// The installed view.
+    pub view: Option<View>,
+    /// True in a primary view.
+    pub primary: bool,
+    /// Current block reasons.
+    pub blocked: Vec<BlockReason>,
+    /// True once told it was removed.
+    pub removed_self: bool,
+    /// True once the watchdog fired.
+    pub self_fenced: bool,
+    /// Process groups.
+    pub groups: BTreeMap<String, Vec<Member>>,
+    /// Removed members waiting for fencing.
+    pub pending_fences: Vec<Member>,
+    /// Stateful merges seen from the primary side.
+    pub stateful_merges: Vec<Member>,
+    /// Messages queued or in flight from this member.
+    pub outbox: usize,
+    /// Ordered messages held in memory.
+    pub held_msgs: usize,
+    /// A view change is in progress here (promised or coordinating).
+    pub changing: bool,
+    /// Per peer: the member last heard and milliseconds since.
+    pub peers: Vec<(Member, u64)>,
+    /// The registry.
+    pub registry: Registry,
+}
+
+#[derive(Clone, Debug)]
+struct Outgoing {
+    id: MsgId,
+    delivery: Delivery,
+    op: Op,
+    vseq: Option<u64>,
+    last_tx: u64,
+    sent_in: Option<ViewId>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Preparing { promises: BTreeMap<Member, FlushState> },
+    Completing { waiting: BTreeSet<Member> },
+    Accepting { install: Box<Install>, accepted: BTreeSet<Member> },
+}
+
+#[derive(Debug)]
+struct Coord {
+    ballot: ViewId,
+    members: Vec<Member>,
+    phase: Phase,
+    phase_start: u64,
+    last_tx: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    member: Member,
+    last_heard: u64,
+    view: Option<ViewId>,
+    leaving: bool,
+    removed: bool,
+}
+
+#[derive(Clone, Debug)]
+enum MyGroup {
+    /// Join sent, not yet delivered.
+    Joining,
+    /// Joined; waiting for the state; deliveries for the application are held.
+    Awaiting { held: VecDeque<Notification> },
+    /// Joined and current.
+    Member,
+}
+
+#[derive(Clone, Debug)]
+struct Providing {
+    state: Vec<u8>,
+    last_tx: u64,
+}
+
+/// One member's protocol state machine. See the module documentation.
+pub struct Node {
+    cfg: Arc<Config>,
+    me: Member,
+    durable: Durable,
+    view: Option<View>,
+    prev_view: Option<ViewId>,
+    last_primary: Option<View>,
+    ord: Option<Ordering>,
+    peers: BTreeMap<NodeId, Peer>,
+    last_step: u64,
+    started_at: u64,
+    suspended: bool,
+    coord: Option<Coord>,
+    promised: ViewId,
+    frozen_since: Option<u64>,
+    accepted: Option<Install>,
+    accept_from: Option<Member>,
+    accepted_tx: u64,
+    backoff_until: u64,
+    max_seq_seen: u64,
+    seen_all: bool,
+    refused: BTreeMap<Member, u64>,
+    leavers: BTreeSet<Member>,
+    next_n: u64,
+    outbox: VecDeque<Outgoing>,
+    outbox_bytes: usize,
+    my_ordered_vseq: u64,
+    next_vseq: u64,
+    want_send_ready: bool,
+    groups: BTreeMap<String, Vec<Member>>,
+    transfers: BTreeMap<(String, Member), (Member, TransferToken)>,
+    my_groups: BTreeMap<String, MyGroup>,
+    providing: BTreeMap<(String, Member, TransferToken), Providing>,
+    blocked: BTreeSet<BlockReason>,
+    fence_inflight: BTreeMap<Member, u64>,
+    fence_failed_at: BTreeMap<Member, u64>,
+    pending_since: BTreeMap<Member, u64>,
+    recovered_announced: BTreeSet<Member>,
+    merges: BTreeMap<Member, u64>,
+    merge_fence_requested: BTreeSet<Member>,
+    removed_self: bool,
+    new_epoch_requested: bool,
+    leaving: bool,
+    left: bool,
+    last_primary_ms: Option<u64>,
+    self_fenced: bool,
+    next_hb: u64,
+    next_disc: u64,
+    last_nak: u64,
+    stable_dirty: bool,
+    frag: Fragmenter,
+    reasm: Reassembler,
+    loopback: VecDeque<Body>,
+}
+
+const MAX_RETRANSMIT_BATCH_BYTES: usize = 256 * 1024;
+
+impl Node {
+    /// Creates the state machine of `node` under `durable.epoch`, which the host has already persisted.
+    /// Emits the `start` record.
+    pub fn new(cfg: Arc<Config>, node: NodeId, durable: Durable, now_ms: u64, out: &mut Vec<Output>) -> Node {
+        let me = Member(node, durable.epoch);
+        let seed = (u64::from(node.0) << 40) ^ (durable.epoch.0 << 20);
+        let max_packet = cfg.max_message_bytes.max(cfg.max_state_bytes) + 64 * 1024;
+        let n_nodes = cfg.nodes.len().max(1);
+        let mut this = Node {
+            reasm: Reassembler::new(max_packet, 64, max_packet.saturating_mul(2).min(max_packet + n_nodes * (2 << 20)), cfg.failure_timeout_ms * 4),
+            frag: Fragmenter::new(seed),
+            cfg,
+            me,
+            max_seq_seen: durable.max_view_seq,
+            durable,
+            view: None,
+            prev_view: None,
+            last_primary: None,
+            ord: None,
+            peers: BTreeMap::new(),
+            last_step: now_ms,
+            started_at: now_ms,
+            suspended: false,
+            coord: None,
+            promised: ViewId::default(),
+            frozen_since: None,
+            accepted: None,
+            accept_from: None,
+            accepted_tx: 0,
+            backoff_until: 0,
+            seen_all: false,
+            refused: BTreeMap::new(),
+            leavers: BTreeSet::new(),
+            next_n: 1,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            my_ordered_vseq: 0,
+            next_vseq: 1,
+            want_send_ready: false,
+            groups: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            my_groups: BTreeMap::new(),
+            providing: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            fence_inflight: BTreeMap::new(),
+            fence_failed_at: BTreeMap::new(),
+            pending_since: BTreeMap::new(),
+            recovered_announced: BTreeSet::new(),
+            merges: BTreeMap::new(),
+            merge_fence_requested: BTreeSet::new(),
+            removed_self: false,
+            new_epoch_requested: false,
+            leaving: false,
+            left: false,
+            last_primary_ms: None,
+            self_fenced: false,
+            next_hb: now_ms,
+            next_disc: now_ms,
+            last_nak: 0,
+            stable_dirty: false,
+            loopback: VecDeque::new(),
+        };
+        this.record(now_ms, Event::Start { version: crate::VERSION.to_string() }, out);
+        this.block(now_ms, BlockReason::NoQuorum, out);
+        this
+    }
+
+    /// This member.
+    pub fn member(&self) -> Member {
+        self.me
+    }
+
+    /// True once a clean leave completed.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// The installed view.
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    /// When the host must call [`Node::tick`] next.
+    pub fn next_wakeup_ms(&self) -> u64 {
+        let rtx = self.last_step + self.cfg.retransmit_interval_ms.min(self.cfg.heartbeat_interval_ms);
+        rtx.min(self.next_hb).max(self.last_step + 1)
+    }
+
+    /// A snapshot for status pages and tests.
+    pub fn status(&self) -> Status {
+        Status {
+            member: self.me,
+            view: self.view.clone(),
+            primary: self.is_primary(),
+            blocked: self.blocked.iter().copied().collect(),
+            removed_self: self.removed_self,
+            self_fenced: self.self_fenced,
+            groups: self.groups.clone(),
+            pending_fences: self.durable.registry.pending_fences(),
+            stateful_merges: self.merges.keys().copied().collect(),
+            outbox: self.outbox.len(),
+            held_msgs: self.ord.as_ref().map_or(0, Ordering::held),
+            changing: self.coord.is_some() || self.frozen_since.is_some(),
+            peers: self.peers.values().map(|p| (p.member, self.last_step.saturating_sub(p.last_heard))).collect(),
+            registry: self.durable.registry.clone(),
+        }
+    }
+
+    fn is_primary(&self) -> bool {
+        self.view.as_ref().is_some_and(|v| v.primary)
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Entry points
+    // ----------------------------------------------------------------------------------------------
+
+    /// Timers: heartbeats, discovery, failure detection, retransmissions, view-change timeouts,
+    /// fencing retries and deadlines, the watchdog.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Output>) {
+        self.step(now);
+        if self.left {
+            return;
+        }
+        if now >= self.next_hb {
+            self.next_hb = now + self.cfg.heartbeat_interval_ms;
+            self.send_heartbeats(now, out);
+        }
+        self.drive_coordinator(now, out);
+        self.drive_participant(now, out);
+        self.maybe_start_view_change(now, out);
+        self.drive_ordering_retransmits(now, out);
+        self.drive_fencing(now, out);
+        self.drive_transfers(now, out);
+        self.drive_watchdog(now, out);
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// A datagram arrived. Anything that fails to decode is dropped; nothing a peer sends can panic.
+    pub fn receive(&mut self, now: u64, datagram: &[u8], out: &mut Vec<Output>) {
+        self.step(now);
+        if self.left {
+            return;
+        }
+        let packet = match self.reasm.accept(now, NodeId(0), datagram) {
+            Ok(Some(p)) => p,
+            Ok(None) | Err(_) => return,
+        };
+        let max_packet = self.cfg.max_message_bytes.max(self.cfg.max_state_bytes) + 64 * 1024;
+        let env: Envelope<Body> = match wire::decode(&packet, max_packet, &self.cfg.cluster) {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        let from = env.from;
+        if !self.cfg.is_configured(from.node()) || from.node() == self.me.node() {
+            return;
+        }
+        if !self.note_peer(now, from, &env.body) {
+            return;
+        }
+        self.dispatch(now, from, env.body, out);
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// The application multicasts `payload` to `group`.
+    pub fn multicast(
+        &mut self,
+        now: u64,
+        group: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        out: &mut Vec<Output>,
+    ) -> Result<MsgId, SendError> {
+        self.step(now);
+        if self.removed_self || self.self_fenced || self.leaving || self.left {
+            return Err(SendError::Stopped);
+        }
+        if payload.len() > self.cfg.max_message_bytes {
+            return Err(SendError::TooLarge);
+        }
+        if self.outbox.len() >= self.cfg.send_queue_msgs
+            || self.outbox_bytes + payload.len() > self.cfg.send_queue_bytes
+        {
+            self.want_send_ready = true;
+            return Err(SendError::QueueFull);
+        }
+        let id = self.new_id();
+        self.record(
+            now,
+            Event::Send {
+                group: group.to_string(),
+                msg: id.to_string(),
+                bytes: payload.len() as u64,
+                delivery,
+                digest: digest(&payload),
+            },
+            out,
+        );
+        self.push_out(id, delivery, Op::App { group: group.to_string(), payload });
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+        Ok(id)
+    }
+
+    /// The application joins `group`; the join is an ordered operation.
+    pub fn join_group(&mut self, now: u64, group: &str, out: &mut Vec<Output>) {
+        self.step(now);
+        if self.my_groups.contains_key(group) || self.removed_self || self.left {
+            return;
+        }
+        self.my_groups.insert(group.to_string(), MyGroup::Joining);
+        let id = self.new_id();
+        self.push_out(id, Delivery::Agreed, Op::Join { group: group.to_string() });
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// The application leaves `group`.
+    pub fn leave_group(&mut self, now: u64, group: &str, out: &mut Vec<Output>) {
+        self.step(now);
+        if self.my_groups.remove(group).is_none() {
+            return;
+        }
+        let id = self.new_id();
+        self.push_out(id, Delivery::Agreed, Op::LeaveGroup { group: group.to_string() });
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// The application's answer to [`Notification::ProvideState`].
+    pub fn provide_state(
+        &mut self,
+        now: u64,
+        group: &str,
+        joiner: Member,
+        token: TransferToken,
+        state: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        self.step(now);
+        if state.len() > self.cfg.max_state_bytes {
+            return;
+        }
+        let key = (group.to_string(), joiner, token);
+        self.providing.insert(key, Providing { state: state.clone(), last_tx: now });
+        self.send(joiner.node(), Body::State { group: group.to_string(), joiner, token, state }, out);
+    }
+
+    /// A fence agent finished for `target`.
+    pub fn fence_result(&mut self, now: u64, target: Member, ok: bool, detail: &str, out: &mut Vec<Output>) {
+        self.step(now);
+        self.fence_inflight.remove(&target);
+        self.record(
+            now,
+            Event::FenceResult { target, ok, method: FenceMethod::Agent, detail: detail.to_string() },
+            out,
+        );
+        if ok {
+            self.fenced(now, target, FenceMethod::Agent, out);
+        } else {
+            self.fence_failed_at.insert(target, now);
+        }
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// An operator acknowledged that `node` is fenced (`cohort fence ack`): every removed member of
+    /// that node waiting for fencing counts as fenced.
+    pub fn fence_ack(&mut self, now: u64, node: NodeId, out: &mut Vec<Output>) {
+        self.step(now);
+        let mut targets: Vec<Member> =
+            self.durable.registry.pending_fences().into_iter().filter(|m| m.node() == node).collect();
+        targets.extend(self.merges.keys().copied().filter(|m| m.node() == node));
+        targets.sort();
+        targets.dedup();
+        for t in targets {
+            self.record(
+                now,
+                Event::FenceResult { target: t, ok: true, method: FenceMethod::Ack, detail: "operator".into() },
+                out,
+            );
+            self.fenced(now, t, FenceMethod::Ack, out);
+        }
+        self.pump(now, out);
+        self.drain_loopback(now, out);
+    }
+
+    /// Leaves the cluster cleanly: the next view excludes this member as `left`, which needs no fencing.
+    pub fn leave(&mut self, now: u64, out: &mut Vec<Output>) {
+        self.step(now);
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let alone = self.view.as_ref().is_none_or(|v| v.members.len() <= 1);
+        if alone {
+            self.finish_leave(now, out);
+            return;
+        }
+        if let Some(v) = self.view.clone() {
+            let me = self.me;
+            for m in v.members.iter().filter(|m| **m != me) {
+                self.send(m.node(), Body::Leave, out);
+            }
+        }
+        self.send_heartbeats(now, out);
+    }
+
+    fn finish_leave(&mut self, now: u64, out: &mut Vec<Output>) {
+        if !self.left {
+            self.left = true;
+            self.record(now, Event::Stop { reason: "leave".into() }, out);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Plumbing
+    // ----------------------------------------------------------------------------------------------
+
+    /// Notes the time of a step; a gap longer than half the failure timeout means this node itself was
+    /// not scheduled (a pause): it must not suspect everyone for that gap, and it must not deliver or
+    /// order anything until it has heard from its view again.
+    fn step(&mut self, now: u64) {
+        let gap = now.saturating_sub(self.last_step);
+        if gap > self.cfg.failure_timeout_ms / 2 {
+            for p in self.peers.values_mut() {
+                p.last_heard = p.last_heard.max(now.saturating_sub(self.cfg.failure_timeout_ms / 2));
+            }
+            if self.view.as_ref().is_some_and(|v| v.members.len() > 1) {
+                self.suspended = true;
+            }
+            self.next_hb = now;
+        }
+        self.last_step = self.last_step.max(now);
+    }
+
+    fn new_id(&mut self) -> MsgId {
+        let id = MsgId { sender: self.me, n: self.next_n };
+        self.next_n += 1;
+        id
+    }
+
+    fn push_out(&mut self, id: MsgId, delivery: Delivery, op: Op) {
+        self.outbox_bytes += op.size();
+        self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+    }
+
+    fn record(&mut self, now: u64, event: Event, out: &mut Vec<Output>) {
+        out.push(Output::Record(Record { ts_ms: now, node: self.me.node(), epoch: self.me.epoch(), event }));
+    }
+
+    fn notify(&mut self, n: Notification, out: &mut Vec<Output>) {
+        out.push(Output::Notify(n));
+    }
+
+    fn block(&mut self, now: u64, reason: BlockReason, out: &mut Vec<Output>) {
+        if self.blocked.insert(reason) {
+            self.record(now, Event::Blocked { reason }, out);
+            self.notify(Notification::Blocked(reason), out);
+        }
+    }
+
+    fn unblock(&mut self, now: u64, reason: BlockReason, out: &mut Vec<Output>) {
+        if self.blocked.remove(&reason) && self.blocked.is_empty() {
+            self.record(now, Event::Unblocked {}, out);
+            self.notify(Notification::Unblocked, out);
+        }
+    }
+
+    fn persist(&mut self, out: &mut Vec<Output>) {
+        self.durable.max_view_seq = self.durable.max_view_seq.max(self.max_seq_seen);
+        out.push(Output::Persist(self.durable.clone()));
+    }
+
+    fn encode(&mut self, body: Body) -> Vec<Vec<u8>> {
+        let env = Envelope { version: wire::WIRE_VERSION, cluster: self.cfg.cluster.clone(), from: self.me, body };
+        match wire::encode(&env) {
+            Ok(p) => self.frag.frame(&p, self.cfg.max_datagram_bytes),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: Body, out: &mut Vec<Output>) {
+        if to == self.me.node() {
+            self.loopback.push_back(body);
+            return;
+        }
+        for bytes in self.encode(body) {
+            out.push(Output::Send { to, bytes });
+        }
+    }
+
+    fn send_many(&mut self, to: &[NodeId], body: Body, out: &mut Vec<Output>) {
+        let mut encoded: Option<Vec<Vec<u8>>> = None;
+        for &n in to {
+            if n == self.me.node() {
+                self.loopback.push_back(body.clone());
+                continue;
+            }
+            if encoded.is_none() {
+                encoded = Some(self.encode(body.clone()));
+            }
+            for bytes in encoded.iter().flatten() {
+                out.push(Output::Send { to: n, bytes: bytes.clone() });
+            }
+        }
+    }
+
+    fn drain_loopback(&mut self, now: u64, out: &mut Vec<Output>) {
+        let mut guard = 0;
+        while let Some(body) = self.loopback.pop_front() {
+            self.dispatch(now, self.me, body, out);
+            self.pump(now, out);
+            guard += 1;
+            if guard > 10_000 {
+                break;
+            }
+        }
+    }
+
+    /// Updates liveness for `from`; returns false when the datagram must be ignored (an older epoch).
+    fn note_peer(&mut self, now: u64, from: Member, body: &Body) -> bool {
+        let entry = self.peers.entry(from.node()).or_insert(Peer {
+            member: from,
+            last_heard: now,
+            view: None,
+            leaving: false,
+            removed: false,
+        });
+        if from.epoch() < entry.member.epoch() {
+            return false;
+        }
+        if from.epoch() > entry.member.epoch() {
+            *entry = Peer { member: from, last_heard: now, view: None, leaving: false, removed: false };
+        }
+        entry.last_heard = now;
+        if let Body::Heartbeat(hb) = body {
+            entry.view = hb.view;
+            entry.leaving = hb.leaving;
+            entry.removed = hb.removed;
+        }
+        if matches!(body, Body::Leave) {
+            entry.leaving = true;
+        }
+        true
+    }
+
+    fn dispatch(&mut self, now: u64, from: Member, body: Body, out: &mut Vec<Output>) {
+        match body {
+            Body::Heartbeat(hb) => self.on_heartbeat(now, from, hb, out),
+            Body::Prepare { ballot, members } => self.on_prepare(now, from, ballot, members, out),
+            Body::Promise { ballot, state } => self.on_promise(now, from, ballot, *state, out),
+            Body::Reject { ballot, reason } => self.on_reject(now, from, ballot, reason, out),
+            Body::Accept { ballot, install } => self.on_accept(now, from, ballot, *install, out),
+            Body::Accepted { ballot } => self.on_accepted(now, from, ballot, out),
+            Body::Commit { ballot } => self.on_commit(now, from, ballot, out),
+            Body::Installed { view } => self.on_installed(now, from, view, out),
+            Body::Data { view, msgs } => self.on_data(now, from, view, msgs),
+            Body::Ordered { view, msgs, stable, ordered } => self.on_ordered(now, from, view, msgs, stable, ordered, out),
+            Body::Ack { view, received } => self.on_ack(from, view, received),
+            Body::Nak { view, from: lo, to: hi } => self.on_nak(from, view, lo, hi, out),
+            Body::State { group, joiner, token, state } => self.on_state(now, from, group, joiner, token, state, out),
+            Body::StateAck { group, token } => self.on_state_ack(now, from, group, token, out),
+            Body::Leave => {
+                self.leavers.insert(from);
+            }
+            Body::Removed { view, member, action } => self.on_removed(now, view, member, action, out),
+            Body::MovePast { member, min_epoch } => {
+                if member == self.me {
+                    self.request_new_epoch(min_epoch, NewEpochReason::MovePast, out);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Failure detection and discovery
+    // ----------------------------------------------------------------------------------------------
+
+    fn heartbeat(&self) -> Heartbeat {
+        let (received, ordered, stable) = match &self.ord {
+            Some(o) => (self.ack_point(o), if o.is_sequencer() { o.ordered() } else { o.ordered_hint }, o.stable),
+            None => (0, 0, 0),
+        };
+        Heartbeat {
+            view: self.view.as_ref().map(|v| v.id),
+            primary: self.is_primary(),
+            received,
+            ordered,
+            stable,
+            leaving: self.leaving,
+            removed: self.removed_self,
+        }
+    }
+
+    /// What this member acknowledges: what it holds, capped so that a member whose application lags
+    /// (held deliveries during a state transfer) pushes back on the sequencer instead of buffering
+    /// without bound.
+    fn ack_point(&self, o: &Ordering) -> u64 {
+        let held: usize = self
+            .my_groups
+            .values()
+            .map(|g| if let MyGroup::Awaiting { held } = g { held.len() } else { 0 })
+            .sum();
+        let cap = (o.delivered + self.cfg.window_msgs as u64).saturating_sub(held as u64);
+        o.received.min(cap.max(o.delivered))
+    }
+
+    fn send_heartbeats(&mut self, now: u64, out: &mut Vec<Output>) {
+        let hb = self.heartbeat();
+        let mut to: Vec<NodeId> = Vec::new();
+        let in_view: BTreeSet<NodeId> =
+            self.view.as_ref().map(|v| v.members.iter().map(|m| m.node()).collect()).unwrap_or_default();
+        to.extend(in_view.iter().copied().filter(|n| *n != self.me.node()));
+        if now >= self.next_disc {
+            self.next_disc = now + self.cfg.discovery_interval_ms;
+            // Probe every configured node outside the view, removed and unreachable ones included, so
+            // a healed partition is always found again.
+            to.extend(self.cfg.nodes.iter().map(|n| n.id).filter(|n| !in_view.contains(n) && *n != self.me.node()));
+        } else {
+            // Nodes heard recently but outside the view get heartbeats too, so merges are quick.
+            let recent: Vec<NodeId> = self
+                .peers
+                .values()
+                .filter(|p| !in_view.contains(&p.member.node()) && self.alive(now, p))
+                .map(|p| p.member.node())
+                .collect();
+            to.extend(recent);
+        }
+        self.send_many(&to, Body::Heartbeat(hb), out);
+    }
+
+    fn alive(&self, now: u64, p: &Peer) -> bool {
+        now.saturating_sub(p.last_heard) <= self.cfg.failure_timeout_ms
+    }
+
+    /// A member of the view is suspected when it has been silent for the failure timeout, or when its
+    /// node has been heard under a newer epoch (it restarted).
+    fn suspected(&self, now: u64, m: Member) -> bool {
+        if m == self.me {
+            return false;
+        }
+        match self.peers.get(&m.node()) {
+            None => now.saturating_sub(self.started_at.max(self.view_installed_at())) > self.cfg.failure_timeout_ms,
+            Some(p) => p.member != m || !self.alive(now, p) || p.removed,
+        }
+    }
+
+    fn view_installed_at(&self) -> u64 {
+        self.last_primary_ms.unwrap_or(self.started_at)
+    }
+
+    fn on_heartbeat(&mut self, now: u64, from: Member, hb: Heartbeat, out: &mut Vec<Output>) {
+        let in_view = self.view.as_ref().is_some_and(|v| v.contains(from));
+        if !in_view {
+            self.check_admission(now, from, out);
+        }
+        // A member that accepted an install and sees a member of that view already in it knows the
+        // view was committed.
+        if let Some(acc) = &self.accepted {
+            if hb.view == Some(acc.view.id) && acc.view.contains(from) && self.accept_complete() {
+                let inst = acc.clone();
+                self.install(now, inst, out);
+            }
+        }
+        let my_view = self.view.as_ref().map(|v| v.id);
+        if in_view && hb.view == my_view {
+            self.suspended = false;
+            if let Some(o) = self.ord.as_mut() {
+                if from == o.sequencer {
+                    o.ordered_hint = o.ordered_hint.max(hb.ordered);
+                    o.learn_stable(hb.stable);
+                } else if o.is_sequencer() && o.on_ack(from, hb.received) {
+                    self.stable_dirty = true;
+                }
+            }
+        }
+        if self.leaving && !self.left {
+            if let (Some(theirs), Some(mine)) = (hb.view, my_view) {
+                if theirs > mine {
+                    self.finish_leave(now, out);
+                }
+            }
+        }
+    }
+
+    /// Called when a member outside this member's view is heard. On the primary side this is where a
+    /// stateful merge is caught (G8): a removed member is refused and told so.
+    fn check_admission(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
+        match self.durable.registry.classify(m) {
+            Admission::Fresh => {}
+            Admission::StatefulMerge(_) => {
+                if self.is_primary() {
+                    self.handle_stateful_merge(now, m, out);
+                }
+            }
+            Admission::Stale { min_epoch } => {
+                if self.is_primary() {
+                    self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
+                }
+            }
+        }
+    }
+
+    fn handle_stateful_merge(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
+        let Some(view) = self.view.clone() else { return };
+        let first = !self.merges.contains_key(&m);
+        let last = self.merges.get(&m).copied().unwrap_or(0);
+        if !first && now.saturating_sub(last) < self.cfg.discovery_interval_ms {
+            return;
+        }
+        self.merges.insert(m, now);
+        let resolver = view.leader() == Some(self.me);
+        let policy = self.cfg.merge_policy;
+        let (action, told) = match policy {
+            MergePolicy::Fence => (MergeAction::Fence, RemovedAction::AwaitFence),
+            MergePolicy::Restart => (MergeAction::Kill, RemovedAction::Restart),
+            MergePolicy::Reset => (MergeAction::Kill, RemovedAction::Reset),
+            MergePolicy::Wait => (MergeAction::Wait, RemovedAction::Wait),
+        };
+        if first {
+            let logged = if resolver { action } else { MergeAction::Refuse };
+            self.record(
+                now,
+                Event::StatefulMerge { member: m, view: view.id, action: logged, policy: Some(policy.name().into()) },
+                out,
+            );
+        }
+        if resolver && policy == MergePolicy::Fence && self.merge_fence_requested.insert(m) {
+            self.request_fence(now, m, "stateful_merge", out);
+        }
+        self.send(m.node(), Body::Removed { view: view.id, member: m, action: told }, out);
+    }
+
+    fn on_removed(&mut self, now: u64, view: ViewId, member: Member, action: RemovedAction, out: &mut Vec<Output>) {
+        if member != self.me {
+            return;
+        }
+        if !self.removed_self {
+            self.removed_self = true;
+            self.record(now, Event::RemovedSelf { view }, out);
+            self.notify(Notification::RemovedSelf { view }, out);
+            self.coord = None;
+        }
+        match action {
+            RemovedAction::Restart => {
+                self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Restart, out)
+            }
+            RemovedAction::Reset => self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out),
+            RemovedAction::Wait => self.block(now, BlockReason::StatefulMergeWait, out),
+            RemovedAction::AwaitFence => {}
+        }
+    }
+
+    fn request_new_epoch(&mut self, min_epoch: Epoch, reason: NewEpochReason, out: &mut Vec<Output>) {
+        if !self.new_epoch_requested {
+            self.new_epoch_requested = true;
+            out.push(Output::NewEpoch { min_epoch: min_epoch.max(Epoch(self.me.epoch().0 + 1)), reason });
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // View change: coordinator side
+    // ----------------------------------------------------------------------------------------------
+
+    /// The members this node would put in a view now: itself and every admissible member heard within
+    /// the failure timeout that is not leaving.
+    fn live_set(&self, now: u64) -> Vec<Member> {
+        let mut v = vec![self.me];
+        for p in self.peers.values() {
+            if !self.alive(now, p) || p.leaving || p.removed || self.leavers.contains(&p.member) {
+                continue;
+            }
+            if self.refused.get(&p.member).is_some_and(|t| now.saturating_sub(*t) < self.cfg.failure_timeout_ms * 4) {
+                continue;
+            }
+            if !self.durable.registry.admissible(p.member) {
+                continue;
+            }
+            // A view member that the failure detector suspects is not live, even if a late datagram
+            // refreshed it.
+            if self.view.as_ref().is_some_and(|vw| vw.contains(p.member)) && self.suspected(now, p.member) {
+                continue;
+            }
+            v.push(p.member);
+        }
+        v.sort();
+        v
+    }
+
+    fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
+        if self.coord.is_some() || self.removed_self || self.leaving || self.left || now < self.backoff_until {
+            return;
+        }
+        let live = self.live_set(now);
+        let candidate = live.first().copied() == Some(self.me);
+        if !candidate {
+            return;
+        }
+        let need = match &self.view {
+            None => {
+                let all = live.len() == self.cfg.nodes.len();
+                all || now.saturating_sub(self.started_at) >= self.cfg.discovery_interval_ms
+            }
+            Some(v) => v.members != live,
+        };
+        let stuck = self
+            .frozen_since
+            .is_some_and(|t| now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 3);
+        let two_node_fenced = self.two_node_ready_to_promote();
+        if need || stuck || two_node_fenced {
+            self.start_view_change(now, live, out);
+        }
+    }
+
+    /// In two-node mode a lone member becomes primary only once the other node is fenced.
+    fn two_node_ready_to_promote(&self) -> bool {
+        if !self.cfg.quorum.two_node {
+            return false;
+        }
+        match &self.view {
+            Some(v) if !v.primary && v.members.len() == 1 => self.other_fenced_two_node(),
+            _ => false,
+        }
+    }
+
+    fn other_fenced_two_node(&self) -> bool {
+        let Some(lp) = &self.last_primary else { return false };
+        lp.members
+            .iter()
+            .filter(|m| m.node() != self.me.node())
+            .all(|m| self.durable.registry.removal(*m).is_some_and(|r| r.fence.is_done()))
+    }
+
+    fn start_view_change(&mut self, now: u64, members: Vec<Member>, out: &mut Vec<Output>) {
+        let seq = self
+            .max_seq_seen
+            .max(self.durable.max_view_seq)
+            .max(self.promised.seq)
+            .max(self.view.as_ref().map_or(0, |v| v.id.seq))
+            + 1;
+        let ballot = ViewId { seq, coord: self.me.node() };
+        self.max_seq_seen = seq;
+        // The ballot is persisted before it is sent, so a restarted coordinator never reuses a view id (G1).
+        self.persist(out);
+        self.coord = Some(Coord {
+            ballot,
+            members: members.clone(),
+            phase: Phase::Preparing { promises: BTreeMap::new() },
+            phase_start: now,
+            last_tx: now,
+        });
+        let nodes: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
+        self.send_many(&nodes, Body::Prepare { ballot, members }, out);
+    }
+
+    fn abort_coord(&mut self, now: u64) {
+        self.coord = None;
+        // Back off by a node-dependent amount so that competing coordinators do not collide forever.
+        let jitter = u64::from(self.me.node().0 % 7) * self.cfg.view_change_timeout_ms / 8;
+        self.backoff_until = now + self.cfg.view_change_timeout_ms / 4 + jitter;
+    }
+
+    fn drive_coordinator(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(c) = &self.coord else { return };
+        let timeout = self.cfg.view_change_timeout_ms;
+        let elapsed = now.saturating_sub(c.phase_start);
+        let resend = now.saturating_sub(c.last_tx) >= self.cfg.retransmit_interval_ms * 2;
+        let ballot = c.ballot;
+        match &c.phase {
+            Phase::Preparing { promises } => {
+                let missing: Vec<Member> = c.members.iter().copied().filter(|m| !promises.contains_key(m)).collect();
+                if elapsed > timeout {
+                    // Retry without the silent members.
+                    for m in &missing {
+                        self.refused.insert(*m, now);
+                    }
+                    self.abort_coord(now);
+                    self.backoff_until = now;
+                } else if resend {
+                    let members = c.members.clone();
+                    let nodes: Vec<NodeId> = missing.iter().map(|m| m.node()).collect();
+                    self.send_many(&nodes, Body::Prepare { ballot, members }, out);
+                    if let Some(c) = self.coord.as_mut() {
+                        c.last_tx = now;
+                    }
+                }
+            }
+            Phase::Completing { waiting } => {
+                if elapsed > timeout || waiting.is_empty() {
+                    self.abort_coord(now);
+                    self.backoff_until = now;
+                } else if resend {
+                    let nodes: Vec<NodeId> = waiting.iter().map(|m| m.node()).collect();
+                    let target = self.coord_completion_target();
+                    if let Some(t) = target {
+                        self.send_many(&nodes, Body::Commit { ballot: t }, out);
+                    }
+                    if let Some(c) = self.coord.as_mut() {
+                        c.last_tx = now;
+                    }
+                }
+            }
+            Phase::Accepting { install, accepted } => {
+                let missing: Vec<Member> =
+                    install.view.members.iter().copied().filter(|m| !accepted.contains(m)).collect();
+                if elapsed > timeout * 2 {
+                    for m in &missing {
+                        self.refused.insert(*m, now);
+                    }
+                    self.abort_coord(now);
+                    self.backoff_until = now;
+                } else if resend {
+                    let body = Body::Accept { ballot, install: install.clone() };
+                    let nodes: Vec<NodeId> = missing.iter().map(|m| m.node()).collect();
+                    self.send_many(&nodes, body, out);
+                    if let Some(c) = self.coord.as_mut() {
+                        c.last_tx = now;
+                    }
+                }
+            }
+        }
+    }
+
+    fn coord_completion_target(&self) -> Option<ViewId> {
+        // During completion the ballot field records the view being completed.
+        self.coord.as_ref().map(|c| c.ballot)
+    }
+
+    fn on_promise(&mut self, now: u64, from: Member, ballot: ViewId, state: FlushState, out: &mut Vec<Output>) {
+        self.max_seq_seen = self.max_seq_seen.max(state.max_seq);
+        let Some(c) = self.coord.as_mut() else { return };
+        if c.ballot != ballot || !c.members.contains(&from) {
+            return;
+        }
+        let Phase::Preparing { promises } = &mut c.phase else { return };
+        promises.insert(from, state);
+        if promises.len() == c.members.len() {
+            self.decide(now, out);
+        }
+    }
+
+    fn on_reject(&mut self, now: u64, from: Member, ballot: ViewId, reason: RejectReason, out: &mut Vec<Output>) {
+        let Some(c) = &self.coord else { return };
+        if c.ballot != ballot {
+            return;
+        }
+        match reason {
+            RejectReason::Outdated { promised } => {
+                self.max_seq_seen = self.max_seq_seen.max(promised.seq);
+                self.abort_coord(now);
+            }
+            RejectReason::Inadmissible { removed, stale } => {
+                if removed.contains(&self.me) || stale.contains(&self.me) {
+                    // We learn we were removed; the rejecting member also sends us a Removed notice
+                    // with the action; until then we stop coordinating.
+                    self.abort_coord(now);
+                    self.backoff_until = now + self.cfg.failure_timeout_ms;
+                    return;
+                }
+                for m in removed.iter().chain(stale.iter()) {
+                    self.refused.insert(*m, now);
+                }
+                let _ = from;
+                self.abort_coord(now);
+                self.backoff_until = now;
+                self.maybe_start_view_change(now, out);
+            }
+        }
+    }
+
+    /// All proposed members promised: complete an interrupted install if there is one, else compute the
+    /// new view, its registry and the cut of every previous view, and send `Accept`.
+    fn decide(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(c) = self.coord.take() else { return };
+        let Phase::Preparing { promises } = c.phase else { return };
+        let newest_current = promises.values().filter_map(|s| s.view.as_ref().map(|v| v.id)).max();
+
+        // 1. An accepted install newer than every participant's view may have been committed somewhere:
+        //    finish it first (Paxos: the highest accepted value wins), then start again.
+        let pending = promises
+            .values()
+            .filter_map(|s| s.accepted.as_ref())
+            .max_by_key(|i| i.view.id)
+            .cloned();
+        if let Some(inst) = pending {
+            if newest_current.is_none_or(|cur| inst.view.id > cur) {
+                let waiting: BTreeSet<Member> = promises
+                    .iter()
+                    .filter(|(_, s)| s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id))
+                    .map(|(m, _)| *m)
+                    .collect();
+                let nodes: Vec<NodeId> = waiting.iter().map(|m| m.node()).collect();
+                self.coord = Some(Coord {
+                    ballot: inst.view.id,
+                    members: c.members,
+                    phase: Phase::Completing { waiting },
+                    phase_start: now,
+                    last_tx: now,
+                });
+                self.send_many(&nodes, Body::Commit { ballot: inst.view.id }, out);
+                return;
+            }
+        }
+
+        // 2. The merged registry must admit every member (G8); otherwise drop them and retry.
+        let mut registry = self.durable.registry.clone();
+        for s in promises.values() {
+            registry.merge(&s.registry);
+        }
+        let inadmissible: Vec<Member> =
+            c.members.iter().copied().filter(|m| !matches!(registry.classify(*m), Admission::Fresh)).collect();
+        if !inadmissible.is_empty() {
+            self.durable.registry.merge(&registry);
+            for m in &inadmissible {
+                self.refused.insert(*m, now);
+                self.check_admission(now, *m, out);
+            }
+            self.backoff_until = now;
+            return;
+        }
+
+        // 3. The new view and whether it is primary.
+        let members = c.members.clone();
+        let seen_all = promises.values().any(|s| s.seen_all) || self.seen_all || {
+            let nodes: BTreeSet<NodeId> = members.iter().map(|m| m.node()).collect();
+            self.cfg.nodes.iter().all(|n| nodes.contains(&n.id))
+        };
+        let present: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
+        let prev_primary: Option<View> =
+            promises.values().filter_map(|s| s.last_primary.clone()).max_by_key(|v| v.id);
+        let mut primary = quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &present, seen_all_once: seen_all });
+        if primary && self.cfg.quorum.two_node && members.len() == 1 && self.cfg.nodes.len() == 2 {
+            // Two-node mode: a lone node becomes primary only once the other is fenced; the fence race
+            // decides which side that is.
+            if let Some(pp) = &prev_primary {
+                let others_fenced = pp
+                    .members
+                    .iter()
+                    .filter(|m| m.node() != members[0].node())
+                    .all(|m| registry.removal(*m).is_some_and(|r| r.fence.is_done()));
+                primary = others_fenced;
+            }
+        }
+        let view = View { id: c.ballot, members: members.clone(), primary };
+
+        // 4. The registry transition: members of the previous primary view that are not in this one
+        //    are removed; failed ones wait for fencing before recovery (G9).
+        let left: Vec<Member> = prev_primary
+            .as_ref()
+            .map(|pp| {
+                pp.members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        !view.contains(*m)
+                            && (self.leavers.contains(m) || promises.get(m).is_some_and(|s| s.leaving))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if primary {
+            registry.record_transition(prev_primary.as_ref(), &view, &left, true, now);
+            if self.cfg.restart_counts_as_fenced {
+                for t in registry.pending_fences() {
+                    if view.members.iter().any(|m| m.node() == t.node() && m.epoch() > t.epoch()) {
+                        registry.mark_fenced(t, FenceMethod::Restarted);
+                        self.record(
+                            now,
+                            Event::FenceResult {
+                                target: t,
+                                ok: true,
+                                method: FenceMethod::Restarted,
+                                detail: "node rejoined with a higher epoch".into(),
+                            },
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+
+        // 5. The cut of every previous view (G4, G10): every member coming from view V delivers exactly
+        //    up to min(highest contiguous point any of them holds, just before the first safe message
+        //    not known stable).
+        let mut by_view: BTreeMap<ViewId, Vec<(&Member, &FlushState)>> = BTreeMap::new();
+        for (m, s) in &promises {
+            if let Some(v) = &s.view {
+                by_view.entry(v.id).or_default().push((m, s));
+            }
+        }
+        let mut cuts = BTreeMap::new();
+        for (vid, parts) in by_view {
+            let Some(&(holder, best)) = parts.iter().max_by_key(|(m, s)| (s.received, std::cmp::Reverse(**m))) else {
+                continue;
+            };
+            let max_stable = parts.iter().map(|(_, s)| s.stable).max().unwrap_or(0);
+            let first_unstable_safe = parts
+                .iter()
+                .flat_map(|(_, s)| s.safe_above_stable.iter().copied())
+                .filter(|&q| q > max_stable)
+                .min();
+            let mut seq = best.received;
+            if let Some(q) = first_unstable_safe {
+                seq = seq.min(q - 1);
+            }
+            let max_delivered = parts.iter().map(|(_, s)| s.delivered).max().unwrap_or(0);
+            seq = seq.max(max_delivered);
+            cuts.insert(vid, Cut { seq, holder: *holder });
+        }
+        let prev: BTreeMap<Member, Option<ViewId>> =
+            promises.iter().map(|(m, s)| (*m, s.view.as_ref().map(|v| v.id))).collect();
+        let install = Install {
+            view,
+            registry,
+            cuts,
+            prev,
+            left,
+            prev_primary: prev_primary.map(|v| v.id),
+            seen_all,
+        };
+        let nodes: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
+        self.coord = Some(Coord {
+            ballot: c.ballot,
+            members,
+            phase: Phase::Accepting { install: Box::new(install.clone()), accepted: BTreeSet::new() },
+            phase_start: now,
+            last_tx: now,
+        });
+        self.send_many(&nodes, Body::Accept { ballot: c.ballot, install: Box::new(install) }, out);
+    }
+
+    fn on_accepted(&mut self, _now: u64, from: Member, ballot: ViewId, out: &mut Vec<Output>) {
+        let Some(c) = self.coord.as_mut() else { return };
+        if c.ballot != ballot {
+            return;
+        }
+        let Phase::Accepting { install, accepted } = &mut c.phase else { return };
+        if !install.view.contains(from) {
+            return;
+        }
+        accepted.insert(from);
+        if accepted.len() == install.view.members.len() {
+            let nodes: Vec<NodeId> = install.view.members.iter().map(|m| m.node()).collect();
+            self.coord = None;
+            self.send_many(&nodes, Body::Commit { ballot }, out);
+        }
+    }
+
+    fn on_installed(&mut self, _now: u64, from: Member, view: ViewId, _out: &mut Vec<Output>) {
+        if let Some(c) = self.coord.as_mut() {
+            if let Phase::Completing { waiting } = &mut c.phase {
+                if c.ballot == view {
+                    waiting.remove(&from);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // View change: participant side
+    // ----------------------------------------------------------------------------------------------
+
+    fn flush_state(&self) -> FlushState {
+        let (received, delivered, stable, safe) = match &self.ord {
+            Some(o) => (o.received, o.delivered, o.stable, o.safe_above_stable()),
+            None => (0, 0, 0, Vec::new()),
+        };
+        FlushState {
+            view: self.view.clone(),
+            last_primary: self.last_primary.clone(),
+            registry: self.durable.registry.clone(),
+            received,
+            delivered,
+            stable,
+            safe_above_stable: safe,
+            accepted: self.accepted.clone(),
+            max_seq: self.max_seq_seen.max(self.durable.max_view_seq),
+            seen_all: self.seen_all,
+            leaving: self.leaving,
+        }
+    }
+
+    fn on_prepare(&mut self, now: u64, from: Member, ballot: ViewId, members: Vec<Member>, out: &mut Vec<Output>) {
+        if !members.contains(&self.me) || self.removed_self || self.leaving || self.left {
+            return;
+        }
+        self.max_seq_seen = self.max_seq_seen.max(ballot.seq);
+        let floor = self.promised.max(self.view.as_ref().map(|v| v.id).unwrap_or_default());
+        if ballot <= floor && !(ballot == self.promised && from.node() == ballot.coord) {
+            self.send(from.node(), Body::Reject { ballot, reason: RejectReason::Outdated { promised: floor } }, out);
+            return;
+        }
+        // Admission with this member's own registry: a proposal containing a removed member is refused,
+        // and the stateful merge is handled here if this member is on the primary side (G8).
+        let mut removed = Vec::new();
+        let mut stale = Vec::new();
+        for &m in &members {
+            match self.durable.registry.classify(m) {
+                Admission::Fresh => {}
+                Admission::StatefulMerge(_) => removed.push(m),
+                Admission::Stale { .. } => stale.push(m),
+            }
+        }
+        if !removed.is_empty() || !stale.is_empty() {
+            for &m in removed.iter().chain(stale.iter()) {
+                self.check_admission(now, m, out);
+            }
+            self.send(from.node(), Body::Reject { ballot, reason: RejectReason::Inadmissible { removed, stale } }, out);
+            return;
+        }
+        // A coordinator with a lower ballot running concurrently here gives way.
+        if self.coord.as_ref().is_some_and(|c| c.ballot < ballot) {
+            self.coord = None;
+        }
+        self.promised = ballot;
+        self.frozen_since.get_or_insert(now);
+        let state = self.flush_state();
+        self.send(from.node(), Body::Promise { ballot, state: Box::new(state) }, out);
+    }
+
+    fn on_accept(&mut self, now: u64, from: Member, ballot: ViewId, install: Install, out: &mut Vec<Output>) {
+        if !install.view.contains(self.me) || self.removed_self || self.left {
+            return;
+        }
+        if ballot < self.promised || self.view.as_ref().is_some_and(|v| v.id >= ballot) {
+            if self.view.as_ref().is_some_and(|v| v.id == ballot) {
+                self.send(from.node(), Body::Accepted { ballot }, out);
+            }
+            return;
+        }
+        self.promised = ballot;
+        self.frozen_since.get_or_insert(now);
+        self.accepted = Some(install);
+        self.accept_from = Some(from);
+        self.accepted_tx = 0;
+        self.drive_participant(now, out);
+    }
+
+    /// True when this member holds every message up to its cut of the accepted install.
+    fn accept_complete(&self) -> bool {
+        let Some(acc) = &self.accepted else { return false };
+        let Some(v) = &self.view else { return true };
+        match acc.cuts.get(&v.id) {
+            None => true,
+            Some(cut) => self.ord.as_ref().is_some_and(|o| o.received >= cut.seq),
+        }
+    }
+
+    fn drive_participant(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(acc) = &self.accepted else {
+            // A promise that led nowhere is released after a while so the member can move on.
+            if let Some(t) = self.frozen_since {
+                if now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 6 && self.coord.is_none() {
+                    self.frozen_since = Some(now);
+                }
+            }
+            return;
+        };
+        if now.saturating_sub(self.accepted_tx) < self.cfg.retransmit_interval_ms {
+            return;
+        }
+        let ballot = acc.view.id;
+        if self.accept_complete() {
+            if let Some(c) = self.accept_from {
+                self.accepted_tx = now;
+                self.send(c.node(), Body::Accepted { ballot }, out);
+            }
+        } else if let (Some(v), Some(o)) = (&self.view, &self.ord) {
+            if let Some(cut) = acc.cuts.get(&v.id) {
+                let (from, to, holder, vid) = (o.received + 1, cut.seq, cut.holder, v.id);
+                self.accepted_tx = now;
+                self.send(holder.node(), Body::Nak { view: vid, from, to }, out);
+            }
+        }
+    }
+
+    fn on_commit(&mut self, now: u64, from: Member, ballot: ViewId, out: &mut Vec<Output>) {
+        let Some(acc) = &self.accepted else {
+            if self.view.as_ref().is_some_and(|v| v.id == ballot) {
+                self.send(from.node(), Body::Installed { view: ballot }, out);
+            }
+            return;
+        };
+        if acc.view.id != ballot || self.view.as_ref().is_some_and(|v| v.id >= ballot) {
+            return;
+        }
+        if !self.accept_complete() {
+            return;
+        }
+        let inst = acc.clone();
+        self.install(now, inst, out);
+        self.send(from.node(), Body::Installed { view: ballot }, out);
+    }
+
+    /// Installs `inst`: delivers the old view up to its cut, then switches to the new view.
+    fn install(&mut self, now: u64, inst: Install, out: &mut Vec<Output>) {
+        let old = self.view.clone();
+        // Flush: deliver exactly up to the cut (G4), including safe messages, which the cut only covers
+        // when they are known stable (G10).
+        if let Some(v) = &old {
+            if let Some(cut) = inst.cuts.get(&v.id) {
+                self.deliver_upto(now, Some(cut.seq), out);
+            }
+        }
+        let new = inst.view.clone();
+        // Messages sent in the old view and not delivered in it are sent again in the new view under new
+        // ids: a member cut off with the old sequencer may have delivered the old id in the old view,
+        // and an id is delivered in one view only (G5).
+        let mut renewed = Vec::new();
+        for o in self.outbox.iter_mut() {
+            if o.sent_in.is_some() {
+                renewed.push(o.id);
+            }
+            o.vseq = None;
+            o.last_tx = 0;
+        }
+        for old_id in renewed {
+            let new_id = self.new_id();
+            if let Some(o) = self.outbox.iter_mut().find(|o| o.id == old_id) {
+                o.id = new_id;
+                o.sent_in = None;
+                if let Op::App { group, payload } = &o.op {
+                    let ev = Event::Send {
+                        group: group.clone(),
+                        msg: new_id.to_string(),
+                        bytes: payload.len() as u64,
+                        delivery: o.delivery,
+                        digest: digest(payload),
+                    };
+                    out.push(Output::Record(Record {
+                        ts_ms: now,
+                        node: self.me.node(),
+                        epoch: self.me.epoch(),
+                        event: ev,
+                    }));
+                }
+            }
+        }
+        self.next_vseq = 1;
+        self.my_ordered_vseq = 0;
+
+        let old_members: BTreeSet<Member> = old.as_ref().map(|v| v.members.iter().copied().collect()).unwrap_or_default();
+        let new_members: BTreeSet<Member> = new.members.iter().copied().collect();
+        let joined: Vec<Member> = new_members.difference(&old_members).copied().collect();
+        let gone: Vec<Member> = old_members.difference(&new_members).copied().collect();
+        let left: Vec<Member> = gone.iter().copied().filter(|m| inst.left.contains(m) || self.leavers.contains(m)).collect();
+        let failed: Vec<Member> = gone.iter().copied().filter(|m| !left.contains(m)).collect();
+
+        self.prev_view = old.as_ref().map(|v| v.id);
+        self.view = Some(new.clone());
+        self.max_seq_seen = self.max_seq_seen.max(new.id.seq);
+        self.promised = self.promised.max(new.id);
+        self.accepted = None;
+        self.accept_from = None;
+        self.frozen_since = None;
+        self.suspended = false;
+        if self.coord.as_ref().is_some_and(|c| c.ballot <= new.id) {
+            self.coord = None;
+        }
+        self.seen_all |= inst.seen_all
+            || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
+        self.durable.registry.merge(&inst.registry);
+        self.persist(out);
+        self.record(
+            now,
+            Event::View {
+                view: new.id,
+                members: new.members.clone(),
+                primary: new.primary,
+                joined,
+                left,
+                failed,
+                prev: self.prev_view,
+            },
+            out,
+        );
+        self.notify(Notification::View(new.clone()), out);
+        self.ord = Some(Ordering::new(&new, self.me));
+        self.stable_dirty = false;
+
+        // Groups: members outside the new view leave every group; transfers whose provider left are
+        // re-based on the install point, with a new provider chosen the same way everywhere.
+        self.groups_after_install(now, &new, out);
+
+        if new.primary {
+            self.last_primary = Some(new.clone());
+            self.last_primary_ms = Some(now);
+            self.unblock(now, BlockReason::NoQuorum, out);
+            if new.leader() == Some(self.me) {
+                // The sequencer's first message of every primary view carries its group table, so
+                // members that come from elsewhere start from the same table.
+                let id = self.new_id();
+                let op = Op::Sync {
+                    groups: self.groups.clone(),
+                    transfers: self.transfers.clone().into_iter().map(|(k, (p, _))| (k, p)).collect(),
+                    lineage: self.prev_view,
+                };
+                self.outbox_bytes += op.size();
+                self.outbox.push_front(Outgoing { id, delivery: Delivery::Agreed, op, vseq: None, last_tx: 0, sent_in: None });
+            }
+            self.fencing_after_install(now, out);
+        } else {
+            self.block(now, BlockReason::NoQuorum, out);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Total order
+    // ----------------------------------------------------------------------------------------------
+
+    fn active(&self) -> bool {
+        self.is_primary() && self.frozen_since.is_none() && !self.suspended && self.ord.is_some()
+    }
+
+    /// Sends queued messages to the sequencer, multicasts newly ordered ones, delivers what can be.
+    fn pump(&mut self, now: u64, out: &mut Vec<Output>) {
+        if !self.active() {
+            return;
+        }
+        let Some(o) = &self.ord else { return };
+        let view = o.view;
+        let seq_node = o.sequencer.node();
+        // Sender side: number messages for this view and send the ones not known ordered.
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let budget = self.cfg.max_datagram_bytes.saturating_mul(4);
+        for ob in self.outbox.iter_mut() {
+            if ob.vseq.is_none() {
+                ob.vseq = Some(self.next_vseq);
+                self.next_vseq += 1;
+                ob.sent_in = Some(view);
+            }
+            let vseq = ob.vseq.unwrap_or(0);
+            if vseq <= self.my_ordered_vseq {
+                continue;
+            }
+            let due = ob.last_tx == 0 || now.saturating_sub(ob.last_tx) >= self.cfg.retransmit_interval_ms * 2;
+            if !due {
+                continue;
+            }
+            ob.last_tx = now;
+            bytes += ob.op.size() + 48;
+            batch.push(DataMsg { id: ob.id, vseq, delivery: ob.delivery, op: ob.op.clone() });
+            if bytes >= budget {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            self.send(seq_node, Body::Data { view, msgs: batch }, out);
+        }
+        self.broadcast_ordered(out);
+        self.deliver_upto(now, None, out);
+    }
+
+    fn broadcast_ordered(&mut self, out: &mut Vec<Output>) {
+        let Some(o) = self.ord.as_mut() else { return };
+        if !o.is_sequencer() {
+            return;
+        }
+        if o.unsent.is_empty() && !self.stable_dirty {
+            return;
+        }
+        let unsent = std::mem::take(&mut o.unsent);
+        let (view, stable, ordered) = (o.view, o.stable, o.ordered());
+        let others: Vec<NodeId> = o.members().iter().map(|m| m.node()).filter(|n| *n != self.me.node()).collect();
+        self.stable_dirty = false;
+        if unsent.is_empty() {
+            self.send_many(&others, Body::Ordered { view, msgs: Vec::new(), stable, ordered }, out);
+            return;
+        }
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        for om in unsent {
+            bytes += om.msg.op.size() + 64;
+            chunk.push(om);
+            if bytes >= self.cfg.max_datagram_bytes.saturating_mul(2) {
+                self.send_many(&others, Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered }, out);
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send_many(&others, Body::Ordered { view, msgs: chunk, stable, ordered }, out);
+        }
+    }
+
+    fn on_data(&mut self, _now: u64, from: Member, view: ViewId, msgs: Vec<DataMsg>) {
+        if !self.active() {
+            return;
+        }
+        let (wm, wb) = (self.cfg.window_msgs, self.cfg.window_bytes);
+        let Some(o) = self.ord.as_mut() else { return };
+        if o.view != view || !o.is_sequencer() {
+            return;
+        }
+        for m in msgs {
+            if m.id.sender != from {
+                continue;
+            }
+            o.order(m, wm, wb);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ordered(
+        &mut self,
+        _now: u64,
+        from: Member,
+        view: ViewId,
+        msgs: Vec<OrderedMsg>,
+        stable: u64,
+        ordered: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(o) = self.ord.as_mut() else { return };
+        if o.view != view || !o.members().contains(&from) || o.is_sequencer() {
+            return;
+        }
+        let before = o.received;
+        let me = self.me;
+        for om in msgs {
+            if om.msg.id.sender == me {
+                self.my_ordered_vseq = self.my_ordered_vseq.max(om.msg.vseq);
+            }
+            o.insert(om);
+        }
+        if from == o.sequencer {
+            o.ordered_hint = o.ordered_hint.max(ordered);
+            o.learn_stable(stable);
+        }
+        if o.received > before {
+            let seq_node = o.sequencer.node();
+            let ack = self.ord.as_ref().map_or(0, |o| self.ack_point(o));
+            self.send(seq_node, Body::Ack { view, received: ack }, out);
+        }
+    }
+
+    fn on_ack(&mut self, from: Member, view: ViewId, received: u64) {
+        let Some(o) = self.ord.as_mut() else { return };
+        if o.view == view && o.is_sequencer() && o.on_ack(from, received) {
+            self.stable_dirty = true;
+        }
+    }
+
+    fn on_nak(&mut self, from: Member, view: ViewId, lo: u64, hi: u64, out: &mut Vec<Output>) {
+        let Some(o) = &self.ord else { return };
+        if o.view != view {
+            return;
+        }
+        let mut msgs = Vec::new();
+        let mut bytes = 0;
+        for om in o.range(lo, hi) {
+            bytes += om.msg.op.size() + 64;
+            msgs.push(om.clone());
+            if bytes > MAX_RETRANSMIT_BATCH_BYTES {
+                break;
+            }
+        }
+        let (stable, ordered) = (o.stable, if o.is_sequencer() { o.ordered() } else { o.ordered_hint });
+        if !msgs.is_empty() {
+            self.send(from.node(), Body::Ordered { view, msgs, stable, ordered }, out);
+        }
+    }
+
+    fn drive_ordering_retransmits(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(o) = &self.ord else { return };
+        if o.is_sequencer() {
+            return;
+        }
+        if now.saturating_sub(self.last_nak) < self.cfg.retransmit_interval_ms {
+            return;
+        }
+        if let Some((lo, hi)) = o.missing() {
+            let (view, seq_node) = (o.view, o.sequencer.node());
+            self.last_nak = now;
+            self.send(seq_node, Body::Nak { view, from: lo, to: hi }, out);
+        }
+    }
+
+    /// Delivers in order. `limit` is a flush cut: everything up to it is delivered, safe or not.
+    fn deliver_upto(&mut self, now: u64, limit: Option<u64>, out: &mut Vec<Output>) {
+        if limit.is_none() && !self.active() {
+            return;
+        }
+        loop {
+            let Some(o) = self.ord.as_mut() else { return };
+            let Some(om) = o.next_deliverable(limit).cloned() else { break };
+            let view = o.view;
+            o.mark_delivered(om.seq);
+            self.deliver_op(now, view, om, out);
+        }
+        if self.want_send_ready
+            && self.outbox.len() < self.cfg.send_queue_msgs
+            && self.outbox_bytes < self.cfg.send_queue_bytes
+        {
+            self.want_send_ready = false;
+            self.notify(Notification::SendReady, out);
+        }
+    }
+
+    fn deliver_op(&mut self, now: u64, view: ViewId, om: OrderedMsg, out: &mut Vec<Output>) {
+        let sender = om.msg.id.sender;
+        if sender == self.me {
+            if let Some(pos) = self.outbox.iter().position(|o| o.id == om.msg.id) {
+                if let Some(o) = self.outbox.remove(pos) {
+                    self.outbox_bytes = self.outbox_bytes.saturating_sub(o.op.size());
+                }
+            }
+        }
+        match om.msg.op {
+            Op::App { group, payload } => {
+                self.record(
+                    now,
+                    Event::Deliver {
+                        group: group.clone(),
+                        msg: om.msg.id.to_string(),
+                        sender,
+                        view,
+                        digest: digest(&payload),
+                        seq: Some(om.seq),
+                        delivery: Some(om.msg.delivery),
+                    },
+                    out,
+                );
+                let n = Notification::Deliver {
+                    group: group.clone(),
+                    msg: om.msg.id,
+                    sender,
+                    delivery: om.msg.delivery,
+                    view,
+                    seq: om.seq,
+                    payload,
+                };
+                match self.my_groups.get_mut(&group) {
+                    Some(MyGroup::Member) => self.notify(n, out),
+                    Some(MyGroup::Awaiting { held }) => held.push_back(n),
+                    _ => {}
+                }
+            }
+            Op::Join { group } => self.on_group_join(now, view, om.seq, group, sender, out),
+            Op::LeaveGroup { group } => self.on_group_leave(now, view, om.seq, group, sender, out),
+            Op::StateApplied { group } => {
+                self.transfers.remove(&(group, sender));
+            }
+            Op::FenceDone { target, method } => self.on_fence_done(now, target, method, out),
+            Op::Sync { groups, transfers, lineage } => self.on_sync(now, view, groups, transfers, lineage, out),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Process groups and state transfer
+    // ----------------------------------------------------------------------------------------------
+
+    fn group_view_changed(&mut self, now: u64, view: ViewId, group: &str, out: &mut Vec<Output>) {
+        let members = self.groups.get(group).cloned().unwrap_or_default();
+        self.record(now, Event::GroupView { group: group.to_string(), view, members: members.clone() }, out);
+        if self.my_groups.contains_key(group) {
+            self.notify(Notification::GroupView { group: group.to_string(), members }, out);
+        }
+    }
+
+    fn on_group_join(&mut self, now: u64, view: ViewId, seq: u64, group: String, who: Member, out: &mut Vec<Output>) {
+        let list = self.groups.entry(group.clone()).or_default();
+        if list.contains(&who) {
+            return;
+        }
+        let provider = list.first().copied();
+        list.push(who);
+        list.sort();
+        self.group_view_changed(now, view, &group, out);
+        let token = TransferToken { view, seq };
+        match provider {
+            Some(p) => {
+                self.transfers.insert((group.clone(), who), (p, token));
+                if who == self.me {
+                    self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                    self.block(now, BlockReason::StateTransfer, out);
+                }
+                if p == self.me {
+                    self.notify(Notification::ProvideState { group, joiner: who, token }, out);
+                }
+            }
+            None => {
+                if who == self.me {
+                    self.my_groups.insert(group, MyGroup::Member);
+                }
+            }
+        }
+    }
+
+    fn on_group_leave(&mut self, now: u64, view: ViewId, seq: u64, group: String, who: Member, out: &mut Vec<Output>) {
+        let Some(list) = self.groups.get_mut(&group) else { return };
+        let Some(pos) = list.iter().position(|m| *m == who) else { return };
+        list.remove(pos);
+        if list.is_empty() {
+            self.groups.remove(&group);
+        }
+        self.transfers.remove(&(group.clone(), who));
+        self.group_view_changed(now, view, &group, out);
+        self.reassign_providers(now, TransferToken { view, seq }, out);
+    }
+
+    /// Transfers whose provider is gone get a new provider (the first other group member), asked for
+    /// its state at `token`, the same point at every member.
+    fn reassign_providers(&mut self, now: u64, token: TransferToken, out: &mut Vec<Output>) {
+        let keys: Vec<(String, Member)> = self.transfers.keys().cloned().collect();
+        for (group, joiner) in keys {
+            let Some(&(prov, _)) = self.transfers.get(&(group.clone(), joiner)) else { continue };
+            let members = self.groups.get(&group).cloned().unwrap_or_default();
+            if !members.contains(&joiner) {
+                self.transfers.remove(&(group, joiner));
+                continue;
+            }
+            if members.contains(&prov) {
+                continue;
+            }
+            match members.iter().copied().find(|m| *m != joiner && !self.transfers.contains_key(&(group.clone(), *m))) {
+                Some(np) => {
+                    self.transfers.insert((group.clone(), joiner), (np, token));
+                    if np == self.me {
+                        self.notify(Notification::ProvideState { group: group.clone(), joiner, token }, out);
+                    }
+                }
+                None => {
+                    // No one holds the state any more: the joiner starts from empty state.
+                    self.transfers.remove(&(group.clone(), joiner));
+                    if joiner == self.me {
+                        self.finish_transfer(now, &group, self.me, Vec::new(), out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn groups_after_install(&mut self, now: u64, new: &View, out: &mut Vec<Output>) {
+        let names: Vec<String> = self.groups.keys().cloned().collect();
+        for g in names {
+            let before = self.groups.get(&g).cloned().unwrap_or_default();
+            let after: Vec<Member> = before.iter().copied().filter(|m| new.contains(*m)).collect();
+            if after.len() != before.len() {
+                if after.is_empty() {
+                    self.groups.remove(&g);
+                } else {
+                    self.groups.insert(g.clone(), after);
+                }
+                self.group_view_changed(now, new.id, &g, out);
+            }
+        }
+        self.reassign_providers(now, TransferToken { view: new.id, seq: 0 }, out);
+    }
+
+    fn on_sync(
+        &mut self,
+        now: u64,
+        view: ViewId,
+        groups: BTreeMap<String, Vec<Member>>,
+        transfers: BTreeMap<(String, Member), Member>,
+        lineage: Option<ViewId>,
+        out: &mut Vec<Output>,
+    ) {
+        if lineage.is_some() && lineage == self.prev_view {
+            return;
+        }
+        // This member comes from another previous view than the sequencer: adopt its table.
+        let names: BTreeSet<String> = groups.keys().chain(self.groups.keys()).cloned().collect();
+        let old = std::mem::replace(&mut self.groups, groups);
+        for g in names {
+            if old.get(&g) != self.groups.get(&g) {
+                self.group_view_changed(now, view, &g, out);
+            }
+        }
+        let token = TransferToken { view, seq: 1 };
+        self.transfers = transfers.into_iter().map(|(k, p)| (k, (p, token))).collect();
+        // Our own groups: keep those the table lists us in; a member whose state came from another
+        // lineage asks for the state again.
+        let mine: Vec<String> = self.my_groups.keys().cloned().collect();
+        for g in mine {
+            let listed = self.groups.get(&g).is_some_and(|l| l.contains(&self.me));
+            if !listed {
+                self.my_groups.remove(&g);
+                continue;
+            }
+            if let Some(p) = self.groups.get(&g).and_then(|l| l.iter().copied().find(|m| *m != self.me)) {
+                if !self.transfers.contains_key(&(g.clone(), self.me)) {
+                    self.transfers.insert((g.clone(), self.me), (p, token));
+                }
+                if !matches!(self.my_groups.get(&g), Some(MyGroup::Awaiting { .. })) {
+                    self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                    self.block(now, BlockReason::StateTransfer, out);
+                }
+            }
+        }
+        let _ = lineage;
+    }
+
+    fn on_state(
+        &mut self,
+        now: u64,
+        from: Member,
+        group: String,
+        joiner: Member,
+        token: TransferToken,
+        state: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        if joiner != self.me {
+            return;
+        }
+        let expected = self.transfers.get(&(group.clone(), self.me)).copied();
+        match expected {
+            Some((p, t)) if p == from && t == token => {
+                self.send(from.node(), Body::StateAck { group: group.clone(), token }, out);
+                self.finish_transfer(now, &group, from, state, out);
+            }
+            _ => {
+                // A duplicate of a transfer already applied: acknowledge again so the provider stops.
+                if !matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. })) {
+                    self.send(from.node(), Body::StateAck { group, token }, out);
+                }
+            }
+        }
+    }
+
+    fn finish_transfer(&mut self, now: u64, group: &str, provider: Member, state: Vec<u8>, out: &mut Vec<Output>) {
+        let Some(MyGroup::Awaiting { held }) = self.my_groups.get_mut(group) else { return };
+        let held = std::mem::take(held);
+        let bytes = state.len() as u64;
+        self.my_groups.insert(group.to_string(), MyGroup::Member);
+        self.transfers.remove(&(group.to_string(), self.me));
+        self.notify(Notification::ApplyState { group: group.to_string(), provider, state }, out);
+        self.record(
+            now,
+            Event::StateTransfer { group: group.to_string(), role: TransferRole::Receiver, peer: provider, bytes, ok: true },
+            out,
+        );
+        // Deliveries that arrived while the transfer was pending are handed over in order, after the
+        // state (G11): the state is the provider's at the join point, these come after it.
+        for n in held {
+            self.notify(n, out);
+        }
+        let id = self.new_id();
+        self.push_out(id, Delivery::Agreed, Op::StateApplied { group: group.to_string() });
+        if !self.my_groups.values().any(|g| matches!(g, MyGroup::Awaiting { .. })) {
+            self.unblock(now, BlockReason::StateTransfer, out);
+        }
+    }
+
+    fn on_state_ack(&mut self, now: u64, from: Member, group: String, token: TransferToken, out: &mut Vec<Output>) {
+        if let Some(p) = self.providing.remove(&(group.clone(), from, token)) {
+            self.record(
+                now,
+                Event::StateTransfer {
+                    group,
+                    role: TransferRole::Provider,
+                    peer: from,
+                    bytes: p.state.len() as u64,
+                    ok: true,
+                },
+                out,
+            );
+        }
+    }
+
+    fn drive_transfers(&mut self, now: u64, out: &mut Vec<Output>) {
+        let period = self.cfg.view_change_timeout_ms.max(self.cfg.retransmit_interval_ms * 4);
+        let due: Vec<(String, Member, TransferToken)> = self
+            .providing
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.last_tx) >= period)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let view = self.view.clone();
+        for key in due {
+            let (group, joiner, token) = key.clone();
+            // Give up on joiners that are no longer in the view.
+            if !view.as_ref().is_some_and(|v| v.contains(joiner)) {
+                if let Some(p) = self.providing.remove(&key) {
+                    self.record(
+                        now,
+                        Event::StateTransfer { group, role: TransferRole::Provider, peer: joiner, bytes: p.state.len() as u64, ok: false },
+                        out,
+                    );
+                }
+                continue;
+            }
+            if let Some(p) = self.providing.get_mut(&key) {
+                p.last_tx = now;
+                let state = p.state.clone();
+                self.send(joiner.node(), Body::State { group, joiner, token, state }, out);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Fencing and recovery
+    // ----------------------------------------------------------------------------------------------
+
+    fn is_fencer(&self) -> bool {
+        self.is_primary() && self.view.as_ref().and_then(View::leader) == Some(self.me)
+    }
+
+    fn request_fence(&mut self, now: u64, target: Member, reason: &str, out: &mut Vec<Output>) {
+        if self.fence_inflight.contains_key(&target) {
+            return;
+        }
+        self.fence_inflight.insert(target, now);
+        self.fence_failed_at.remove(&target);
+        self.record(now, Event::FenceRequest { target, reason: reason.to_string() }, out);
+        out.push(Output::Fence { target, reason: reason.to_string() });
+    }
+
+    fn fencing_after_install(&mut self, now: u64, out: &mut Vec<Output>) {
+        let pending = self.durable.registry.pending_fences();
+        if pending.is_empty() {
+            self.unblock(now, BlockReason::Fencing, out);
+        } else {
+            self.block(now, BlockReason::Fencing, out);
+        }
+        self.announce_recovered(now, out);
+        if self.is_fencer() {
+            // A new fencer takes over every pending fence: an earlier fencer may have failed.
+            self.fence_inflight.clear();
+            for t in pending {
+                self.pending_since.entry(t).or_insert(now);
+            }
+            self.drive_fencing(now, out);
+        }
+    }
+
+    fn drive_fencing(&mut self, now: u64, out: &mut Vec<Output>) {
+        // Two-node mode: a lone member outside the primary view fences the other node itself; the fence
+        // race decides which side becomes primary.
+        if self.cfg.quorum.two_node && !self.is_primary() && !self.removed_self && self.cfg.fencing == FencingMode::Agent {
+            if let (Some(lp), Some(v)) = (self.last_primary.clone(), self.view.clone()) {
+                if v.members.len() == 1 {
+                    let me = self.me;
+                    for m in lp.members.iter().copied().filter(|m| m.node() != me.node()) {
+                        let done = self.durable.registry.removal(m).is_some_and(|r| r.fence.is_done());
+                        let retry = self.fence_failed_at.get(&m).is_none_or(|t| now.saturating_sub(*t) > self.cfg.failure_timeout_ms * 2);
+                        if !done && !self.fence_inflight.contains_key(&m) && retry {
+                            self.request_fence(now, m, "two_node", out);
+                        }
+                    }
+                }
+            }
+        }
+        if !self.is_fencer() {
+            return;
+        }
+        let pending = self.durable.registry.pending_fences();
+        for t in pending {
+            match self.cfg.fencing {
+                FencingMode::Agent => {
+                    let retry = self.fence_failed_at.get(&t).is_none_or(|f| now.saturating_sub(*f) > self.cfg.failure_timeout_ms * 2);
+                    if !self.fence_inflight.contains_key(&t) && retry {
+                        self.request_fence(now, t, "failed", out);
+                    }
+                }
+                FencingMode::Watchdog => {
+                    let since = *self.pending_since.entry(t).or_insert(now);
+                    let heard = self.peers.get(&t.node()).filter(|p| p.member == t).map_or(0, |p| p.last_heard);
+                    if now >= since.max(heard) + self.cfg.watchdog_wait_ms && !self.fence_inflight.contains_key(&t) {
+                        self.fence_inflight.insert(t, now);
+                        self.record(
+                            now,
+                            Event::FenceResult {
+                                target: t,
+                                ok: true,
+                                method: FenceMethod::Watchdog,
+                                detail: format!("silent for watchdog_wait_ms={}", self.cfg.watchdog_wait_ms),
+                            },
+                            out,
+                        );
+                        self.fenced(now, t, FenceMethod::Watchdog, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `target` is fenced: record it and tell every member through the total order.
+    fn fenced(&mut self, now: u64, target: Member, method: FenceMethod, out: &mut Vec<Output>) {
+        if self.durable.registry.removal(target).is_none() {
+            let view = self.view.as_ref().map(|v| v.id).unwrap_or_default();
+            let mut r = Registry::default();
+            r.nodes.entry(target.node()).or_default().removals.push(Removal {
+                member: target,
+                view,
+                reason: RemovalReason::Failed,
+                at_ms: now,
+                fence: FenceStatus::Fenced(method),
+                recovered: false,
+            });
+            r.nodes.entry(target.node()).or_default().removed_up_to = target.epoch();
+            self.durable.registry.merge(&r);
+        } else {
+            self.durable.registry.mark_fenced(target, method);
+        }
+        self.persist(out);
+        if self.is_primary() {
+            let id = self.new_id();
+            self.push_out(id, Delivery::Agreed, Op::FenceDone { target, method });
+        }
+        self.announce_recovered(now, out);
+    }
+
+    fn on_fence_done(&mut self, now: u64, target: Member, method: FenceMethod, out: &mut Vec<Output>) {
+        self.fence_inflight.remove(&target);
+        if self.durable.registry.mark_fenced(target, method) {
+            self.persist(out);
+        }
+        self.announce_recovered(now, out);
+        if self.durable.registry.pending_fences().is_empty() {
+            self.unblock(now, BlockReason::Fencing, out);
+        }
+    }
+
+    /// Announces `recovered` for failed members that are fenced (G9). Only in a primary view.
+    fn announce_recovered(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(v) = self.view.clone() else { return };
+        if !v.primary {
+            return;
+        }
+        let ready: Vec<Member> = self
+            .durable
+            .registry
+            .recoverable()
+            .into_iter()
+            .filter(|m| !self.recovered_announced.contains(m))
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        for m in &ready {
+            self.recovered_announced.insert(*m);
+            self.durable.registry.mark_recovered(*m);
+        }
+        self.record(now, Event::Recovered { view: v.id, failed: ready.clone() }, out);
+        self.notify(Notification::Recovered { failed: ready }, out);
+    }
+
+    fn drive_watchdog(&mut self, now: u64, out: &mut Vec<Output>) {
+        if self.cfg.self_fence_after_ms == 0 || self.self_fenced || self.is_primary() {
+            return;
+        }
+        let Some(since) = self.last_primary_ms else { return };
+        if now.saturating_sub(since) >= self.cfg.self_fence_after_ms {
+            self.self_fenced = true;
+            let reason = format!("outside any primary view for self_fence_after_ms={}", self.cfg.self_fence_after_ms);
+            self.record(now, Event::SelfFence { reason: reason.clone() }, out);
+            out.push(Output::SelfFence { reason });
+        }
+    }
+}
