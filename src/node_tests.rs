@@ -1,0 +1,223 @@
+//! Unit tests of the engine on a tiny lossless in-memory network. The deterministic simulator in
+//! `tests/sim` is the main correctness tool; these tests pin down single behaviours quickly.
+
+use super::*;
+use crate::config::Config;
+use std::collections::BTreeMap;
+
+/// A minimal cluster: every datagram arrives after `delay` ms unless its link is cut.
+struct Net {
+    cfg: Arc<Config>,
+    now: u64,
+    nodes: BTreeMap<u32, Node>,
+    disks: BTreeMap<u32, Durable>,
+    queue: Vec<(u64, u64, u32, Vec<u8>)>,
+    counter: u64,
+    cut: BTreeSet<(u32, u32)>,
+    records: Vec<Record>,
+    delivered: BTreeMap<Member, Vec<(ViewId, u64, MsgId)>>,
+    fences: Vec<(u32, Member)>,
+}
+
+impl Net {
+    fn new(ids: &[u32], tune: impl FnOnce(&mut Config)) -> Net {
+        let mut cfg = Config::new("t", ids);
+        cfg.heartbeat_interval_ms = 20;
+        cfg.failure_timeout_ms = 200;
+        cfg.discovery_interval_ms = 100;
+        cfg.view_change_timeout_ms = 150;
+        cfg.retransmit_interval_ms = 20;
+        cfg.max_datagram_bytes = 4096;
+        tune(&mut cfg);
+        cfg.validate().expect("valid config");
+        let mut net = Net {
+            cfg: Arc::new(cfg),
+            now: 1000,
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            queue: Vec::new(),
+            counter: 0,
+            cut: BTreeSet::new(),
+            records: Vec::new(),
+            delivered: BTreeMap::new(),
+            fences: Vec::new(),
+        };
+        for &id in ids {
+            net.start(id);
+        }
+        net
+    }
+
+    fn start(&mut self, id: u32) {
+        let mut d = self.disks.get(&id).cloned().unwrap_or_default();
+        d.epoch = Epoch(d.epoch.0 + 1);
+        self.disks.insert(id, d.clone());
+        let mut out = Vec::new();
+        let n = Node::new(self.cfg.clone(), NodeId(id), d, self.now, &mut out);
+        self.nodes.insert(id, n);
+        self.apply(id, out);
+    }
+
+    fn apply(&mut self, id: u32, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Send { to, bytes } => {
+                    self.counter += 1;
+                    self.queue.push((self.now + 1, self.counter, to.0 * 1000 + id, bytes));
+                }
+                Output::Persist(d) => {
+                    self.disks.insert(id, d);
+                }
+                Output::Record(r) => {
+                    if let Event::Deliver { .. } = &r.event {}
+                    self.records.push(r);
+                }
+                Output::Notify(Notification::Deliver { msg, view, seq, .. }) => {
+                    let m = self.nodes.get(&id).map(|n| n.member());
+                    if let Some(m) = m {
+                        self.delivered.entry(m).or_default().push((view, seq, msg));
+                    }
+                }
+                Output::Notify(Notification::ProvideState { group, joiner, token }) => {
+                    let mut more = Vec::new();
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.provide_state(self.now, &group, joiner, token, b"state".to_vec(), &mut more);
+                    }
+                    self.apply(id, more);
+                }
+                Output::Notify(_) => {}
+                Output::Fence { target, .. } => self.fences.push((id, target)),
+                Output::SelfFence { .. } | Output::NewEpoch { .. } => {}
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 1;
+            self.queue.sort_by_key(|q| (q.0, q.1));
+            let due: Vec<_> = self.queue.iter().filter(|q| q.0 <= self.now).cloned().collect();
+            self.queue.retain(|q| q.0 > self.now);
+            for (_, _, key, bytes) in due {
+                let (to, from) = (key / 1000, key % 1000);
+                if self.cut.contains(&(from, to)) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    n.receive(self.now, &bytes, &mut out);
+                }
+                self.apply(to, out);
+            }
+            let ids: Vec<u32> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let mut out = Vec::new();
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    if n.next_wakeup_ms() <= self.now {
+                        n.tick(self.now, &mut out);
+                    }
+                }
+                self.apply(id, out);
+            }
+        }
+    }
+
+    fn partition(&mut self, a: &[u32], b: &[u32]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    fn view_of(&self, id: u32) -> Option<View> {
+        self.nodes.get(&id).and_then(|n| n.view().cloned())
+    }
+
+    fn send(&mut self, id: u32, payload: &[u8], d: Delivery) -> MsgId {
+        let mut out = Vec::new();
+        let r = self.nodes.get_mut(&id).expect("node").multicast(self.now, "g", payload.to_vec(), d, &mut out);
+        self.apply(id, out);
+        r.expect("accepted")
+    }
+}
+
+#[test]
+fn three_nodes_form_one_primary_view() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    let v = net.view_of(1).expect("view");
+    assert!(v.primary);
+    assert_eq!(v.members.len(), 3);
+    assert_eq!(net.view_of(2), Some(v.clone()));
+    assert_eq!(net.view_of(3), Some(v));
+}
+
+#[test]
+fn messages_are_delivered_in_one_order_everywhere() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    for id in 1..=3 {
+        let mut out = Vec::new();
+        net.nodes.get_mut(&id).expect("node").join_group(net.now, "g", &mut out);
+        net.apply(id, out);
+    }
+    net.run(300);
+    for i in 0..50u32 {
+        let d = if i % 3 == 0 { Delivery::Safe } else { Delivery::Agreed };
+        net.send(1 + i % 3, &i.to_le_bytes(), d);
+    }
+    net.run(500);
+    let seqs: Vec<Vec<MsgId>> =
+        net.delivered.values().map(|v| v.iter().map(|(_, _, m)| *m).collect()).collect();
+    assert_eq!(seqs.len(), 3, "all three delivered: {:?}", net.delivered.keys());
+    assert_eq!(seqs[0].len(), 50);
+    assert_eq!(seqs[0], seqs[1]);
+    assert_eq!(seqs[1], seqs[2]);
+}
+
+#[test]
+fn a_crashed_member_is_removed_and_fenced_before_recovery() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    net.nodes.remove(&3);
+    net.run(1000);
+    let v = net.view_of(1).expect("view");
+    assert!(v.primary);
+    assert_eq!(v.members.iter().map(|m| m.node().0).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(net.fences.len(), 1, "one fence request: {:?}", net.fences);
+    let (fencer, target) = net.fences[0];
+    assert!(!net.records.iter().any(|r| matches!(r.event, Event::Recovered { .. })));
+    let mut out = Vec::new();
+    net.nodes.get_mut(&fencer).expect("fencer").fence_result(net.now, target, true, "test", &mut out);
+    net.apply(fencer, out);
+    net.run(200);
+    let recovered: Vec<_> =
+        net.records.iter().filter(|r| matches!(r.event, Event::Recovered { .. })).map(|r| r.node).collect();
+    assert_eq!(recovered.len(), 2, "both survivors announce recovery: {recovered:?}");
+}
+
+#[test]
+fn minority_blocks_and_stateful_merge_is_refused_after_heal() {
+    let mut net = Net::new(&[1, 2, 3, 4, 5], |_| {});
+    net.run(1000);
+    net.partition(&[1, 2], &[3, 4, 5]);
+    net.run(1500);
+    let maj = net.view_of(3).expect("view");
+    assert!(maj.primary);
+    assert_eq!(maj.members.len(), 3);
+    let min = net.view_of(1).expect("view");
+    assert!(!min.primary);
+    net.cut.clear();
+    net.run(1500);
+    let merges: Vec<_> =
+        net.records.iter().filter(|r| matches!(r.event, Event::StatefulMerge { .. })).collect();
+    assert!(!merges.is_empty(), "stateful merge detected");
+    let removed: Vec<_> =
+        net.records.iter().filter(|r| matches!(r.event, Event::RemovedSelf { .. })).map(|r| r.node.0).collect();
+    assert!(removed.contains(&1) && removed.contains(&2), "removed_self: {removed:?}");
+    let maj = net.view_of(3).expect("view");
+    assert_eq!(maj.members.len(), 3, "zombies not admitted");
+}
