@@ -1,0 +1,37 @@
+//! # cohort-actors: the cohort agent
+//!
+//! The long-running service a cluster runs on every node, built as actix actors around the sans-IO core
+//! (`cohort`). Each actor owns one kind of IO and decides nothing the core should decide:
+//!
+//! - [`transport::TransportActor`]: the UDP socket, AEAD authentication and encryption, the link filter.
+//! - [`membership::MembershipActor`]: the core's state machine, its timers, and the execution of its outputs.
+//! - [`epoch_registry::EpochRegistryActor`]: the data directory (epoch, registry snapshot, lock).
+//! - [`fencing::FencingActor`]: runs fence agents with timeouts, retries and levels.
+//! - [`client_api::ClientApiActor`]: the local Unix-socket API for applications.
+//! - [`event_log::EventLogActor`]: the event log (`shared/spec/event-log.md`).
+//! - [`admin::AdminActor`]: `GET /status` and `GET /metrics`.
+//! - [`supervisor`]: the composition root ([`supervisor::start_node`]) and the `NodeSupervisor`.
+//!
+//! Actors talk only through the typed messages in [`messages`], held as `Recipient`s, so each one is
+//! tested against probe actors. **Deliberately absent:** no protocol decisions here (who is primary,
+//! who to fence, whether a merge is stateful: all in the core), no global registry or system services.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod client_api;
+pub mod client_cli;
+pub mod client_proto;
+pub mod crypto;
+pub mod epoch_registry;
+pub mod event_log;
+pub mod fencing;
+pub mod membership;
+pub mod messages;
+pub mod metrics;
+pub mod settings;
+pub mod settings_load;
+pub mod supervisor;
+pub mod telemetry;
+pub mod transport;

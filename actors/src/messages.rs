@@ -1,0 +1,198 @@
+//! Every message the actors exchange, grouped by receiver.
+//!
+//! Commands are imperative (`SendFrame`, `Fence`, `PersistDurable`), events are past tense
+//! (`FrameReceived`, `FenceCompleted`), queries start with `Get`. Actors hold `Recipient<M>`s of these
+//! messages, never addresses of concrete actor types, so each actor can be tested against probes.
+
+use actix::prelude::*;
+use cohort::msg::TransferToken;
+use cohort::node::{NewEpochReason, SendError, Status};
+use cohort::{Delivery, Durable, Epoch, Member, MsgId, NodeId, Notification, Record};
+use std::collections::BTreeSet;
+
+// ---------------------------------------------------------------------------------------------------
+// TransportActor
+// ---------------------------------------------------------------------------------------------------
+
+/// Encrypt and send one datagram to a configured node.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SendFrame {
+    /// The destination.
+    pub to: NodeId,
+    /// The plaintext datagram produced by the core.
+    pub bytes: Vec<u8>,
+}
+
+/// Drop all traffic to and from these nodes (demos and tests without root).
+#[derive(Message, Debug, Clone, Default)]
+#[rtype(result = "()")]
+pub struct SetLinkFilter {
+    /// Nodes cut off from this agent.
+    pub blocked: BTreeSet<NodeId>,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// MembershipActor
+// ---------------------------------------------------------------------------------------------------
+
+/// An authenticated, decrypted datagram from a peer.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct FrameReceived {
+    /// The node the datagram came from (by its source address).
+    pub from: NodeId,
+    /// The plaintext.
+    pub bytes: Vec<u8>,
+}
+
+/// A local application joins a process group.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct JoinGroup {
+    /// The group.
+    pub group: String,
+}
+
+/// A local application leaves a process group.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LeaveGroup {
+    /// The group.
+    pub group: String,
+}
+
+/// A local application multicasts.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<MsgId, SendError>")]
+pub struct Multicast {
+    /// The group.
+    pub group: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Agreed or safe.
+    pub delivery: Delivery,
+}
+
+/// A local application's answer to a `ProvideState` request.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ProvideState {
+    /// The group.
+    pub group: String,
+    /// The joiner.
+    pub joiner: Member,
+    /// The transfer.
+    pub token: TransferToken,
+    /// The state.
+    pub state: Vec<u8>,
+}
+
+/// A fence attempt finished (all levels tried, or one succeeded).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct FenceCompleted {
+    /// The member.
+    pub target: Member,
+    /// True when a fence agent reported success.
+    pub ok: bool,
+    /// Which agent and what it said.
+    pub detail: String,
+}
+
+/// An operator acknowledged a node as fenced (`cohort fence ack NODE`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AckFence {
+    /// The node.
+    pub node: NodeId,
+}
+
+/// Leave the cluster cleanly (shutdown).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LeaveCluster;
+
+/// The node's status.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+// ---------------------------------------------------------------------------------------------------
+// EpochRegistryActor
+// ---------------------------------------------------------------------------------------------------
+
+/// Start a new incarnation: epoch = max(on disk + 1, min_epoch), persisted (fsync'd) before the reply.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "std::io::Result<Durable>")]
+pub struct OpenEpoch {
+    /// The lowest acceptable epoch (from the cluster, after a `MovePast`).
+    pub min_epoch: Epoch,
+}
+
+/// Persist the core's durable state; the reply comes after fsync.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "std::io::Result<()>")]
+pub struct PersistDurable(pub Durable);
+
+// ---------------------------------------------------------------------------------------------------
+// FencingActor
+// ---------------------------------------------------------------------------------------------------
+
+/// Run the configured fence levels against a member's node.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Fence {
+    /// The member to fence.
+    pub target: Member,
+    /// Why (`failed`, `stateful_merge`, `two_node`).
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// EventLogActor
+// ---------------------------------------------------------------------------------------------------
+
+/// Append one record to the event log (one JSON line, flushed).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AppendRecord(pub Record);
+
+// ---------------------------------------------------------------------------------------------------
+// ClientApiActor
+// ---------------------------------------------------------------------------------------------------
+
+/// Something for the local applications.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AppNotified(pub Notification);
+
+/// The watchdog fired: every client is told to stop acting on its state.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SelfFenced {
+    /// Why.
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// NodeSupervisor
+// ---------------------------------------------------------------------------------------------------
+
+/// The core asked to start again under a new epoch (stateful merge resolution or a stale epoch).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct NewEpochRequested {
+    /// The lowest acceptable epoch.
+    pub min_epoch: Epoch,
+    /// Why.
+    pub reason: NewEpochReason,
+}
+
+/// A safety invariant broke or durable IO failed: fail-stop (log, exit non-zero).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct FatalError {
+    /// What happened.
+    pub detail: String,
+}
