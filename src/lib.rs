@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// pub mod checker;
+pub mod checker;
 pub mod config;
 pub mod msg;
 pub mod node;

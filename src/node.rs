@@ -1825,6 +1825,7 @@ impl Node {
         }
         match om.msg.op {
             Op::App { group, payload } => {
+                let held = matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. }));
                 self.record(
                     now,
                     Event::Deliver {
@@ -1835,6 +1836,7 @@ impl Node {
                         digest: digest(&payload),
                         seq: Some(om.seq),
                         delivery: Some(om.msg.delivery),
+                        held,
                     },
                     out,
                 );

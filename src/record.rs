@@ -145,6 +145,11 @@ pub enum Event {
         /// Addition: the delivery guarantee it was sent with.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delivery: Option<Delivery>,
+        /// Addition: true when the message is held back from this node's application because the
+        /// application's state transfer for the group has not completed; it is handed over, in order,
+        /// right after the state is applied.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        held: bool,
     },
     /// A process group's membership changed.
     GroupView {

@@ -1,1 +1,369 @@
-//! Placeholder: written by its owner.
+//! MembershipActor: owns the core's state machine ([`cohort::Node`]) and its timer, turns messages into
+//! core inputs, and carries out the core's outputs in order.
+//!
+//! It decides nothing: views, primary components, merge admission and fencing targets all come out of
+//! the core. Its one rule of its own is ordering: a [`Output::Persist`] is awaited (the mailbox is held
+//! with `ctx.wait`) before any later output of the same batch is carried out, so an epoch or a registry
+//! is on disk before anything is sent under it (G12).
+
+use crate::messages::*;
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use cohort::node::{NewEpochReason, Output, SendError, Status};
+use cohort::{Config, Durable, Event, Member, MsgId, Node, NodeId, Notification, Record};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the membership's outputs go.
+#[derive(Clone)]
+pub struct MembershipLinks {
+    /// Datagrams to the transport.
+    pub send_frame: Recipient<SendFrame>,
+    /// Durable state to the epoch registry (awaited).
+    pub persist: Recipient<PersistDurable>,
+    /// Event-log records.
+    pub record: Recipient<AppendRecord>,
+    /// Application notifications to the client API.
+    pub app: Recipient<AppNotified>,
+    /// Watchdog notice to the client API.
+    pub self_fenced: Recipient<SelfFenced>,
+    /// Fence requests to the fencing actor.
+    pub fence: Recipient<Fence>,
+    /// New-epoch requests to the supervisor.
+    pub new_epoch: Recipient<NewEpochRequested>,
+    /// Fail-stop to the supervisor.
+    pub fatal: Recipient<FatalError>,
+    /// Told once a clean leave completed.
+    pub left: Option<Recipient<LeftCluster>>,
+}
+
+/// The clean leave completed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LeftCluster;
+
+/// Replace the core with a new incarnation (new epoch, empty state).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ReplaceCore {
+    /// The persisted durable state of the new epoch.
+    pub durable: Durable,
+    /// Why.
+    pub reason: NewEpochReason,
+}
+
+/// Write a `stop` record (shutdown without a completed leave).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RecordStop {
+    /// Why.
+    pub reason: String,
+}
+
+/// A millisecond clock that never goes backwards: wall-clock time at start plus monotonic elapsed time.
+/// The core uses it both for timers and for the `ts_ms` of event-log records.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentClock {
+    start: Instant,
+    start_wall_ms: u64,
+}
+
+impl AgentClock {
+    /// A clock anchored now.
+    pub fn new() -> AgentClock {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        AgentClock { start: Instant::now(), start_wall_ms: wall }
+    }
+    /// Milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.start_wall_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for AgentClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const MAX_TRACKED_SENDS: usize = 200_000;
+
+/// The actor. See the module documentation.
+pub struct MembershipActor {
+    cfg: Arc<Config>,
+    node_id: NodeId,
+    node: Node,
+    links: MembershipLinks,
+    metrics: Arc<Metrics>,
+    clock: AgentClock,
+    send_times: BTreeMap<MsgId, Instant>,
+    send_order: VecDeque<MsgId>,
+    left_told: bool,
+}
+
+impl MembershipActor {
+    /// A membership actor for `node_id` under the (already persisted) durable state. The `start` record
+    /// is emitted when the actor starts.
+    pub fn new(
+        cfg: Arc<Config>,
+        node_id: NodeId,
+        durable: Durable,
+        links: MembershipLinks,
+        metrics: Arc<Metrics>,
+        clock: AgentClock,
+    ) -> (MembershipActor, Vec<Output>) {
+        let mut out = Vec::new();
+        let node = Node::new(cfg.clone(), node_id, durable, clock.now_ms(), &mut out);
+        let actor = MembershipActor {
+            cfg,
+            node_id,
+            node,
+            links,
+            metrics,
+            clock,
+            send_times: BTreeMap::new(),
+            send_order: VecDeque::new(),
+            left_told: false,
+        };
+        (actor, out)
+    }
+
+    /// The member this actor runs.
+    pub fn member(&self) -> Member {
+        self.node.member()
+    }
+
+    fn execute(&mut self, outs: Vec<Output>, ctx: &mut Context<Self>) {
+        let mut iter = outs.into_iter();
+        while let Some(o) = iter.next() {
+            match o {
+                Output::Persist(d) => {
+                    let rest: Vec<Output> = iter.collect();
+                    let fut = self.links.persist.send(PersistDurable(d));
+                    ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+                        Ok(Ok(())) => act.execute(rest, ctx),
+                        Ok(Err(e)) => act.fatal(format!("cannot persist durable state: {e}")),
+                        Err(e) => act.fatal(format!("epoch registry unavailable: {e}")),
+                    }));
+                    return;
+                }
+                Output::Send { to, bytes } => self.links.send_frame.do_send(SendFrame { to, bytes }),
+                Output::Record(r) => {
+                    self.count(&r);
+                    self.links.record.do_send(AppendRecord(r));
+                }
+                Output::Notify(n) => {
+                    if let Notification::Deliver { msg, .. } = &n {
+                        if msg.sender == self.node.member() {
+                            if let Some(t) = self.send_times.remove(msg) {
+                                self.metrics.observe_latency_us(t.elapsed().as_micros() as u64);
+                            }
+                        }
+                    }
+                    self.links.app.do_send(AppNotified(n));
+                }
+                Output::Fence { target, reason } => self.links.fence.do_send(Fence { target, reason }),
+                Output::SelfFence { reason } => self.links.self_fenced.do_send(SelfFenced { reason }),
+                Output::NewEpoch { min_epoch, reason } => {
+                    self.links.new_epoch.do_send(NewEpochRequested { min_epoch, reason })
+                }
+            }
+        }
+        if self.node.has_left() && !self.left_told {
+            self.left_told = true;
+            if let Some(l) = &self.links.left {
+                l.do_send(LeftCluster);
+            }
+        }
+    }
+
+    fn fatal(&self, detail: String) {
+        tracing::error!("{detail}");
+        self.links.fatal.do_send(FatalError { detail });
+    }
+
+    fn count(&self, r: &Record) {
+        let m = &self.metrics;
+        match &r.event {
+            Event::View { failed, .. } => {
+                m.views_installed.fetch_add(1, Relaxed);
+                m.suspicions.fetch_add(failed.len() as u64, Relaxed);
+            }
+            Event::StatefulMerge { .. } => {
+                m.stateful_merges.fetch_add(1, Relaxed);
+            }
+            Event::FenceRequest { .. } => {
+                m.fence_requests.fetch_add(1, Relaxed);
+            }
+            Event::FenceResult { ok, .. } => {
+                if *ok {
+                    m.fences_ok.fetch_add(1, Relaxed);
+                } else {
+                    m.fences_failed.fetch_add(1, Relaxed);
+                }
+            }
+            Event::Send { .. } => {
+                m.msgs_sent.fetch_add(1, Relaxed);
+            }
+            Event::Deliver { .. } => {
+                m.msgs_delivered.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn track_send(&mut self, id: MsgId) {
+        if self.send_order.len() >= MAX_TRACKED_SENDS {
+            if let Some(old) = self.send_order.pop_front() {
+                self.send_times.remove(&old);
+            }
+        }
+        self.send_times.insert(id, Instant::now());
+        self.send_order.push_back(id);
+    }
+
+    fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.cfg.retransmit_interval_ms.min(self.cfg.heartbeat_interval_ms).max(1))
+    }
+}
+
+impl Actor for MembershipActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Mailbox capacity matters only for `send`; the core bounds its own queues.
+        ctx.set_mailbox_capacity(64 * 1024);
+        ctx.run_interval(self.tick_interval(), |act, ctx| {
+            let mut out = Vec::new();
+            act.node.tick(act.clock.now_ms(), &mut out);
+            act.execute(out, ctx);
+        });
+    }
+}
+
+/// Hands the outputs produced by [`MembershipActor::new`] (the `start` record) to the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExecuteOutputs(pub Vec<Output>);
+
+impl Handler<ExecuteOutputs> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: ExecuteOutputs, ctx: &mut Context<Self>) {
+        self.execute(msg.0, ctx);
+    }
+}
+
+impl Handler<FrameReceived> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: FrameReceived, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.receive(self.clock.now_ms(), &msg.bytes, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<JoinGroup> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: JoinGroup, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.join_group(self.clock.now_ms(), &msg.group, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<LeaveGroup> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: LeaveGroup, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.leave_group(self.clock.now_ms(), &msg.group, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<Multicast> for MembershipActor {
+    type Result = MessageResult<Multicast>;
+    fn handle(&mut self, msg: Multicast, ctx: &mut Context<Self>) -> MessageResult<Multicast> {
+        let mut out = Vec::new();
+        let r = self.node.multicast(self.clock.now_ms(), &msg.group, msg.payload, msg.delivery, &mut out);
+        match &r {
+            Ok(id) => self.track_send(*id),
+            Err(SendError::QueueFull) => {
+                self.metrics.flow_control_waits.fetch_add(1, Relaxed);
+            }
+            Err(_) => {}
+        }
+        self.execute(out, ctx);
+        MessageResult(r)
+    }
+}
+
+impl Handler<ProvideState> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: ProvideState, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.provide_state(self.clock.now_ms(), &msg.group, msg.joiner, msg.token, msg.state, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<FenceCompleted> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: FenceCompleted, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.fence_result(self.clock.now_ms(), msg.target, msg.ok, &msg.detail, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<AckFence> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: AckFence, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.fence_ack(self.clock.now_ms(), msg.node, &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<LeaveCluster> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, _msg: LeaveCluster, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.node.leave(self.clock.now_ms(), &mut out);
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<GetStatus> for MembershipActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> MessageResult<GetStatus> {
+        let s: Status = self.node.status();
+        MessageResult(s)
+    }
+}
+
+impl Handler<ReplaceCore> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: ReplaceCore, ctx: &mut Context<Self>) {
+        tracing::warn!(epoch = msg.durable.epoch.0, reason = ?msg.reason, "starting a new incarnation");
+        let mut out = Vec::new();
+        self.node = Node::new(self.cfg.clone(), self.node_id, msg.durable, self.clock.now_ms(), &mut out);
+        self.send_times.clear();
+        self.send_order.clear();
+        self.left_told = false;
+        self.execute(out, ctx);
+    }
+}
+
+impl Handler<RecordStop> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: RecordStop, _ctx: &mut Context<Self>) {
+        if self.node.has_left() {
+            return;
+        }
+        let m = self.node.member();
+        let r = Record { ts_ms: self.clock.now_ms(), node: m.node(), epoch: m.epoch(), event: Event::Stop { reason: msg.reason } };
+        self.links.record.do_send(AppendRecord(r));
+    }
+}
