@@ -1844,6 +1844,184 @@ mod tests {
         }
     }
 
+    // G11
+
+    #[test]
+    fn g11_joiner_delivering_after_its_transfer_is_clean() {
+        let mut h = H::base();
+        h.group_view(&[A, B], V1, &[A]).group_view(&[A, B], V1, &[A, B]).transfer(A, B, 5);
+        h.send(A, "1.1.1", Delivery::Agreed).deliver(&[A, B], "1.1.1", V1);
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g11_first_member_of_a_group_needs_no_transfer() {
+        let mut h = H::base();
+        h.group_view(&[A], V1, &[A]).send(A, "1.1.1", Delivery::Agreed).deliver(&[A], "1.1.1", V1);
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g11_joiner_delivering_before_its_transfer_is_a_violation() {
+        let mut h = H::base();
+        h.group_view(&[A, B], V1, &[A]).group_view(&[A, B], V1, &[A, B]);
+        h.send(A, "1.1.1", Delivery::Agreed).deliver(&[A, B], "1.1.1", V1).transfer(A, B, 5);
+        let vs = assert_only(&h.recs, "G11");
+        assert_eq!(vs.len(), 1);
+        assert!(vs[0].detail.starts_with("[2,1] handed msg 1.1.1 of group \"g\""), "{}", vs[0].detail);
+    }
+
+    #[test]
+    fn g11_deliveries_held_back_until_the_transfer_are_clean() {
+        let mut h = H::base();
+        h.group_view(&[A, B], V1, &[A]).group_view(&[A, B], V1, &[A, B]);
+        h.send(A, "1.1.1", Delivery::Agreed).deliver(&[A], "1.1.1", V1);
+        h.ev(
+            B,
+            Event::Deliver {
+                group: "g".into(),
+                msg: "1.1.1".into(),
+                sender: A,
+                view: V1,
+                digest: digest(b"1.1.1"),
+                seq: None,
+                delivery: None,
+                held: true,
+            },
+        );
+        h.transfer(A, B, 5);
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g11_transfer_sizes_that_disagree_are_a_violation() {
+        let mut h = H::base();
+        h.group_view(&[A, B], V1, &[A]).group_view(&[A, B], V1, &[A, B]);
+        h.ev(
+            A,
+            Event::StateTransfer {
+                group: "g".into(),
+                role: TransferRole::Provider,
+                peer: B,
+                bytes: 7,
+                ok: true,
+            },
+        );
+        h.ev(
+            B,
+            Event::StateTransfer {
+                group: "g".into(),
+                role: TransferRole::Receiver,
+                peer: A,
+                bytes: 6,
+                ok: true,
+            },
+        );
+        let vs = assert_only(&h.recs, "G11");
+        assert_eq!(
+            vs[0].detail,
+            "[2,1] received 6 bytes of group \"g\" state from [1,1], which logged sending 7 bytes"
+        );
+    }
+
+    // G12
+
+    #[test]
+    fn g12_restarts_with_higher_epochs_are_clean() {
+        let mut h = H::new();
+        h.start(&[A]).view(&[A], V1, &[A], true).start(&[A2]).view(&[A2], V2, &[A2], true);
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g12_record_before_start_is_a_violation() {
+        let mut h = H::new();
+        h.view(&[A], V1, &[A], true);
+        let vs = assert_only(&h.recs, "G12");
+        assert_eq!(vs[0].detail, "the first record of member [1,1] is `view`, not `start`");
+    }
+
+    #[test]
+    fn g12_epoch_started_twice_is_a_violation() {
+        let mut h = H::new();
+        h.start(&[A, A]);
+        let vs = assert_only(&h.recs, "G12");
+        assert_eq!(vs[0].detail, "node 1 started epoch 1 twice (at 10 and at 20)");
+    }
+
+    #[test]
+    fn g12_lower_epoch_started_after_a_higher_one_is_a_violation() {
+        let mut h = H::new();
+        h.start(&[A2, A]);
+        // check_all reads member [1,1] before [1,2].
+        let vs = assert_only(&h.recs, "G12");
+        assert_eq!(vs[0].detail, "node 1 started epoch 2 at 10, before its lower epoch 1 started at 20");
+        // Fed in time order, the lower epoch is the one found late.
+        let mut c = Checker::new();
+        let found: Vec<Violation> = h.recs.iter().flat_map(|r| c.observe(r)).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].detail, "node 1 started epoch 1 at 20, after its higher epoch 2 started at 10");
+    }
+
+    // parse_log, check_all, order independence, cost, robustness
+
+    #[test]
+    fn parse_log_round_trips_and_skips_blank_lines() {
+        let recs = realistic().recs;
+        let text: String = recs.iter().map(|r| format!("{}\n\n", r.to_json_line())).collect();
+        assert_eq!(parse_log(&text), Ok(recs));
+    }
+
+    #[test]
+    fn parse_log_names_the_bad_line() {
+        let good = realistic().recs[0].to_json_line();
+        let text = format!("{good}\n\n{good}\n{{\"ts_ms\":1,\"node\":1}}\n{good}\n");
+        let err = parse_log(&text).expect_err("line 4 is incomplete");
+        assert_eq!(err.0, 4);
+        assert!(!err.1.is_empty());
+    }
+
+    /// A small deterministic generator for the tests (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Feeds the records interleaved at random across members, each member's own order kept.
+    fn interleaved(records: &[Record], seed: u64) -> Vec<Record> {
+        let mut queues: BTreeMap<Member, VecDeque<Record>> = BTreeMap::new();
+        for r in records {
+            queues.entry(r.member()).or_default().push_back(r.clone());
+        }
+        let mut rng = Rng(seed | 1);
+        let mut out = Vec::new();
+        loop {
+            let live: Vec<Member> = queues.iter().filter(|(_, q)| !q.is_empty()).map(|(&m, _)| m).collect();
+            if live.is_empty() {
+                return out;
+            }
+            let who = live[rng.below(live.len())];
+            if let Some(r) = queues.get_mut(&who).and_then(|q| q.pop_front()) {
+                out.push(r);
+            }
+        }
+    }
+
+    fn observe_in_order(records: &[Record]) -> Vec<Violation> {
+        let mut c = Checker::new();
+        let mut out: Vec<Violation> = records.iter().flat_map(|r| c.observe(r)).collect();
+        out.extend(c.finish());
+        out
+    }
+
     #[test]
     fn verdict_does_not_depend_on_the_interleaving_of_members() {
         let mut histories: Vec<Vec<Record>> = vec![realistic().recs, stateful_merge().recs];
