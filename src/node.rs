@@ -262,6 +262,7 @@ pub struct Node {
     durable: Durable,
     view: Option<View>,
     prev_view: Option<ViewId>,
+    install_prev: BTreeMap<Member, Option<ViewId>>,
     last_primary: Option<View>,
     ord: Option<Ordering>,
     peers: BTreeMap<NodeId, Peer>,
@@ -330,6 +331,7 @@ impl Node {
             durable,
             view: None,
             prev_view: None,
+            install_prev: BTreeMap::new(),
             last_primary: None,
             ord: None,
             peers: BTreeMap::new(),
@@ -419,6 +421,13 @@ impl Node {
             peers: self.peers.values().map(|p| (p.member, self.last_step.saturating_sub(p.last_heard))).collect(),
             registry: self.durable.registry.clone(),
         }
+    }
+
+    /// True when this member holds ordered message `seq` of its current view `view` (for the
+    /// simulator's receipt check of safe delivery, G10). `None` when `view` is not its current view.
+    pub fn holds(&self, view: ViewId, seq: u64) -> Option<bool> {
+        let o = self.ord.as_ref()?;
+        (o.view == view).then_some(o.received >= seq)
     }
 
     fn is_primary(&self) -> bool {
@@ -1564,6 +1573,7 @@ impl Node {
         let failed: Vec<Member> = gone.iter().copied().filter(|m| !left.contains(m)).collect();
 
         self.prev_view = old.as_ref().map(|v| v.id);
+        self.install_prev = inst.prev.clone();
         self.view = Some(new.clone());
         self.max_seq_seen = self.max_seq_seen.max(new.id.seq);
         self.promised = self.promised.max(new.id);
@@ -1935,6 +1945,13 @@ impl Node {
             match members.iter().copied().find(|m| *m != joiner && !self.transfers.contains_key(&(group.clone(), *m))) {
                 Some(np) => {
                     self.transfers.insert((group.clone(), joiner), (np, token));
+                    if joiner == self.me {
+                        // The new provider's state is taken at `token`, after everything held so far:
+                        // those messages are part of it and must not be applied twice.
+                        if let Some(MyGroup::Awaiting { held }) = self.my_groups.get_mut(&group) {
+                            held.clear();
+                        }
+                    }
                     if np == self.me {
                         self.notify(Notification::ProvideState { group: group.clone(), joiner, token }, out);
                     }
@@ -1967,6 +1984,10 @@ impl Node {
         self.reassign_providers(now, TransferToken { view: new.id, seq: 0 }, out);
     }
 
+    /// The first message of a primary view. Members that came from another previous view than the
+    /// sequencer (another lineage) adopt its group table, and in every group they are listed in, they
+    /// receive the state again from a member of the sequencer's lineage. Every member computes the
+    /// same transfers from the same inputs.
     fn on_sync(
         &mut self,
         now: u64,
@@ -1976,39 +1997,45 @@ impl Node {
         lineage: Option<ViewId>,
         out: &mut Vec<Output>,
     ) {
-        if lineage.is_some() && lineage == self.prev_view {
+        let outsiders: BTreeSet<Member> =
+            self.install_prev.iter().filter(|(_, p)| **p != lineage).map(|(m, _)| *m).collect();
+        if outsiders.contains(&self.me) {
+            let names: BTreeSet<String> = groups.keys().chain(self.groups.keys()).cloned().collect();
+            let old = std::mem::replace(&mut self.groups, groups);
+            for g in names {
+                if old.get(&g) != self.groups.get(&g) {
+                    self.group_view_changed(now, view, &g, out);
+                }
+            }
+            let token = TransferToken { view, seq: 1 };
+            self.transfers = transfers.into_iter().map(|(k, p)| (k, (p, token))).collect();
+            let mine: Vec<String> = self.my_groups.keys().cloned().collect();
+            for g in mine {
+                if !self.groups.get(&g).is_some_and(|l| l.contains(&self.me)) {
+                    self.my_groups.remove(&g);
+                }
+            }
+        }
+        if outsiders.is_empty() {
             return;
         }
-        // This member comes from another previous view than the sequencer: adopt its table.
-        let names: BTreeSet<String> = groups.keys().chain(self.groups.keys()).cloned().collect();
-        let old = std::mem::replace(&mut self.groups, groups);
-        for g in names {
-            if old.get(&g) != self.groups.get(&g) {
-                self.group_view_changed(now, view, &g, out);
-            }
-        }
         let token = TransferToken { view, seq: 1 };
-        self.transfers = transfers.into_iter().map(|(k, p)| (k, (p, token))).collect();
-        // Our own groups: keep those the table lists us in; a member whose state came from another
-        // lineage asks for the state again.
-        let mine: Vec<String> = self.my_groups.keys().cloned().collect();
-        for g in mine {
-            let listed = self.groups.get(&g).is_some_and(|l| l.contains(&self.me));
-            if !listed {
-                self.my_groups.remove(&g);
-                continue;
-            }
-            if let Some(p) = self.groups.get(&g).and_then(|l| l.iter().copied().find(|m| *m != self.me)) {
-                if !self.transfers.contains_key(&(g.clone(), self.me)) {
-                    self.transfers.insert((g.clone(), self.me), (p, token));
-                }
-                if !matches!(self.my_groups.get(&g), Some(MyGroup::Awaiting { .. })) {
+        let names: Vec<String> = self.groups.keys().cloned().collect();
+        for g in names {
+            let list = self.groups.get(&g).cloned().unwrap_or_default();
+            let Some(provider) = list.iter().copied().find(|m| !outsiders.contains(m)) else { continue };
+            for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
+                self.transfers.insert((g.clone(), x), (provider, token));
+                if x == self.me && self.my_groups.contains_key(&g) {
+                    // Held messages, if any, come before this point and are part of the state asked for.
                     self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
                 }
+                if provider == self.me {
+                    self.notify(Notification::ProvideState { group: g.clone(), joiner: x, token }, out);
+                }
             }
         }
-        let _ = lineage;
     }
 
     fn on_state(
