@@ -307,6 +307,7 @@ pub struct Node {
     next_disc: u64,
     last_nak: u64,
     stable_dirty: bool,
+    deferred_flush: bool,
     frag: Fragmenter,
     reasm: Reassembler,
     loopback: VecDeque<Body>,
@@ -375,6 +376,7 @@ impl Node {
             next_disc: now_ms,
             last_nak: 0,
             stable_dirty: false,
+            deferred_flush: false,
             loopback: VecDeque::new(),
         };
         this.record(now_ms, Event::Start { version: crate::VERSION.to_string() }, out);
@@ -522,9 +524,24 @@ impl Node {
             out,
         );
         self.push_out(id, delivery, Op::App { group: group.to_string(), payload });
+        if !self.deferred_flush {
+            self.pump(now, out);
+            self.drain_loopback(now, out);
+        }
+        Ok(id)
+    }
+
+    /// With deferred flushing on, `multicast` only queues; the host calls [`Node::flush`] soon after
+    /// (e.g. once per scheduling round), so that many messages travel in one datagram. Off by default.
+    pub fn set_deferred_flush(&mut self, on: bool) {
+        self.deferred_flush = on;
+    }
+
+    /// Sends what is queued (see [`Node::set_deferred_flush`]).
+    pub fn flush(&mut self, now: u64, out: &mut Vec<Output>) {
+        self.step(now);
         self.pump(now, out);
         self.drain_loopback(now, out);
-        Ok(id)
     }
 
     /// The application joins `group`; the join is an ordered operation.

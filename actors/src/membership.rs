@@ -101,6 +101,7 @@ pub struct MembershipActor {
     send_times: BTreeMap<MsgId, Instant>,
     send_order: VecDeque<MsgId>,
     left_told: bool,
+    flush_scheduled: bool,
 }
 
 impl MembershipActor {
@@ -115,7 +116,8 @@ impl MembershipActor {
         clock: AgentClock,
     ) -> (MembershipActor, Vec<Output>) {
         let mut out = Vec::new();
-        let node = Node::new(cfg.clone(), node_id, durable, clock.now_ms(), &mut out);
+        let mut node = Node::new(cfg.clone(), node_id, durable, clock.now_ms(), &mut out);
+        node.set_deferred_flush(true);
         let actor = MembershipActor {
             cfg,
             node_id,
@@ -126,6 +128,7 @@ impl MembershipActor {
             send_times: BTreeMap::new(),
             send_order: VecDeque::new(),
             left_told: false,
+            flush_scheduled: false,
         };
         (actor, out)
     }
@@ -287,6 +290,17 @@ impl Handler<Multicast> for MembershipActor {
     fn handle(&mut self, msg: Multicast, ctx: &mut Context<Self>) -> MessageResult<Multicast> {
         let mut out = Vec::new();
         let r = self.node.multicast(self.clock.now_ms(), &msg.group, msg.payload, msg.delivery, &mut out);
+        if !self.flush_scheduled {
+            // Multicasts are queued in the core and sent together shortly after, so that a burst of
+            // small messages travels in a few datagrams.
+            self.flush_scheduled = true;
+            ctx.run_later(Duration::from_micros(200), |act, ctx| {
+                act.flush_scheduled = false;
+                let mut out = Vec::new();
+                act.node.flush(act.clock.now_ms(), &mut out);
+                act.execute(out, ctx);
+            });
+        }
         match &r {
             Ok(id) => self.track_send(*id),
             Err(SendError::QueueFull) => {
@@ -349,6 +363,7 @@ impl Handler<ReplaceCore> for MembershipActor {
         tracing::warn!(epoch = msg.durable.epoch.0, reason = ?msg.reason, "starting a new incarnation");
         let mut out = Vec::new();
         self.node = Node::new(self.cfg.clone(), self.node_id, msg.durable, self.clock.now_ms(), &mut out);
+        self.node.set_deferred_flush(true);
         self.send_times.clear();
         self.send_order.clear();
         self.left_told = false;

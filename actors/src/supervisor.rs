@@ -1,1 +1,304 @@
-//! Placeholder: written by its owner.
+//! The composition root and the NodeSupervisor.
+//!
+//! [`start_node`] starts the actors in dependency order and wires them with `Recipient`s: the epoch
+//! registry first (it takes the data-directory lock and persists the new epoch before anything can be
+//! sent under it, G12), then the event log, the transport, fencing, the client API, the membership and
+//! the admin endpoint. The binary ([`run_agent`]) and the tests use the same function.
+//!
+//! The [`NodeSupervisor`] handles what no single actor can: a new incarnation when the core asks for a
+//! new epoch, the watchdog's exit, and fail-stop on a fatal error (a broken safety invariant or a durable
+//! write that failed is never "carried on" from). The transport is started under actix's `Supervisor`,
+//! so an IO failure of its socket restarts it.
+
+use crate::admin::AdminActor;
+use crate::client_api::{self, ClientApiActor};
+use crate::crypto;
+use crate::epoch_registry::EpochRegistryActor;
+use crate::event_log::EventLogActor;
+use crate::fencing::FencingActor;
+use crate::membership::{
+    AgentClock, ExecuteOutputs, LeftCluster, MembershipActor, MembershipLinks, RecordStop, ReplaceCore,
+};
+use crate::messages::*;
+use crate::metrics::Metrics;
+use crate::settings::{Settings, WatchdogAction};
+use crate::transport::{TransportActor, TransportConfig};
+use actix::prelude::*;
+use anyhow::Context as _;
+use cohort::{Epoch, Member, NodeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Handles to a running node.
+pub struct NodeHandle {
+    /// The membership actor (status, leave, client operations).
+    pub membership: Addr<MembershipActor>,
+    /// The transport (link filter).
+    pub transport: Addr<TransportActor>,
+    /// The client API.
+    pub client_api: Addr<ClientApiActor>,
+    /// The admin endpoint, if enabled.
+    pub admin: Option<Addr<AdminActor>>,
+    /// The event log.
+    pub event_log: Addr<EventLogActor>,
+    /// The supervisor.
+    pub supervisor: Addr<NodeSupervisor>,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// The first incarnation.
+    pub member: Member,
+    /// Set to the reason when the node must stop (fatal error or watchdog exit).
+    pub fatal: watch::Receiver<Option<String>>,
+    /// Set once a clean leave completed.
+    pub left: watch::Receiver<bool>,
+}
+
+/// The supervisor actor.
+pub struct NodeSupervisor {
+    registry: Addr<EpochRegistryActor>,
+    membership: Option<Addr<MembershipActor>>,
+    client_api: Option<Addr<ClientApiActor>>,
+    watchdog: WatchdogAction,
+    fatal_tx: watch::Sender<Option<String>>,
+    left_tx: watch::Sender<bool>,
+}
+
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+}
+
+/// Completes the supervisor's wiring once the actors it supervises exist.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wire {
+    membership: Addr<MembershipActor>,
+    client_api: Addr<ClientApiActor>,
+}
+
+impl Handler<Wire> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Wire, _ctx: &mut Context<Self>) {
+        self.membership = Some(msg.membership);
+        self.client_api = Some(msg.client_api);
+    }
+}
+
+impl Handler<NewEpochRequested> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: NewEpochRequested, ctx: &mut Context<Self>) {
+        let fut = self.registry.send(OpenEpoch { min_epoch: msg.min_epoch });
+        ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok(Ok(durable)) => {
+                if let Some(m) = &act.membership {
+                    m.do_send(ReplaceCore { durable, reason: msg.reason });
+                }
+            }
+            Ok(Err(e)) => act.fail(format!("cannot persist a new epoch: {e}")),
+            Err(e) => act.fail(format!("epoch registry unavailable: {e}")),
+        }));
+    }
+}
+
+impl Handler<FatalError> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: FatalError, _ctx: &mut Context<Self>) {
+        self.fail(msg.detail);
+    }
+}
+
+impl Handler<SelfFenced> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: SelfFenced, _ctx: &mut Context<Self>) {
+        if let Some(c) = &self.client_api {
+            c.do_send(msg.clone());
+        }
+        tracing::error!(reason = %msg.reason, "watchdog: this node stops acting on its state");
+        if self.watchdog == WatchdogAction::Exit {
+            self.fail(format!("watchdog self-fence: {}", msg.reason));
+        }
+    }
+}
+
+impl Handler<LeftCluster> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, _msg: LeftCluster, _ctx: &mut Context<Self>) {
+        let _ = self.left_tx.send(true);
+    }
+}
+
+impl NodeSupervisor {
+    fn fail(&self, detail: String) {
+        tracing::error!("fatal: {detail}");
+        let _ = self.fatal_tx.send(Some(detail));
+    }
+}
+
+/// Starts every actor of one node. Must be called inside an actix system.
+pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
+    let cfg = settings.core_config();
+    cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let cfg = Arc::new(cfg);
+    let node_id = settings.node_id();
+    let metrics = Arc::new(Metrics::default());
+    let clock = AgentClock::new();
+
+    // 1. The data directory: lock, then a new epoch persisted before anything else happens (G12).
+    let registry = EpochRegistryActor::open(&settings.node.data_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .start();
+    let durable = registry
+        .send(OpenEpoch { min_epoch: Epoch(0) })
+        .await
+        .context("epoch registry stopped")?
+        .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
+    let member = Member(node_id, durable.epoch);
+
+    let key = crypto::load_key(&settings.node.key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let (left_tx, left_rx) = watch::channel(false);
+    let sup_ctx: Context<NodeSupervisor> = Context::new();
+    let sup = sup_ctx.address();
+
+    // 2. The event log.
+    let event_log = EventLogActor::open(&settings.event_log_path(), sup.clone().recipient())
+        .with_context(|| format!("cannot open the event log {}", settings.event_log_path().display()))?
+        .start();
+
+    // 3. The membership's address exists before the actor, so the actors it talks to can point at it.
+    let m_ctx: Context<MembershipActor> = Context::new();
+    let m_addr = m_ctx.address();
+
+    // 4. Transport, supervised: a socket failure restarts it.
+    let peers: BTreeMap<NodeId, std::net::SocketAddr> =
+        settings.cluster.nodes.iter().map(|n| (NodeId(n.id), n.addr)).collect();
+    let bind = settings.addr_of(node_id).context("node.id is not in cluster.nodes")?;
+    let tcfg = TransportConfig {
+        bind,
+        node: node_id,
+        peers,
+        cluster: settings.cluster.name.clone(),
+        key,
+        max_datagram_bytes: settings.limits.max_datagram_bytes,
+    };
+    let deliver = m_addr.clone().recipient();
+    let tmetrics = metrics.clone();
+    let transport = actix::Supervisor::start(move |_| TransportActor::new(tcfg, deliver, tmetrics));
+
+    // 5. Fencing.
+    let fencing =
+        FencingActor::new(settings.fencing.levels.clone(), m_addr.clone().recipient(), metrics.clone()).start();
+
+    // 6. The client API.
+    let links = client_api::MembershipLinks {
+        join: m_addr.clone().recipient(),
+        leave: m_addr.clone().recipient(),
+        multicast: m_addr.clone().recipient(),
+        provide_state: m_addr.clone().recipient(),
+        ack_fence: m_addr.clone().recipient(),
+        get_status: m_addr.clone().recipient(),
+        link_filter: transport.clone().recipient(),
+    };
+    let mode = u32::from_str_radix(settings.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660);
+    let max_frame = (settings.limits.max_message_bytes.max(settings.limits.max_state_bytes)) + 64 * 1024;
+    let client_api = ClientApiActor::new(
+        settings.socket_path(),
+        mode,
+        max_frame,
+        settings.limits.client_queue_msgs,
+        settings.limits.max_clients,
+        links,
+        metrics.clone(),
+    )
+    .start();
+
+    // 7. The membership itself.
+    let mlinks = MembershipLinks {
+        send_frame: transport.clone().recipient(),
+        persist: registry.clone().recipient(),
+        record: event_log.clone().recipient(),
+        app: client_api.clone().recipient(),
+        self_fenced: sup.clone().recipient(),
+        fence: fencing.recipient(),
+        new_epoch: sup.clone().recipient(),
+        fatal: sup.clone().recipient(),
+        left: Some(sup.clone().recipient()),
+    };
+    let (actor, first_outputs) = MembershipActor::new(cfg.clone(), node_id, durable, mlinks, metrics.clone(), clock);
+    m_ctx.run(actor);
+    m_addr.do_send(ExecuteOutputs(first_outputs));
+
+    // 8. Admin endpoint.
+    let admin = settings
+        .admin
+        .listen
+        .map(|addr| AdminActor::new(addr, node_id, m_addr.clone().recipient(), metrics.clone()).start());
+
+    let supervisor = sup_ctx.run(NodeSupervisor {
+        registry,
+        membership: None,
+        client_api: None,
+        watchdog: settings.fencing.watchdog,
+        fatal_tx,
+        left_tx,
+    });
+    supervisor.do_send(Wire { membership: m_addr.clone(), client_api: client_api.clone() });
+
+    Ok(NodeHandle {
+        membership: m_addr,
+        transport,
+        client_api,
+        admin,
+        event_log,
+        supervisor,
+        metrics,
+        member,
+        fatal: fatal_rx,
+        left: left_rx,
+    })
+}
+
+impl NodeHandle {
+    /// Leaves the cluster cleanly, waiting at most `deadline` for the leave to complete; writes a `stop`
+    /// record when it did not.
+    pub async fn shutdown(&mut self, reason: &str, deadline: Duration) {
+        let _ = self.membership.send(LeaveCluster).await;
+        let done = tokio::time::timeout(deadline, self.left.wait_for(|l| *l)).await.is_ok();
+        if !done {
+            let _ = self.membership.send(RecordStop { reason: reason.to_string() }).await;
+        }
+        // Let the event log drain what was sent to it before the process ends.
+        let _ = self.event_log.send(crate::event_log::Flush).await;
+    }
+}
+
+/// Runs the agent until SIGINT/SIGTERM (clean leave) or a fatal error (exit non-zero).
+pub fn run_agent(settings: Settings) -> anyhow::Result<()> {
+    let system = actix::System::new();
+    let failure_timeout = Duration::from_millis(settings.timing.failure_timeout_ms);
+    system.block_on(async move {
+        let mut handle = start_node(settings).await?;
+        tracing::info!(member = %handle.member, "cohort agent started");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
+        let mut fatal = handle.fatal.clone();
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok("interrupt"),
+            _ = term.recv() => Ok("terminate"),
+            r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
+        };
+        match outcome {
+            Ok(reason) => {
+                tracing::info!("{reason}: leaving the cluster");
+                handle.shutdown(reason, failure_timeout * 3).await;
+                Ok(())
+            }
+            Err(detail) => {
+                let _ = handle.event_log.send(crate::event_log::Flush).await;
+                Err(anyhow::anyhow!("{detail}"))
+            }
+        }
+    })
+}
