@@ -234,6 +234,9 @@ pub struct Install {
     pub prev_primary: Option<ViewId>,
     /// Someone in the view has been in one view with every configured node.
     pub seen_all: bool,
+    /// The reference lineage: the newest primary view a member comes from (else the newest view). Its
+    /// lowest member sends the view's first message, `Sync`, with its group table.
+    pub lineage: Option<ViewId>,
 }
 
 /// A message from a member to the sequencer.

@@ -290,6 +290,7 @@ pub struct Node {
     transfers: BTreeMap<(String, Member), (Member, TransferToken)>,
     my_groups: BTreeMap<String, MyGroup>,
     providing: BTreeMap<(String, Member, TransferToken), Providing>,
+    early_states: BTreeMap<(String, TransferToken), (Member, Vec<u8>)>,
     blocked: BTreeSet<BlockReason>,
     fence_inflight: BTreeMap<Member, u64>,
     fence_failed_at: BTreeMap<Member, u64>,
@@ -359,6 +360,7 @@ impl Node {
             transfers: BTreeMap::new(),
             my_groups: BTreeMap::new(),
             providing: BTreeMap::new(),
+            early_states: BTreeMap::new(),
             blocked: BTreeSet::new(),
             fence_inflight: BTreeMap::new(),
             fence_failed_at: BTreeMap::new(),
@@ -1352,6 +1354,15 @@ impl Node {
         }
         let prev: BTreeMap<Member, Option<ViewId>> =
             promises.iter().map(|(m, s)| (*m, s.view.as_ref().map(|v| v.id))).collect();
+        // The group table comes from the newest primary view anyone comes from: that lineage delivered
+        // the most. A restarted leader with no history must not impose its empty table.
+        let lineage = promises
+            .values()
+            .filter_map(|s| s.view.as_ref())
+            .filter(|v| v.primary)
+            .map(|v| v.id)
+            .max()
+            .or_else(|| promises.values().filter_map(|s| s.view.as_ref().map(|v| v.id)).max());
         let install = Install {
             view,
             registry,
@@ -1360,6 +1371,7 @@ impl Node {
             left,
             prev_primary: prev_primary.map(|v| v.id),
             seen_all,
+            lineage,
         };
         let nodes: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
         self.coord = Some(Coord {
@@ -1630,14 +1642,21 @@ impl Node {
             self.last_primary = Some(new.clone());
             self.last_primary_ms = Some(now);
             self.unblock(now, BlockReason::NoQuorum, out);
-            if new.leader() == Some(self.me) {
-                // The sequencer's first message of every primary view carries its group table, so
-                // members that come from elsewhere start from the same table.
+            // The lowest member of the reference lineage sends the view's first message with its group
+            // table, so members that come from elsewhere start from the same table; the sequencer orders
+            // nothing before it.
+            let sync_sender = inst.lineage.and_then(|l| {
+                new.members.iter().copied().find(|m| inst.prev.get(m).copied().flatten() == Some(l))
+            });
+            if let Some(o) = self.ord.as_mut() {
+                o.set_gate(sync_sender);
+            }
+            if sync_sender == Some(self.me) {
                 let id = self.new_id();
                 let op = Op::Sync {
                     groups: self.groups.clone(),
                     transfers: self.transfers.clone().into_iter().map(|(k, (p, _))| (k, p)).collect(),
-                    lineage: self.prev_view,
+                    lineage: inst.lineage,
                 };
                 self.outbox_bytes += op.size();
                 self.outbox.push_front(Outgoing { id, delivery: Delivery::Agreed, op, vseq: None, last_tx: 0, sent_in: None });
@@ -1852,7 +1871,10 @@ impl Node {
         }
         match om.msg.op {
             Op::App { group, payload } => {
-                let held = matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. }));
+                // Held: this member is in the group but its application does not get the message now
+                // (its state transfer is pending, or it is on its way out of the group).
+                let in_group = self.groups.get(&group).is_some_and(|l| l.contains(&self.me));
+                let held = in_group && !matches!(self.my_groups.get(&group), Some(MyGroup::Member));
                 self.record(
                     now,
                     Event::Deliver {
@@ -1905,11 +1927,16 @@ impl Node {
     }
 
     fn on_group_join(&mut self, now: u64, view: ViewId, seq: u64, group: String, who: Member, out: &mut Vec<Output>) {
-        let list = self.groups.entry(group.clone()).or_default();
+        let list = self.groups.get(&group).cloned().unwrap_or_default();
         if list.contains(&who) {
             return;
         }
-        let provider = list.first().copied();
+        // The provider is the first member that holds the state itself: a member whose own transfer
+        // is still pending has nothing to give yet. Every member decides this from the same table.
+        let provider =
+            list.iter().copied().find(|m| !self.transfers.contains_key(&(group.clone(), *m)));
+        let had_members = !list.is_empty();
+        let list = self.groups.entry(group.clone()).or_default();
         list.push(who);
         list.sort();
         self.group_view_changed(now, view, &group, out);
@@ -1917,17 +1944,26 @@ impl Node {
         match provider {
             Some(p) => {
                 self.transfers.insert((group.clone(), who), (p, token));
+                if p == self.me {
+                    self.notify(Notification::ProvideState { group: group.clone(), joiner: who, token }, out);
+                }
                 if who == self.me {
                     self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
-                }
-                if p == self.me {
-                    self.notify(Notification::ProvideState { group, joiner: who, token }, out);
+                    self.apply_early_state(now, &group, out);
                 }
             }
             None => {
                 if who == self.me {
-                    self.my_groups.insert(group, MyGroup::Member);
+                    self.my_groups.insert(group.clone(), MyGroup::Member);
+                    if had_members {
+                        // Everyone in the group is itself waiting for a state: nobody holds it any
+                        // more, and this member starts from empty state.
+                        self.notify(
+                            Notification::ApplyState { group, provider: self.me, state: Vec::new() },
+                            out,
+                        );
+                    }
                 }
             }
         }
@@ -2071,14 +2107,36 @@ impl Node {
         let expected = self.transfers.get(&(group.clone(), self.me)).copied();
         match expected {
             Some((p, t)) if p == from && t == token => {
-                self.send(from.node(), Body::StateAck { group: group.clone(), token }, out);
-                self.finish_transfer(now, &group, from, state, out);
+                if matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. })) {
+                    self.send(from.node(), Body::StateAck { group: group.clone(), token }, out);
+                    self.finish_transfer(now, &group, from, state, out);
+                }
             }
             _ => {
-                // A duplicate of a transfer already applied: acknowledge again so the provider stops.
-                if !matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. })) {
+                let applied = matches!(self.my_groups.get(&group), Some(MyGroup::Member))
+                    && !self.transfers.contains_key(&(group.clone(), self.me));
+                if applied {
+                    // A duplicate of a transfer already applied: acknowledge again so the provider stops.
                     self.send(from.node(), Body::StateAck { group, token }, out);
+                } else if state.len() <= self.cfg.max_state_bytes {
+                    // The provider delivered our join before we did: keep the state (bounded) until our
+                    // own delivery of the join reaches the same point.
+                    if self.early_states.len() >= 16 {
+                        self.early_states.pop_first();
+                    }
+                    self.early_states.insert((group, token), (from, state));
                 }
+            }
+        }
+    }
+
+    /// Applies a state that arrived before this member delivered its own join, if it is the one expected.
+    fn apply_early_state(&mut self, now: u64, group: &str, out: &mut Vec<Output>) {
+        let Some(&(p, t)) = self.transfers.get(&(group.to_string(), self.me)) else { return };
+        if let Some((from, state)) = self.early_states.remove(&(group.to_string(), t)) {
+            if from == p {
+                self.send(from.node(), Body::StateAck { group: group.to_string(), token: t }, out);
+                self.finish_transfer(now, group, from, state, out);
             }
         }
     }

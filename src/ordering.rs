@@ -36,6 +36,8 @@ pub struct Ordering {
     bytes_above_stable: usize,
     /// Newly ordered messages not yet multicast (sequencer only).
     pub unsent: Vec<OrderedMsg>,
+    /// Sequencer only: until this member's first message is ordered, nothing else is.
+    gate: Option<Member>,
 }
 
 impl Ordering {
@@ -57,7 +59,13 @@ impl Ordering {
             expected: view.members.iter().map(|&m| (m, 1)).collect(),
             bytes_above_stable: 0,
             unsent: Vec::new(),
+            gate: None,
         }
+    }
+
+    /// Sequencer: order nothing before `first`'s first message (the view's `Sync`).
+    pub fn set_gate(&mut self, first: Option<Member>) {
+        self.gate = first;
     }
 
     /// True at the sequencer.
@@ -69,6 +77,9 @@ impl Ordering {
     /// Returns false when it was not ordered now (duplicate, gap, or full window).
     pub fn order(&mut self, m: DataMsg, window_msgs: usize, window_bytes: usize) -> bool {
         let sender = m.id.sender;
+        if self.gate.is_some_and(|g| g != sender) {
+            return false;
+        }
         let Some(exp) = self.expected.get_mut(&sender) else { return false };
         if m.vseq != *exp {
             return false;
@@ -79,6 +90,7 @@ impl Ordering {
             return false;
         }
         *exp += 1;
+        self.gate = None;
         let om = OrderedMsg { seq: self.next_seq, msg: m };
         self.next_seq += 1;
         self.bytes_above_stable += size;
