@@ -291,6 +291,7 @@ pub struct Node {
     my_groups: BTreeMap<String, MyGroup>,
     providing: BTreeMap<(String, Member, TransferToken), Providing>,
     early_states: BTreeMap<(String, TransferToken), (Member, Vec<u8>)>,
+    applied_tokens: BTreeMap<String, TransferToken>,
     blocked: BTreeSet<BlockReason>,
     fence_inflight: BTreeMap<Member, u64>,
     fence_failed_at: BTreeMap<Member, u64>,
@@ -361,6 +362,7 @@ impl Node {
             my_groups: BTreeMap::new(),
             providing: BTreeMap::new(),
             early_states: BTreeMap::new(),
+            applied_tokens: BTreeMap::new(),
             blocked: BTreeSet::new(),
             fence_inflight: BTreeMap::new(),
             fence_failed_at: BTreeMap::new(),
@@ -565,6 +567,7 @@ impl Node {
         if self.my_groups.remove(group).is_none() {
             return;
         }
+        self.refresh_transfer_block(now, out);
         let id = self.new_id();
         self.push_out(id, Delivery::Agreed, Op::LeaveGroup { group: group.to_string() });
         self.pump(now, out);
@@ -1947,14 +1950,16 @@ impl Node {
                 if p == self.me {
                     self.notify(Notification::ProvideState { group: group.clone(), joiner: who, token }, out);
                 }
-                if who == self.me {
+                // Only if the application still wants the group: it may have left before its join was
+                // delivered (the leave follows in the order and ends the transfer everywhere).
+                if who == self.me && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
                     self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
                     self.apply_early_state(now, &group, out);
                 }
             }
             None => {
-                if who == self.me {
+                if who == self.me && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
                     self.my_groups.insert(group.clone(), MyGroup::Member);
                     if had_members {
                         // Everyone in the group is itself waiting for a state: nobody holds it any
@@ -1977,6 +1982,12 @@ impl Node {
             self.groups.remove(&group);
         }
         self.transfers.remove(&(group.clone(), who));
+        if who == self.me && !matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
+            // Our own leave reached this point: whatever local state the group had is over (a
+            // `Joining` entry belongs to a newer join, still on its way).
+            self.my_groups.remove(&group);
+            self.refresh_transfer_block(now, out);
+        }
         self.group_view_changed(now, view, &group, out);
         self.reassign_providers(now, TransferToken { view, seq }, out);
     }
@@ -2064,10 +2075,17 @@ impl Node {
             self.transfers = transfers.into_iter().map(|(k, p)| (k, (p, token))).collect();
             let mine: Vec<String> = self.my_groups.keys().cloned().collect();
             for g in mine {
-                if !self.groups.get(&g).is_some_and(|l| l.contains(&self.me)) {
-                    self.my_groups.remove(&g);
+                let listed = self.groups.get(&g).is_some_and(|l| l.contains(&self.me));
+                // A join still on its way stays: it will be delivered after this message. A group the
+                // reference lineage no longer lists us in is joined again, with a state transfer, so
+                // the application keeps the membership it asked for.
+                if !listed && !matches!(self.my_groups.get(&g), Some(MyGroup::Joining)) {
+                    self.my_groups.insert(g.clone(), MyGroup::Joining);
+                    let id = self.new_id();
+                    self.push_out(id, Delivery::Agreed, Op::Join { group: g.clone() });
                 }
             }
+            self.refresh_transfer_block(now, out);
         }
         if outsiders.is_empty() {
             return;
@@ -2109,14 +2127,14 @@ impl Node {
             Some((p, t)) if p == from && t == token => {
                 if matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. })) {
                     self.send(from.node(), Body::StateAck { group: group.clone(), token }, out);
+                    self.applied_tokens.insert(group.clone(), token);
                     self.finish_transfer(now, &group, from, state, out);
                 }
             }
             _ => {
-                let applied = matches!(self.my_groups.get(&group), Some(MyGroup::Member))
-                    && !self.transfers.contains_key(&(group.clone(), self.me));
-                if applied {
-                    // A duplicate of a transfer already applied: acknowledge again so the provider stops.
+                if self.applied_tokens.get(&group) == Some(&token) {
+                    // A duplicate of the transfer we applied: acknowledge again so the provider stops.
+                    // Superseded transfers are never acknowledged; their provider gives them up.
                     self.send(from.node(), Body::StateAck { group, token }, out);
                 } else if state.len() <= self.cfg.max_state_bytes {
                     // The provider delivered our join before we did: keep the state (bounded) until our
@@ -2136,6 +2154,7 @@ impl Node {
         if let Some((from, state)) = self.early_states.remove(&(group.to_string(), t)) {
             if from == p {
                 self.send(from.node(), Body::StateAck { group: group.to_string(), token: t }, out);
+                self.applied_tokens.insert(group.to_string(), t);
                 self.finish_transfer(now, group, from, state, out);
             }
         }
@@ -2160,7 +2179,14 @@ impl Node {
         }
         let id = self.new_id();
         self.push_out(id, Delivery::Agreed, Op::StateApplied { group: group.to_string() });
-        if !self.my_groups.values().any(|g| matches!(g, MyGroup::Awaiting { .. })) {
+        self.refresh_transfer_block(now, out);
+    }
+
+    /// `state_transfer` blocks exactly while some group of this member's application awaits its state.
+    fn refresh_transfer_block(&mut self, now: u64, out: &mut Vec<Output>) {
+        if self.my_groups.values().any(|g| matches!(g, MyGroup::Awaiting { .. })) {
+            self.block(now, BlockReason::StateTransfer, out);
+        } else {
             self.unblock(now, BlockReason::StateTransfer, out);
         }
     }
@@ -2192,8 +2218,11 @@ impl Node {
         let view = self.view.clone();
         for key in due {
             let (group, joiner, token) = key.clone();
-            // Give up on joiners that are no longer in the view.
-            if !view.as_ref().is_some_and(|v| v.contains(joiner)) {
+            // Give up on joiners that are no longer in the view, and on transfers given to another
+            // provider or another point since (the joiner will never acknowledge those).
+            let current = self.transfers.get(&(group.clone(), joiner)).copied();
+            let superseded = current.is_some_and(|(p, t)| p != self.me || t != token);
+            if superseded || !view.as_ref().is_some_and(|v| v.contains(joiner)) {
                 if let Some(p) = self.providing.remove(&key) {
                     self.record(
                         now,
