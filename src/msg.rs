@@ -286,6 +286,8 @@ pub enum Op {
     StateApplied {
         /// The group.
         group: String,
+        /// The transfer that was applied (a superseded one ends nothing).
+        token: TransferToken,
     },
     /// A removed member is now fenced.
     FenceDone {

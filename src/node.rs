@@ -1909,8 +1909,10 @@ impl Node {
             }
             Op::Join { group } => self.on_group_join(now, view, om.seq, group, sender, out),
             Op::LeaveGroup { group } => self.on_group_leave(now, view, om.seq, group, sender, out),
-            Op::StateApplied { group } => {
-                self.transfers.remove(&(group, sender));
+            Op::StateApplied { group, token } => {
+                if self.transfers.get(&(group.clone(), sender)).is_some_and(|(_, t)| *t == token) {
+                    self.transfers.remove(&(group, sender));
+                }
             }
             Op::FenceDone { target, method } => self.on_fence_done(now, target, method, out),
             Op::Sync { groups, transfers, lineage } => self.on_sync(now, view, groups, transfers, lineage, out),
@@ -1948,7 +1950,7 @@ impl Node {
             Some(p) => {
                 self.transfers.insert((group.clone(), who), (p, token));
                 if p == self.me {
-                    self.notify(Notification::ProvideState { group: group.clone(), joiner: who, token }, out);
+                    self.ask_provide(&group, who, token, out);
                 }
                 // Only if the application still wants the group: it may have left before its join was
                 // delivered (the leave follows in the order and ends the transfer everywhere).
@@ -1992,6 +1994,15 @@ impl Node {
         self.reassign_providers(now, TransferToken { view, seq }, out);
     }
 
+    /// Asks this node's application for its state, if it is a full member of the group. An application
+    /// that already left (its `LeaveGroup` is still on its way) has nothing to give: its leave will be
+    /// delivered at the same point everywhere and move the transfer to another provider.
+    fn ask_provide(&mut self, group: &str, joiner: Member, token: TransferToken, out: &mut Vec<Output>) {
+        if matches!(self.my_groups.get(group), Some(MyGroup::Member)) {
+            self.notify(Notification::ProvideState { group: group.to_string(), joiner, token }, out);
+        }
+    }
+
     /// Transfers whose provider is gone get a new provider (the first other group member), asked for
     /// its state at `token`, the same point at every member.
     fn reassign_providers(&mut self, now: u64, token: TransferToken, out: &mut Vec<Output>) {
@@ -2009,22 +2020,34 @@ impl Node {
             match members.iter().copied().find(|m| *m != joiner && !self.transfers.contains_key(&(group.clone(), *m))) {
                 Some(np) => {
                     self.transfers.insert((group.clone(), joiner), (np, token));
-                    if joiner == self.me {
+                    if joiner == self.me && self.my_groups.contains_key(&group) {
                         // The new provider's state is taken at `token`, after everything held so far:
-                        // those messages are part of it and must not be applied twice.
-                        if let Some(MyGroup::Awaiting { held }) = self.my_groups.get_mut(&group) {
-                            held.clear();
-                        }
+                        // those messages are part of it and must not be applied twice. If an earlier
+                        // state already arrived, the new one replaces it, the same way at every joiner.
+                        self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                        self.block(now, BlockReason::StateTransfer, out);
                     }
                     if np == self.me {
-                        self.notify(Notification::ProvideState { group: group.clone(), joiner, token }, out);
+                        self.ask_provide(&group, joiner, token, out);
                     }
                 }
                 None => {
-                    // No one holds the state any more: the joiner starts from empty state.
+                    // No one in the group holds a state any more: from this point the joiner starts
+                    // from empty state, even if an earlier state already reached it, so every member
+                    // agrees on the group's state at this point.
                     self.transfers.remove(&(group.clone(), joiner));
                     if joiner == self.me {
-                        self.finish_transfer(now, &group, self.me, Vec::new(), out);
+                        match self.my_groups.get_mut(&group) {
+                            Some(MyGroup::Awaiting { held }) => {
+                                held.clear();
+                                self.finish_transfer(now, &group, self.me, Vec::new(), None, out);
+                            }
+                            Some(MyGroup::Member) => self.notify(
+                                Notification::ApplyState { group: group.clone(), provider: self.me, state: Vec::new() },
+                                out,
+                            ),
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -2103,7 +2126,7 @@ impl Node {
                     self.block(now, BlockReason::StateTransfer, out);
                 }
                 if provider == self.me {
-                    self.notify(Notification::ProvideState { group: g.clone(), joiner: x, token }, out);
+                    self.ask_provide(&g, x, token, out);
                 }
             }
         }
@@ -2128,7 +2151,7 @@ impl Node {
                 if matches!(self.my_groups.get(&group), Some(MyGroup::Awaiting { .. })) {
                     self.send(from.node(), Body::StateAck { group: group.clone(), token }, out);
                     self.applied_tokens.insert(group.clone(), token);
-                    self.finish_transfer(now, &group, from, state, out);
+                    self.finish_transfer(now, &group, from, state, Some(token), out);
                 }
             }
             _ => {
@@ -2155,17 +2178,25 @@ impl Node {
             if from == p {
                 self.send(from.node(), Body::StateAck { group: group.to_string(), token: t }, out);
                 self.applied_tokens.insert(group.to_string(), t);
-                self.finish_transfer(now, group, from, state, out);
+                self.finish_transfer(now, group, from, state, Some(t), out);
             }
         }
     }
 
-    fn finish_transfer(&mut self, now: u64, group: &str, provider: Member, state: Vec<u8>, out: &mut Vec<Output>) {
+    fn finish_transfer(
+        &mut self,
+        now: u64,
+        group: &str,
+        provider: Member,
+        state: Vec<u8>,
+        token: Option<TransferToken>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(MyGroup::Awaiting { held }) = self.my_groups.get_mut(group) else { return };
         let held = std::mem::take(held);
         let bytes = state.len() as u64;
+        // The transfer table is replicated: only the ordered `StateApplied` ends the transfer there.
         self.my_groups.insert(group.to_string(), MyGroup::Member);
-        self.transfers.remove(&(group.to_string(), self.me));
         self.notify(Notification::ApplyState { group: group.to_string(), provider, state }, out);
         self.record(
             now,
@@ -2177,8 +2208,10 @@ impl Node {
         for n in held {
             self.notify(n, out);
         }
-        let id = self.new_id();
-        self.push_out(id, Delivery::Agreed, Op::StateApplied { group: group.to_string() });
+        if let Some(token) = token {
+            let id = self.new_id();
+            self.push_out(id, Delivery::Agreed, Op::StateApplied { group: group.to_string(), token });
+        }
         self.refresh_transfer_block(now, out);
     }
 
