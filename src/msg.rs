@@ -206,6 +206,9 @@ pub struct FlushState {
     pub seen_all: bool,
     /// It is leaving cleanly.
     pub leaving: bool,
+    /// Its position in the primary history: the last primary view it was in and how far it delivered
+    /// there (for its current view if that is primary, the cut will move it further).
+    pub history: (Option<ViewId>, u64),
 }
 
 /// The cut of one previous view: every member coming from it delivers exactly up to `seq`.
@@ -234,9 +237,11 @@ pub struct Install {
     pub prev_primary: Option<ViewId>,
     /// Someone in the view has been in one view with every configured node.
     pub seen_all: bool,
-    /// The reference lineage: the newest primary view a member comes from (else the newest view). Its
-    /// lowest member sends the view's first message, `Sync`, with its group table.
-    pub lineage: Option<ViewId>,
+    /// The reference lineage: the members whose position in the primary history (last primary view,
+    /// how far they delivered in it, after the cuts) is the newest. They delivered the same prefix, so
+    /// they hold the same group table and states; the first of them sends the view's first message,
+    /// `Sync`, and every other member adopts its table and receives state transfer.
+    pub lineage: Vec<Member>,
 }
 
 /// A message from a member to the sequencer.
@@ -302,8 +307,6 @@ pub enum Op {
         groups: BTreeMap<String, Vec<Member>>,
         /// Pending state transfers `(group, joiner) -> provider`.
         transfers: BTreeMap<(String, Member), Member>,
-        /// The sequencer's previous view: members that came from another one adopt this table.
-        lineage: Option<ViewId>,
     },
 }
 

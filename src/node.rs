@@ -263,6 +263,8 @@ pub struct Node {
     view: Option<View>,
     prev_view: Option<ViewId>,
     install_prev: BTreeMap<Member, Option<ViewId>>,
+    install_lineage: Vec<Member>,
+    lp_delivered: u64,
     last_primary: Option<View>,
     ord: Option<Ordering>,
     peers: BTreeMap<NodeId, Peer>,
@@ -335,6 +337,8 @@ impl Node {
             view: None,
             prev_view: None,
             install_prev: BTreeMap::new(),
+            install_lineage: Vec::new(),
+            lp_delivered: 0,
             last_primary: None,
             ord: None,
             peers: BTreeMap::new(),
@@ -1357,15 +1361,22 @@ impl Node {
         }
         let prev: BTreeMap<Member, Option<ViewId>> =
             promises.iter().map(|(m, s)| (*m, s.view.as_ref().map(|v| v.id))).collect();
-        // The group table comes from the newest primary view anyone comes from: that lineage delivered
-        // the most. A restarted leader with no history must not impose its empty table.
-        let lineage = promises
-            .values()
-            .filter_map(|s| s.view.as_ref())
-            .filter(|v| v.primary)
-            .map(|v| v.id)
-            .max()
-            .or_else(|| promises.values().filter_map(|s| s.view.as_ref().map(|v| v.id)).max());
+        // The group table comes from the members that are furthest along the primary history after
+        // the cuts: they delivered the same prefix. A restarted leader with no history must not impose
+        // its empty table, and members of one non-primary view may come from different histories.
+        let position = |s: &FlushState| -> (Option<ViewId>, u64) {
+            match &s.view {
+                Some(v) if v.primary => (Some(v.id), cuts.get(&v.id).map_or(s.delivered, |c| c.seq)),
+                _ => s.history,
+            }
+        };
+        let reference = promises.values().map(position).max();
+        let lineage: Vec<Member> = match reference {
+            Some(r) if r.0.is_some() => {
+                promises.iter().filter(|(_, s)| position(s) == r).map(|(m, _)| *m).collect()
+            }
+            _ => Vec::new(),
+        };
         let install = Install {
             view,
             registry,
@@ -1435,6 +1446,10 @@ impl Node {
             max_seq: self.max_seq_seen.max(self.durable.max_view_seq),
             seen_all: self.seen_all,
             leaving: self.leaving,
+            history: match (&self.view, &self.ord) {
+                (Some(v), Some(o)) if v.primary => (Some(v.id), o.delivered),
+                _ => (self.last_primary.as_ref().map(|v| v.id), self.lp_delivered),
+            },
         }
     }
 
@@ -1604,8 +1619,12 @@ impl Node {
         let left: Vec<Member> = gone.iter().copied().filter(|m| inst.left.contains(m) || self.leavers.contains(m)).collect();
         let failed: Vec<Member> = gone.iter().copied().filter(|m| !left.contains(m)).collect();
 
+        if old.as_ref().is_some_and(|v| v.primary) {
+            self.lp_delivered = self.ord.as_ref().map_or(0, |o| o.delivered);
+        }
         self.prev_view = old.as_ref().map(|v| v.id);
         self.install_prev = inst.prev.clone();
+        self.install_lineage = inst.lineage.clone();
         self.view = Some(new.clone());
         self.max_seq_seen = self.max_seq_seen.max(new.id.seq);
         self.promised = self.promised.max(new.id);
@@ -1639,7 +1658,11 @@ impl Node {
 
         // Groups: members outside the new view leave every group; transfers whose provider left are
         // re-based on the install point, with a new provider chosen the same way everywhere.
-        self.groups_after_install(now, &new, out);
+        // Group tables follow the primary history: a non-primary view delivers nothing, so it changes
+        // nothing, and members that will merge later still agree on their table.
+        if new.primary {
+            self.groups_after_install(now, &new, out);
+        }
 
         if new.primary {
             self.last_primary = Some(new.clone());
@@ -1648,9 +1671,7 @@ impl Node {
             // The lowest member of the reference lineage sends the view's first message with its group
             // table, so members that come from elsewhere start from the same table; the sequencer orders
             // nothing before it.
-            let sync_sender = inst.lineage.and_then(|l| {
-                new.members.iter().copied().find(|m| inst.prev.get(m).copied().flatten() == Some(l))
-            });
+            let sync_sender = inst.lineage.first().copied();
             if let Some(o) = self.ord.as_mut() {
                 o.set_gate(sync_sender);
             }
@@ -1659,7 +1680,6 @@ impl Node {
                 let op = Op::Sync {
                     groups: self.groups.clone(),
                     transfers: self.transfers.clone().into_iter().map(|(k, (p, _))| (k, p)).collect(),
-                    lineage: inst.lineage,
                 };
                 self.outbox_bytes += op.size();
                 self.outbox.push_front(Outgoing { id, delivery: Delivery::Agreed, op, vseq: None, last_tx: 0, sent_in: None });
@@ -1915,7 +1935,7 @@ impl Node {
                 }
             }
             Op::FenceDone { target, method } => self.on_fence_done(now, target, method, out),
-            Op::Sync { groups, transfers, lineage } => self.on_sync(now, view, groups, transfers, lineage, out),
+            Op::Sync { groups, transfers } => self.on_sync(now, view, groups, transfers, out),
         }
     }
 
@@ -2081,11 +2101,14 @@ impl Node {
         view: ViewId,
         groups: BTreeMap<String, Vec<Member>>,
         transfers: BTreeMap<(String, Member), Member>,
-        lineage: Option<ViewId>,
         out: &mut Vec<Output>,
     ) {
-        let outsiders: BTreeSet<Member> =
-            self.install_prev.iter().filter(|(_, p)| **p != lineage).map(|(m, _)| *m).collect();
+        let outsiders: BTreeSet<Member> = self
+            .view
+            .iter()
+            .flat_map(|v| v.members.iter().copied())
+            .filter(|m| !self.install_lineage.contains(m))
+            .collect();
         if outsiders.contains(&self.me) {
             let names: BTreeSet<String> = groups.keys().chain(self.groups.keys()).cloned().collect();
             let old = std::mem::replace(&mut self.groups, groups);
@@ -2431,6 +2454,10 @@ impl Node {
             let reason = format!("outside any primary view for self_fence_after_ms={}", self.cfg.self_fence_after_ms);
             self.record(now, Event::SelfFence { reason: reason.clone() }, out);
             out.push(Output::SelfFence { reason });
+            // Its applications stopped acting on their state: this member never comes back with it.
+            // It starts again as a new incarnation (the old one counts as fenced on the primary side
+            // once the watchdog wait passed, or when the new epoch is seen).
+            self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out);
         }
     }
 }
