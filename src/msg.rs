@@ -305,8 +305,8 @@ pub enum Op {
     Sync {
         /// Group table.
         groups: BTreeMap<String, Vec<Member>>,
-        /// Pending state transfers `(group, joiner) -> provider`.
-        transfers: BTreeMap<(String, Member), Member>,
+        /// Pending state transfers `(group, joiner) -> (provider, point)`.
+        transfers: BTreeMap<(String, Member), (Member, TransferToken)>,
     },
 }
 

@@ -1679,7 +1679,7 @@ impl Node {
                 let id = self.new_id();
                 let op = Op::Sync {
                     groups: self.groups.clone(),
-                    transfers: self.transfers.clone().into_iter().map(|(k, (p, _))| (k, p)).collect(),
+                    transfers: self.transfers.clone(),
                 };
                 self.outbox_bytes += op.size();
                 self.outbox.push_front(Outgoing { id, delivery: Delivery::Agreed, op, vseq: None, last_tx: 0, sent_in: None });
@@ -2100,7 +2100,7 @@ impl Node {
         now: u64,
         view: ViewId,
         groups: BTreeMap<String, Vec<Member>>,
-        transfers: BTreeMap<(String, Member), Member>,
+        transfers: BTreeMap<(String, Member), (Member, TransferToken)>,
         out: &mut Vec<Output>,
     ) {
         let outsiders: BTreeSet<Member> = self
@@ -2117,8 +2117,7 @@ impl Node {
                     self.group_view_changed(now, view, &g, out);
                 }
             }
-            let token = TransferToken { view, seq: 1 };
-            self.transfers = transfers.into_iter().map(|(k, p)| (k, (p, token))).collect();
+            self.transfers = transfers;
             let mine: Vec<String> = self.my_groups.keys().cloned().collect();
             for g in mine {
                 let listed = self.groups.get(&g).is_some_and(|l| l.contains(&self.me));
