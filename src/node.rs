@@ -294,6 +294,7 @@ pub struct Node {
     providing: BTreeMap<(String, Member, TransferToken), Providing>,
     early_states: BTreeMap<(String, TransferToken), (Member, Vec<u8>)>,
     applied_tokens: BTreeMap<String, TransferToken>,
+    local_group_op: BTreeMap<String, MsgId>,
     blocked: BTreeSet<BlockReason>,
     fence_inflight: BTreeMap<Member, u64>,
     fence_failed_at: BTreeMap<Member, u64>,
@@ -367,6 +368,7 @@ impl Node {
             providing: BTreeMap::new(),
             early_states: BTreeMap::new(),
             applied_tokens: BTreeMap::new(),
+            local_group_op: BTreeMap::new(),
             blocked: BTreeSet::new(),
             fence_inflight: BTreeMap::new(),
             fence_failed_at: BTreeMap::new(),
@@ -560,6 +562,7 @@ impl Node {
         }
         self.my_groups.insert(group.to_string(), MyGroup::Joining);
         let id = self.new_id();
+        self.local_group_op.insert(group.to_string(), id);
         self.push_out(id, Delivery::Agreed, Op::Join { group: group.to_string() });
         self.pump(now, out);
         self.drain_loopback(now, out);
@@ -573,6 +576,7 @@ impl Node {
         }
         self.refresh_transfer_block(now, out);
         let id = self.new_id();
+        self.local_group_op.insert(group.to_string(), id);
         self.push_out(id, Delivery::Agreed, Op::LeaveGroup { group: group.to_string() });
         self.pump(now, out);
         self.drain_loopback(now, out);
@@ -1592,6 +1596,11 @@ impl Node {
             if let Some(o) = self.outbox.iter_mut().find(|o| o.id == old_id) {
                 o.id = new_id;
                 o.sent_in = None;
+                if let Op::Join { group } | Op::LeaveGroup { group } = &o.op {
+                    if self.local_group_op.get(group) == Some(&old_id) {
+                        self.local_group_op.insert(group.clone(), new_id);
+                    }
+                }
                 if let Op::App { group, payload } = &o.op {
                     let ev = Event::Send {
                         group: group.clone(),
@@ -1927,8 +1936,14 @@ impl Node {
                     _ => {}
                 }
             }
-            Op::Join { group } => self.on_group_join(now, view, om.seq, group, sender, out),
-            Op::LeaveGroup { group } => self.on_group_leave(now, view, om.seq, group, sender, out),
+            Op::Join { group } => {
+                let current = self.local_group_op.get(&group) == Some(&om.msg.id);
+                self.on_group_join(now, view, om.seq, group, sender, current, out)
+            }
+            Op::LeaveGroup { group } => {
+                let current = self.local_group_op.get(&group) == Some(&om.msg.id);
+                self.on_group_leave(now, view, om.seq, group, sender, current, out)
+            }
             Op::StateApplied { group, token } => {
                 if self.transfers.get(&(group.clone(), sender)).is_some_and(|(_, t)| *t == token) {
                     self.transfers.remove(&(group, sender));
@@ -1951,7 +1966,20 @@ impl Node {
         }
     }
 
-    fn on_group_join(&mut self, now: u64, view: ViewId, seq: u64, group: String, who: Member, out: &mut Vec<Output>) {
+    /// A `Join` was delivered. `current` is true when it is this member's application's latest join or
+    /// leave of the group: only that one changes the application's local state (older ones, resent after
+    /// a view change, only change the replicated table).
+    #[allow(clippy::too_many_arguments)]
+    fn on_group_join(
+        &mut self,
+        now: u64,
+        view: ViewId,
+        seq: u64,
+        group: String,
+        who: Member,
+        current: bool,
+        out: &mut Vec<Output>,
+    ) {
         let list = self.groups.get(&group).cloned().unwrap_or_default();
         if list.contains(&who) {
             return;
@@ -1974,14 +2002,14 @@ impl Node {
                 }
                 // Only if the application still wants the group: it may have left before its join was
                 // delivered (the leave follows in the order and ends the transfer everywhere).
-                if who == self.me && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
+                if who == self.me && current && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
                     self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
                     self.apply_early_state(now, &group, out);
                 }
             }
             None => {
-                if who == self.me && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
+                if who == self.me && current && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
                     self.my_groups.insert(group.clone(), MyGroup::Member);
                     if had_members {
                         // Everyone in the group is itself waiting for a state: nobody holds it any
@@ -1996,7 +2024,18 @@ impl Node {
         }
     }
 
-    fn on_group_leave(&mut self, now: u64, view: ViewId, seq: u64, group: String, who: Member, out: &mut Vec<Output>) {
+    /// A `LeaveGroup` was delivered (see [`Node::on_group_join`] for `current`).
+    #[allow(clippy::too_many_arguments)]
+    fn on_group_leave(
+        &mut self,
+        now: u64,
+        view: ViewId,
+        seq: u64,
+        group: String,
+        who: Member,
+        current: bool,
+        out: &mut Vec<Output>,
+    ) {
         let Some(list) = self.groups.get_mut(&group) else { return };
         let Some(pos) = list.iter().position(|m| *m == who) else { return };
         list.remove(pos);
@@ -2004,7 +2043,7 @@ impl Node {
             self.groups.remove(&group);
         }
         self.transfers.remove(&(group.clone(), who));
-        if who == self.me && !matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
+        if who == self.me && current {
             // Our own leave reached this point: whatever local state the group had is over (a
             // `Joining` entry belongs to a newer join, still on its way).
             self.my_groups.remove(&group);
@@ -2127,6 +2166,7 @@ impl Node {
                 if !listed && !matches!(self.my_groups.get(&g), Some(MyGroup::Joining)) {
                     self.my_groups.insert(g.clone(), MyGroup::Joining);
                     let id = self.new_id();
+                    self.local_group_op.insert(g.clone(), id);
                     self.push_out(id, Delivery::Agreed, Op::Join { group: g.clone() });
                 }
             }

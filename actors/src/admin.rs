@@ -71,7 +71,12 @@ struct Service {
 
 impl AdminActor {
     /// An endpoint for `node` on `listen`, asking `get_status` for the status and rendering `metrics`.
-    pub fn new(listen: SocketAddr, node: NodeId, get_status: Recipient<GetStatus>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        node: NodeId,
+        get_status: Recipient<GetStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         AdminActor { listen, service: Arc::new(Service { node, get_status, metrics }), local: None }
     }
 }
@@ -192,7 +197,9 @@ async fn connection(mut stream: TcpStream, service: &Service) {
             return;
         }
         Ok(Ok(Head::Empty)) => return,
-        Ok(Ok(Head::TooLarge)) => Response::text(400, format!("request head larger than {MAX_HEAD_BYTES} bytes")),
+        Ok(Ok(Head::TooLarge)) => {
+            Response::text(400, format!("request head larger than {MAX_HEAD_BYTES} bytes"))
+        }
         Ok(Ok(Head::Read(head))) => match parse_request_line(&head) {
             Err(why) => Response::text(400, why),
             Ok((method, target)) => respond(method, target, service).await,
@@ -254,7 +261,8 @@ fn parse_request_line(head: &[u8]) -> Result<(&str, &str), &'static str> {
     let line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
     let line = std::str::from_utf8(line).map_err(|_| "malformed request line")?;
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("malformed request line");
     };
@@ -298,7 +306,7 @@ async fn status(service: &Service) -> Response {
         }
         Err(_) => return Response::text(503, "membership did not answer in time"),
     };
-    match serde_json::to_vec_pretty(&status_json(service.node, &status)) {
+    match status_json(service.node, &status).and_then(|doc| serde_json::to_vec_pretty(&doc)) {
         Ok(mut body) => {
             body.push(b'\n');
             Response { status: 200, content_type: "application/json", extra: "", body }
@@ -324,7 +332,9 @@ fn member_json(m: Member) -> Value {
 /// - `fencing`: `{pending: [{node, epoch}], blocked, self_fenced}`;
 /// - `stateful_merge`: `{detected: [{node, epoch}], waiting_for_operator, removed_self}`;
 /// - `liveness`: per peer `{node, epoch, last_heard_ms, in_view}`.
-pub fn status_json(node: NodeId, status: &Status) -> Value {
+///
+/// Fails only if the status cannot be encoded as JSON (then `/status` answers `500`).
+pub fn status_json(node: NodeId, status: &Status) -> serde_json::Result<Value> {
     let members: Vec<Member> = status.view.as_ref().map(|v| v.members.clone()).unwrap_or_default();
     let extra = json!({
         "node": node.0,
@@ -350,16 +360,11 @@ pub fn status_json(node: NodeId, status: &Status) -> Value {
             "in_view": members.contains(&m),
         })).collect::<Vec<_>>(),
     });
-    let mut doc = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    match (doc.as_object_mut(), extra) {
-        (Some(obj), Value::Object(extra)) => {
-            for (k, v) in extra {
-                obj.insert(k, v);
-            }
-            doc
-        }
-        (_, extra) => extra,
+    let mut doc = serde_json::to_value(status)?;
+    if let (Some(obj), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+        obj.extend(extra);
     }
+    Ok(doc)
 }
 
 #[cfg(test)]
@@ -382,7 +387,7 @@ mod tests {
 
     #[test]
     fn head_ends_at_the_first_blank_line() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
     }

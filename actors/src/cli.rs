@@ -1,1 +1,701 @@
-//! Placeholder: written by its owner.
+//! The `cohort` command: the agent and the operator's tools, parsed with clap.
+//!
+//! [`main_entry`] is the whole program; `src/bin/cohort.rs` only calls it. Subcommands:
+//! - `agent`: load the layered configuration ([`crate::settings_load`]), start telemetry and run the node
+//!   ([`crate::supervisor::run_agent`]).
+//! - `config check`: print the effective configuration and where each value came from.
+//! - `keygen`: write a new cluster key ([`crate::crypto::generate_key_file`]).
+//! - `verify`: check event logs of several nodes against the guarantees with the core's checker
+//!   ([`cohort::checker`]), the same one the simulator uses.
+//! - `status`, `members`, `watch`, `send`, `fence ack`: talk to a running agent over its local socket
+//!   ([`crate::client_cli`]).
+//!
+//! Exit codes: 0 success; 1 a runtime failure (the agent could not start, the socket refused us) or
+//! `verify` found violations; 2 a user's mistake (a bad flag, a bad configuration value, an unreadable
+//! log), reported as one line naming the flag or key and what is expected.
+//!
+//! **Deliberately absent:** no protocol logic and no socket code here; each subcommand is a few lines that
+//! call the module doing the work. A `demo` subcommand is planned in its own issue.
+
+use crate::settings_load::{self, LoadOptions, Loaded, SettingsError, FLAG_KEYS};
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+use cohort::checker::{self, CheckStats, Checker};
+use cohort::{Member, Record};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use thiserror::Error;
+
+/// Exit code of a user's mistake.
+const EXIT_USAGE: u8 = 2;
+/// Exit code of a runtime failure, and of `verify` finding violations.
+const EXIT_FAILURE: u8 = 1;
+
+/// The default key file of `cohort keygen`.
+pub const DEFAULT_KEY_FILE: &str = "/etc/cohort/cluster.key";
+
+/// The client socket tried when neither `--socket` nor a configuration names one.
+pub const FALLBACK_SOCKET: &str = "./cohort.sock";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  cohort keygen --out /etc/cohort/cluster.key
+  cohort config check --config /etc/cohort/cluster.toml --config /etc/cohort/node.toml
+  cohort agent --config /etc/cohort/cluster.toml --config /etc/cohort/node.toml
+  cohort status --config /etc/cohort/node.toml
+  cohort verify node1/events.jsonl node2/events.jsonl node3/events.jsonl";
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  # A three-node cluster on one machine (see config/examples/three-node):
+  mkdir -p /tmp/cohort-3n && cohort keygen --out /tmp/cohort-3n/cluster.key
+  cohort agent --config config/examples/three-node/cluster.toml --config config/examples/three-node/node1.toml
+
+  # One production node, its id given on the command line:
+  cohort agent --config /etc/cohort/cluster.toml --node-id 2 --log-level debug
+
+  # Any key from the environment:
+  COHORT__TIMING__FAILURE_TIMEOUT_MS=2000 cohort agent --config cluster.toml --config node1.toml";
+
+const CONFIG_EXAMPLES: &str = "\
+Examples:
+  cohort config check --config config/examples/three-node/cluster.toml --config config/examples/three-node/node2.toml
+  COHORT__NODE__ID=3 cohort config check --config cluster.toml";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  cohort config check --config config/examples/three-node/cluster.toml --config config/examples/three-node/node2.toml
+  cohort config check --config cluster.toml --node-id 3 | grep '^node\\.'
+  COHORT__TIMING__FAILURE_TIMEOUT_MS=2000 cohort config check --config cluster.toml";
+
+const KEYGEN_EXAMPLES: &str = "\
+Examples:
+  cohort keygen                                   # writes /etc/cohort/cluster.key
+  cohort keygen --out /tmp/cohort-3n/cluster.key
+  cohort keygen --out /etc/cohort/cluster.key --force   # replace the key (restart every node with the new one)";
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  cohort verify /var/lib/cohort/events.jsonl
+  cohort verify /tmp/cohort-3n/node1/events.jsonl /tmp/cohort-3n/node2/events.jsonl /tmp/cohort-3n/node3/events.jsonl
+  scp node{1,2,3}:/var/lib/cohort/events.jsonl . && cohort verify events.jsonl*";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  cohort status --config /etc/cohort/node.toml
+  cohort status --socket /tmp/cohort-3n/node1/cohort.sock --json | jq .view";
+
+const MEMBERS_EXAMPLES: &str = "\
+Examples:
+  cohort members --config config/examples/three-node/cluster.toml --config config/examples/three-node/node1.toml
+  cohort members --socket /var/lib/cohort/cohort.sock";
+
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  cohort watch --socket /tmp/cohort-3n/node1/cohort.sock
+  cohort watch --group orders --config /etc/cohort/node.toml";
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  cohort send --group bench --count 10000 --size 64 --socket /tmp/cohort-3n/node1/cohort.sock
+  cohort send --group bench --count 5000 --rate 1000 --size 1024 --safe --config /etc/cohort/node.toml";
+
+const FENCE_EXAMPLES: &str = "\
+Examples:
+  cohort fence ack 3 --config /etc/cohort/node.toml";
+
+const ACK_EXAMPLES: &str = "\
+Examples:
+  # After checking that node 3 is powered off:
+  cohort fence ack 3 --config /etc/cohort/node.toml
+  cohort fence ack 3 --socket /tmp/cohort-3n/node1/cohort.sock";
+
+/// The `cohort` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cohort",
+    version,
+    about = "cohort: group membership with virtual synchrony, stateful-merge detection and fencing",
+    long_about = "cohort: group membership with virtual synchrony, stateful-merge detection and fencing.\n\n\
+        Every node runs `cohort agent`; applications on the node talk to it through a local socket. The other \
+        commands are the operator's tools: check a configuration before deploying it, make the cluster key, \
+        look at a running agent, and verify the event logs of several nodes after an incident.",
+    after_help = TOP_EXAMPLES,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run this node's agent until SIGINT or SIGTERM.
+    ///
+    /// Loads the configuration in layers (built-in defaults, /etc/cohort/cohort.toml if present, each
+    /// --config FILE in order, COHORT__SECTION__KEY environment variables, then these flags), joins the
+    /// cluster described by cluster.nodes as node.id, and serves applications on the local socket
+    /// (api.socket), the status and metrics on admin.listen, and the event log in node.data_dir. A bad
+    /// configuration value stops it before anything starts, with one line naming the key (exit code 2).
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(SettingsFlags),
+
+    /// Inspect the configuration.
+    ///
+    /// `cohort config check` loads the configuration exactly as `cohort agent` would with the same files,
+    /// environment and flags, and prints every key's effective value and the layer it came from.
+    #[command(after_help = CONFIG_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
+    Config {
+        /// The action.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+
+    /// Write a new random cluster key file.
+    ///
+    /// Every node of a cluster needs the same key: it authenticates and encrypts every datagram, and
+    /// datagrams that fail to authenticate are dropped. The file is created with mode 0600; an existing file
+    /// is never overwritten unless --force is given. Copy it to node.key_file on every node.
+    #[command(after_help = KEYGEN_EXAMPLES)]
+    Keygen(KeygenArgs),
+
+    /// Check event logs against the safety guarantees.
+    ///
+    /// Reads the event logs (events.jsonl, one JSON record per line) of any number of nodes, runs the
+    /// checker the simulator uses over all of them together, and prints what it saw, every violation as
+    /// `VIOLATION G<n>: ...` and a verdict. Give it the logs of all nodes for the strongest check; a
+    /// missing node's log can hide a violation but never invent one. Exit code 0 when every guarantee holds,
+    /// 1 when one is violated, 2 when a log cannot be read or parsed.
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
+
+    /// Show a running agent's state.
+    ///
+    /// Asks the local agent for its view, members with their epochs, quorum, why applications are blocked
+    /// if they are, fencing and stateful-merge state, and the liveness of each peer. The agent's socket is
+    /// --socket, or api.socket of the configuration given with --config, or ./cohort.sock.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+
+    /// List the members of the current view.
+    ///
+    /// Each member of the local agent's current view with its epoch, as the agent sees it. The agent's
+    /// socket is --socket, or api.socket of the configuration given with --config, or ./cohort.sock.
+    #[command(after_help = MEMBERS_EXAMPLES)]
+    Members(SocketArgs),
+
+    /// Follow views and deliveries as they happen.
+    ///
+    /// Prints the agent's views as they are installed and, with --group, joins that group and prints its
+    /// views and deliveries too, until interrupted. Useful during a failover drill.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+
+    /// Join a group, multicast messages and report throughput and latency.
+    ///
+    /// Joins --group, sends --count messages of --size bytes (as fast as flow control allows, or at --rate
+    /// messages per second), waits for their delivery back to this node, and reports throughput and
+    /// delivery latency percentiles. --safe waits for safe delivery instead of agreed delivery.
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendCmd),
+
+    /// Operator actions on fencing.
+    ///
+    /// `cohort fence ack NODE` tells the cluster that NODE is known to be down (powered off, its disks cut
+    /// off), which counts as a successful fence and lets recovery proceed.
+    #[command(after_help = FENCE_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
+    Fence {
+        /// The action.
+        #[command(subcommand)]
+        action: FenceAction,
+    },
+}
+
+/// `cohort config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration and the source of every value.
+    ///
+    /// Loads the configuration exactly as `cohort agent` would with the same files, environment and flags,
+    /// validates it, and prints `key = value    # from SOURCE` for every key, where SOURCE is `default`,
+    /// /etc/cohort/cohort.toml, `file:PATH`, `env:COHORT__...` or `flag:--...`. On a bad value it prints one
+    /// line naming the key, the value, where it came from and what is expected, and exits with code 2.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(SettingsFlags),
+}
+
+/// `cohort fence ...`.
+#[derive(Debug, Subcommand)]
+pub enum FenceAction {
+    /// Acknowledge that a node is fenced.
+    ///
+    /// Only after making sure NODE is really down (powered off, or its storage and network cut off): the
+    /// acknowledgement counts as a successful fence, so the cluster recovers the node's resources. Acking a
+    /// node that is still running is exactly the split brain fencing exists to prevent.
+    #[command(after_help = ACK_EXAMPLES)]
+    Ack(AckArgs),
+}
+
+/// Configuration files and the flags that override single keys.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsFlags {
+    /// A configuration file; repeat it to layer several, later files overriding earlier ones.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// This node's id, one of the ids in cluster.nodes (overrides node.id).
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<String>,
+    /// The data directory (overrides node.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// The HTTP status and metrics address, IP:PORT, or "" to disable it (overrides admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The diagnostic log level or filter, e.g. debug (overrides log.level; RUST_LOG overrides both).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl SettingsFlags {
+    /// The flags given, as (dotted key, value) overrides.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let given = [
+            ("--node-id", &self.node_id),
+            ("--data-dir", &self.data_dir),
+            ("--listen", &self.listen),
+            ("--log-level", &self.log_level),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(flag, value)| {
+                let key = FLAG_KEYS.iter().find(|(f, _)| *f == flag).map(|(_, k)| *k)?;
+                Some((key.to_string(), value.clone()?))
+            })
+            .collect()
+    }
+
+    /// Loads the settings these flags describe, with the system file and the process environment.
+    pub fn load(&self) -> Result<Loaded, SettingsError> {
+        settings_load::load(&LoadOptions::for_process(self.config.clone(), self.overrides()))
+    }
+}
+
+/// `cohort keygen` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (the parent directory must exist).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_KEY_FILE)]
+    pub out: PathBuf,
+    /// Replace an existing key file. Nodes still using the old key can no longer talk to this one.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `cohort verify` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Event logs (JSON lines), one or more per node.
+    #[arg(value_name = "LOG", required = true)]
+    pub logs: Vec<PathBuf>,
+}
+
+/// How a client command finds the agent's socket.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SocketArgs {
+    /// The agent's client socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    pub socket: Option<PathBuf>,
+    /// The agent's configuration files, to find its socket (api.socket, or <node.data_dir>/cohort.sock).
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+}
+
+/// `cohort status` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print the agent's status as JSON (the same document as GET /status).
+    #[arg(long)]
+    pub json: bool,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `cohort watch` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Also join this process group and print its views and deliveries.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `cohort send` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct SendCmd {
+    /// The process group to join and send to.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// How many messages to send (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive_u64)]
+    pub count: u64,
+    /// Messages per second (default: as fast as flow control allows).
+    #[arg(long, value_name = "R", value_parser = positive_u64)]
+    pub rate: Option<u64>,
+    /// Payload size in bytes: at least 16 (each message starts with its send time and a sequence number),
+    /// at most limits.max_message_bytes.
+    #[arg(
+        long,
+        value_name = "B",
+        default_value_t = 64,
+        value_parser = message_size
+    )]
+    pub size: usize,
+    /// Use safe delivery (delivered once every member has it) instead of agreed delivery.
+    #[arg(long)]
+    pub safe: bool,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// The smallest `cohort send --size`: each message starts with its send time and a sequence number.
+const MIN_SEND_SIZE: usize = 16;
+
+/// Parses a positive integer flag value.
+fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a positive integer".to_string()),
+    }
+}
+
+/// Parses `--size`.
+fn message_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= MIN_SEND_SIZE => Ok(n),
+        _ => Err(format!("expected a number of bytes, at least {MIN_SEND_SIZE}")),
+    }
+}
+
+/// `cohort fence ack` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct AckArgs {
+    /// The node id to acknowledge as fenced.
+    #[arg(value_name = "NODE")]
+    pub node: u32,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// A mistake of the user's (a bad flag, an unreadable input): exit code 2, one line.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Runs the `cohort` command with the process's arguments and returns its exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<SettingsError>().is_some() || e.downcast_ref::<UserError>().is_some() {
+                eprintln!("error: {}", one_line(&e.to_string()));
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                eprintln!("error: {}", one_line(&format!("{e:#}")));
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Help and version go to stdout with exit code 0; a missing subcommand shows the help with code 2;
+/// any other parse error becomes one line (its first paragraph and clap's tip, if any) with code 2.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            let _ = e.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let tip = text.lines().map(str::trim).find(|l| l.starts_with("tip:"));
+            let mut line = first.join(" ");
+            if let Some(tip) = tip {
+                line = format!("{line}; {tip}");
+            }
+            eprintln!("{line} (see --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs one parsed command.
+///
+/// # Errors
+/// [`SettingsError`] and [`UserError`] for the user's mistakes (exit code 2), anything else for runtime
+/// failures (exit code 1).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Agent(flags) => agent(&flags),
+        Command::Config { action: ConfigAction::Check(flags) } => {
+            let loaded = flags.load()?;
+            print!("{}", settings_load::render_effective(&loaded));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen(args) => keygen(&args),
+        Command::Verify(args) => verify(&args),
+        Command::Status(args) => {
+            let socket = resolve_socket(&args.socket)?;
+            block_on(crate::client_cli::status(&socket, args.json))
+        }
+        Command::Members(args) => {
+            let socket = resolve_socket(&args)?;
+            block_on(crate::client_cli::members(&socket))
+        }
+        Command::Watch(args) => {
+            let socket = resolve_socket(&args.socket)?;
+            block_on(crate::client_cli::watch(&socket, args.group))
+        }
+        Command::Send(args) => {
+            if args.group.is_empty() {
+                return Err(UserError("--group must name a process group, e.g. --group bench".into()).into());
+            }
+            let socket = resolve_socket(&args.socket)?;
+            let send = crate::client_cli::SendArgs {
+                group: args.group,
+                count: args.count,
+                rate: args.rate,
+                size: args.size,
+                safe: args.safe,
+            };
+            block_on(crate::client_cli::send(&socket, send))
+        }
+        Command::Fence { action: FenceAction::Ack(args) } => {
+            let socket = resolve_socket(&args.socket)?;
+            block_on(crate::client_cli::fence_ack(&socket, args.node))
+        }
+    }
+}
+
+/// `cohort agent`.
+fn agent(flags: &SettingsFlags) -> anyhow::Result<ExitCode> {
+    let loaded = flags.load()?;
+    crate::telemetry::init(&loaded.settings.log.level);
+    for (key, origin) in loaded.provenance.iter().filter(|(_, o)| o.as_str() != "default") {
+        tracing::debug!(%key, %origin, "configuration value set outside the defaults");
+    }
+    tracing::info!(node = loaded.settings.node.id, cluster = %loaded.settings.cluster.name, "configuration loaded");
+    crate::supervisor::run_agent(loaded.settings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cohort keygen`.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let out = &args.out;
+    // `symlink_metadata` so that a dangling symlink counts as "exists" too.
+    if std::fs::symlink_metadata(out).is_ok() {
+        if !args.force {
+            return Err(UserError(format!(
+                "{} already exists; pass --force to replace it (nodes still using the old key can no longer talk to this one)",
+                out.display()
+            ))
+            .into());
+        }
+        std::fs::remove_file(out)
+            .map_err(|e| anyhow::anyhow!("cannot remove the old key file {}: {e}", out.display()))?;
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(UserError(format!(
+                "--out {}: the directory {} does not exist (create it first: mkdir -p {})",
+                out.display(),
+                parent.display(),
+                parent.display()
+            ))
+            .into());
+        }
+    }
+    crate::crypto::generate_key_file(out)?;
+    println!(
+        "wrote a new cluster key to {} (mode 0600); copy it to node.key_file on every node",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `cohort verify` found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// Records read in total.
+    pub records: usize,
+    /// Logs read.
+    pub logs: usize,
+    /// What the checker saw.
+    pub stats: CheckStats,
+    /// Every violation, in the checker's order.
+    pub violations: Vec<checker::Violation>,
+}
+
+impl VerifyReport {
+    /// The report as printed: summary, violations, verdict.
+    pub fn render(&self) -> String {
+        let s = &self.stats;
+        let mut out = format!(
+            "members: {}, views: {} ({} primary), sends: {}, deliveries: {}, stateful merges: {}, fences: {}, recoveries: {}\n",
+            s.members, s.views, s.primary_views, s.sends, s.deliveries, s.stateful_merges, s.fences, s.recovered
+        );
+        for v in &self.violations {
+            out.push_str(&format!("VIOLATION {}: {}\n", v.guarantee, v.detail));
+        }
+        if self.violations.is_empty() {
+            out.push_str(&format!(
+                "verdict: OK ({} records from {} logs, all safety guarantees hold)\n",
+                self.records, self.logs
+            ));
+        } else {
+            let n = self.violations.len();
+            out.push_str(&format!("verdict: FAIL ({n} violation{})\n", if n == 1 { "" } else { "s" }));
+        }
+        out
+    }
+}
+
+/// Reads and checks event logs.
+///
+/// # Errors
+/// A [`UserError`] naming the file (and line) that cannot be read or parsed.
+pub fn verify_logs(paths: &[PathBuf]) -> Result<VerifyReport, UserError> {
+    let mut records: Vec<Record> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UserError(format!("cannot read event log {}: {e}", path.display())))?;
+        let parsed = checker::parse_log(&text)
+            .map_err(|(line, msg)| UserError(format!("{}:{line}: {}", path.display(), one_line(&msg))))?;
+        records.extend(parsed);
+    }
+    let violations = checker::check_all(&records);
+    Ok(VerifyReport { records: records.len(), logs: paths.len(), stats: stats_of(&records), violations })
+}
+
+/// The checker's counts over `records`, fed as [`checker::check_all`] feeds them (grouped by member, each
+/// member's records in log order).
+fn stats_of(records: &[Record]) -> CheckStats {
+    let mut by_member: BTreeMap<Member, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        by_member.entry(r.member()).or_default().push(r);
+    }
+    let mut c = Checker::new();
+    for r in by_member.values().flatten() {
+        let _ = c.observe(r);
+    }
+    c.stats()
+}
+
+/// `cohort verify`.
+fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = verify_logs(&args.logs)?;
+    print!("{}", report.render());
+    Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}
+
+/// The agent's socket: `--socket`; else the configuration given with `--config` (or, without it, the
+/// system file or `COHORT__` variables if there are any); else `./cohort.sock` if it exists.
+///
+/// # Errors
+/// A configuration error, or a [`UserError`] when nothing names a socket and `./cohort.sock` is absent.
+pub fn resolve_socket(args: &SocketArgs) -> anyhow::Result<PathBuf> {
+    if let Some(socket) = &args.socket {
+        return Ok(socket.clone());
+    }
+    let configured_elsewhere = Path::new(settings_load::SYSTEM_FILE).exists()
+        || settings_load::process_env()
+            .iter()
+            .any(|(k, _)| k.to_uppercase().starts_with(settings_load::ENV_PREFIX));
+    if !args.config.is_empty() || configured_elsewhere {
+        let loaded = settings_load::load(&LoadOptions::for_process(args.config.clone(), Vec::new()))?;
+        return Ok(loaded.settings.socket_path());
+    }
+    let fallback = PathBuf::from(FALLBACK_SOCKET);
+    if fallback.exists() {
+        Ok(fallback)
+    } else {
+        Err(UserError(format!(
+            "no agent socket at {FALLBACK_SOCKET}; pass --socket PATH or --config FILE (the agent's configuration)"
+        ))
+        .into())
+    }
+}
+
+/// Runs a client command on a current-thread tokio runtime.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    rt.block_on(fut)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_key_is_a_flag_of_agent() {
+        let cmd = Cli::command();
+        let agent = cmd.find_subcommand("agent").expect("agent subcommand");
+        for (flag, _) in FLAG_KEYS {
+            let long = flag.trim_start_matches("--");
+            assert!(agent.get_arguments().any(|a| a.get_long() == Some(long)), "{flag} missing");
+        }
+    }
+
+    #[test]
+    fn flags_become_overrides_of_their_keys() {
+        let cli = Cli::try_parse_from(["cohort", "agent", "--node-id", "3", "--log-level", "debug"])
+            .expect("parse");
+        let Command::Agent(flags) = cli.command else { panic!("not agent") };
+        assert_eq!(
+            flags.overrides(),
+            vec![("node.id".to_string(), "3".to_string()), ("log.level".to_string(), "debug".to_string())]
+        );
+    }
+
+    #[test]
+    fn every_subcommand_help_has_examples() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            let help = cmd.clone().render_long_help().to_string();
+            assert!(help.contains("Examples:"), "`{path}` --help has no Examples section");
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "cohort");
+    }
+}

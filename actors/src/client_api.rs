@@ -1,1 +1,849 @@
-//! Placeholder: written by its owner.
+//! ClientApiActor: the local Unix-socket API through which applications join process groups, multicast,
+//! receive views and deliveries in order, and answer or receive state transfers. The protocol is in
+//! [`crate::client_proto`]; the Rust client library in [`crate::client`].
+//!
+//! # Design
+//! One actor holds every decision: which client owns which group, who gets which event, and each
+//! client's queue of membership operations. Each connection has two small tasks that do only IO:
+//!
+//! - a **reader** task reads frames, decodes them and hands each [`Request`] to the actor, waiting for
+//!   the actor to have handled it before reading the next one (so replies come in request order). Before
+//!   a `Send` it takes one of [`MAX_UNANSWERED_SENDS`] permits, which the actor returns when the send is
+//!   answered: a client with that many unanswered sends is simply not read, and the kernel's socket
+//!   buffer pushes back on it. A malformed or oversized frame ends the reader and, through the actor, the
+//!   connection, with an `Error` reply.
+//! - a **writer** task drains the client's bounded queue of encoded frames (`client_queue_msgs`),
+//!   batching what is ready into one write. The actor only ever `try_send`s into that queue: a client
+//!   whose queue is full is too slow, and is disconnected with a final `Error` written best-effort
+//!   (the writer finishes the frame it was writing, then the error, within [`FINAL_WRITE_DEADLINE`]).
+//!
+//! So the agent never waits on a client and nothing grows without bound: per client at most
+//! `client_queue_msgs` queued events, [`MAX_UNANSWERED_SENDS`] pending sends and one frame being read.
+//!
+//! # Groups
+//! The core's process groups belong to the node's member, not to a connection. The actor therefore
+//! multiplexes: the first local client that joins a group owns it; another local client joining the same
+//! group gets `group G is already joined by another client on this node`. Deliveries, `ProvideState`
+//! and `ApplyState` of a group go to its owner; `GroupView` to the owner and to watchers; `View`,
+//! `Blocked`, `Unblocked`, `Recovered`, `RemovedSelf` and the watchdog's `SelfFenced` to every client.
+//! A client that disconnects, for any reason, leaves its groups cleanly (`LeaveGroup`).
+//!
+//! # Order and flow control
+//! Joins, leaves and sends of one client pass through one FIFO queue per client and reach the membership
+//! in the order the client made them, with at most one `Multicast` of a client outstanding. A send the
+//! membership refuses with `QueueFull` stays at the head of the queue and is retried when the core says
+//! `SendReady` (or a new view is installed, or after [`SEND_RETRY_INTERVAL`] as a safety net, e.g. after
+//! the core was replaced by a new incarnation); the client sees nothing until it is accepted. Serialising
+//! a client's multicasts costs one actor round trip per message and buys per-client FIFO even when the
+//! send queue fills and drains in between. A leave waits behind the client's earlier sends, so those are
+//! sent as a member; until it reaches the membership, the group stays owned by the leaving client.
+//!
+//! **Deliberately absent:** several local clients sharing one group (see above), authentication beyond
+//! the socket's file mode, and any protocol decision.
+
+use crate::client_proto::{
+    FrameCodec, ProtoError, Reply, Request, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
+};
+use crate::messages::*;
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use cohort::node::SendError;
+use cohort::{BlockReason, Delivery, MsgId, NodeId, Notification, View};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// How long a disconnected client's writer may take to finish its current frame and the final `Error`.
+pub const FINAL_WRITE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Blocked sends are retried at least this often, in case a `SendReady` never comes.
+pub const SEND_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The writer gathers ready frames into one write of at most about this many bytes.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// After an accept error (e.g. out of file descriptors), wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where the client API sends what applications ask for.
+#[derive(Clone)]
+pub struct MembershipLinks {
+    /// Joins, to the membership.
+    pub join: Recipient<JoinGroup>,
+    /// Leaves, to the membership.
+    pub leave: Recipient<LeaveGroup>,
+    /// Multicasts, to the membership (answered with the message id or why not).
+    pub multicast: Recipient<Multicast>,
+    /// State-transfer answers, to the membership.
+    pub provide_state: Recipient<ProvideState>,
+    /// Operator fence acknowledgements, to the membership.
+    pub ack_fence: Recipient<AckFence>,
+    /// Status queries, to the membership.
+    pub get_status: Recipient<GetStatus>,
+    /// The link filter, to the transport.
+    pub link_filter: Recipient<SetLinkFilter>,
+}
+
+/// An encoded frame (length prefix and body), shared when the same event goes to several clients.
+type Frame = Arc<Vec<u8>>;
+
+/// A connection's id, unique for the actor's lifetime.
+type ClientId = u64;
+
+/// The actor. See the module documentation.
+pub struct ClientApiActor {
+    socket_path: PathBuf,
+    socket_mode: u32,
+    codec: FrameCodec,
+    client_queue_msgs: usize,
+    max_clients: usize,
+    links: MembershipLinks,
+    metrics: Arc<Metrics>,
+    fatal: Option<Recipient<FatalError>>,
+    /// True once this actor created the socket file (so it removes it when it stops).
+    bound: bool,
+    clients: BTreeMap<ClientId, ClientState>,
+    /// Group → the local client that owns it.
+    owners: BTreeMap<String, ClientId>,
+    next_client: ClientId,
+    /// The newest installed view, given to watchers when they start watching.
+    view: Option<View>,
+    /// Counts `SendReady`s and views: a `QueueFull` answer to a multicast issued before the count last
+    /// changed is retried at once, because the `SendReady` it would wait for may already have passed.
+    ready_gen: u64,
+    retry_timer: Option<SpawnHandle>,
+}
+
+/// What a client watches without joining.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Watching {
+    All,
+    Group(String),
+}
+
+/// A membership operation waiting in a client's FIFO queue.
+#[derive(Debug)]
+enum Pending {
+    Join(String),
+    Leave(String),
+    Send { req: u64, group: String, payload: Vec<u8>, delivery: Delivery },
+}
+
+/// The state of the `Send` at the head of a client's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendState {
+    /// Nothing outstanding at the membership.
+    Idle,
+    /// A `Multicast` is outstanding.
+    InFlight,
+    /// Refused with `QueueFull`; waiting for `SendReady`.
+    Blocked,
+}
+
+struct ClientState {
+    name: String,
+    greeted: bool,
+    /// Encoded frames for the writer task; bounded by `client_queue_msgs`.
+    out: mpsc::Sender<Frame>,
+    /// Tells the writer to stop, with an optional final frame.
+    kill: Option<oneshot::Sender<Option<Frame>>>,
+    reader: Option<actix_rt::task::JoinHandle<()>>,
+    /// Unanswered-send permits shared with the reader.
+    permits: Arc<Semaphore>,
+    /// Groups this client joined (and has not asked to leave).
+    groups: BTreeSet<String>,
+    watching: Option<Watching>,
+    queue: VecDeque<Pending>,
+    send_state: SendState,
+}
+
+impl ClientApiActor {
+    /// A client API listening on `socket_path` (file mode `socket_mode`, e.g. `0o660`), accepting frames
+    /// of at most `max_frame` bytes (see [`crate::client_proto::frame_limit`]), queueing at most
+    /// `client_queue_msgs` events per client and accepting at most `max_clients` connections.
+    pub fn new(
+        socket_path: PathBuf,
+        socket_mode: u32,
+        max_frame: usize,
+        client_queue_msgs: usize,
+        max_clients: usize,
+        links: MembershipLinks,
+        metrics: Arc<Metrics>,
+    ) -> ClientApiActor {
+        ClientApiActor {
+            socket_path,
+            socket_mode,
+            codec: FrameCodec::new(max_frame),
+            client_queue_msgs: client_queue_msgs.max(1),
+            max_clients,
+            links,
+            metrics,
+            fatal: None,
+            bound: false,
+            clients: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            next_client: 1,
+            view: None,
+            ready_gen: 0,
+            retry_timer: None,
+        }
+    }
+
+    /// Reports a failure to listen on the socket as a fatal error to `fatal` (the supervisor) instead
+    /// of only logging it.
+    pub fn with_fatal(mut self, fatal: Recipient<FatalError>) -> ClientApiActor {
+        self.fatal = Some(fatal);
+        self
+    }
+
+    fn listen(&mut self) -> io::Result<UnixListener> {
+        remove_stale_socket(&self.socket_path)?;
+        let listener = UnixListener::bind(&self.socket_path)?;
+        self.bound = true;
+        std::fs::set_permissions(&self.socket_path, std::fs::Permissions::from_mode(self.socket_mode))?;
+        Ok(listener)
+    }
+
+    fn accept(&mut self, stream: UnixStream, ctx: &mut Context<Self>) {
+        if self.clients.len() >= self.max_clients {
+            tracing::warn!(max_clients = self.max_clients, "client refused: too many clients");
+            let frame = self.codec.encode(&Reply::Error {
+                message: format!("too many clients: this agent accepts at most {}", self.max_clients),
+            });
+            actix_rt::spawn(async move {
+                let mut stream = stream;
+                if let Ok(frame) = frame {
+                    let _ = tokio::time::timeout(FINAL_WRITE_DEADLINE, stream.write_all(&frame)).await;
+                }
+            });
+            return;
+        }
+        let id = self.next_client;
+        self.next_client += 1;
+        let (rd, wr) = stream.into_split();
+        let (out, rx) = mpsc::channel(self.client_queue_msgs);
+        let (kill, kill_rx) = oneshot::channel();
+        actix_rt::spawn(run_writer(wr, rx, kill_rx));
+        let permits = Arc::new(Semaphore::new(MAX_UNANSWERED_SENDS));
+        let reader = actix_rt::spawn(run_reader(id, rd, self.codec, ctx.address(), permits.clone()));
+        self.clients.insert(
+            id,
+            ClientState {
+                name: String::new(),
+                greeted: false,
+                out,
+                kill: Some(kill),
+                reader: Some(reader),
+                permits,
+                groups: BTreeSet::new(),
+                watching: None,
+                queue: VecDeque::new(),
+                send_state: SendState::Idle,
+            },
+        );
+        self.metrics.clients.fetch_add(1, Relaxed);
+        tracing::debug!(client = id, "client connected");
+    }
+
+    /// Ends a client's session: leaves its groups, stops its reader, and lets its writer send
+    /// `final_error` (best-effort) before closing. `dropped` counts it in `clients_dropped`.
+    fn drop_client(&mut self, id: ClientId, final_error: Option<String>, dropped: bool) {
+        let Some(mut c) = self.clients.remove(&id) else { return };
+        let owned: Vec<String> =
+            self.owners.iter().filter(|(_, o)| **o == id).map(|(g, _)| g.clone()).collect();
+        for group in owned {
+            self.owners.remove(&group);
+            self.links.leave.do_send(LeaveGroup { group });
+        }
+        if let Some(r) = c.reader.take() {
+            r.abort();
+        }
+        let frame =
+            final_error.as_ref().and_then(|m| self.codec.encode(&Reply::Error { message: m.clone() }).ok());
+        if let Some(k) = c.kill.take() {
+            let _ = k.send(frame.map(Arc::new));
+        }
+        self.metrics.clients.fetch_sub(1, Relaxed);
+        if dropped {
+            self.metrics.clients_dropped.fetch_add(1, Relaxed);
+        }
+        match &final_error {
+            Some(e) => tracing::warn!(client = id, name = %c.name, error = %e, "client disconnected"),
+            None => tracing::debug!(client = id, name = %c.name, "client disconnected"),
+        }
+    }
+
+    /// Queues a frame for one client; a full queue disconnects it as too slow.
+    fn push(&mut self, id: ClientId, frame: Frame) {
+        let Some(c) = self.clients.get(&id) else { return };
+        match c.out.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let msg = format!("client too slow: {} events queued", self.client_queue_msgs);
+                self.drop_client(id, Some(msg), true);
+            }
+            // The writer ended: the socket failed. The reader will see it too; end the session now.
+            Err(mpsc::error::TrySendError::Closed(_)) => self.drop_client(id, None, false),
+        }
+    }
+
+    fn reply(&mut self, id: ClientId, reply: &Reply) {
+        match self.codec.encode(reply) {
+            Ok(f) => self.push(id, Arc::new(f)),
+            Err(e) => tracing::error!(client = id, error = %e, "cannot encode a reply"),
+        }
+    }
+
+    fn error(&mut self, id: ClientId, message: String) {
+        self.reply(id, &Reply::Error { message });
+    }
+
+    /// Sends one event to every greeted client matching `to`.
+    fn broadcast(&mut self, reply: &Reply, to: impl Fn(ClientId, &ClientState) -> bool) {
+        let ids: Vec<ClientId> =
+            self.clients.iter().filter(|(id, c)| c.greeted && to(**id, c)).map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.codec.encode(reply) {
+            Ok(f) => {
+                let frame = Arc::new(f);
+                for id in ids {
+                    self.push(id, frame.clone());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode an event"),
+        }
+    }
+
+    fn send_to_owner(&mut self, group: &str, reply: &Reply) {
+        match self.owners.get(group) {
+            Some(&id) => self.reply(id, reply),
+            None => tracing::debug!(group, "event for a group no local client owns: dropped"),
+        }
+    }
+
+    fn on_notification(&mut self, n: Notification, ctx: &mut Context<Self>) {
+        match n {
+            Notification::View(v) => {
+                let reply = Reply::View { id: v.id, members: v.members.clone(), primary: v.primary };
+                self.view = Some(v);
+                self.broadcast(&reply, |_, _| true);
+                self.ready_gen += 1;
+                self.retry_blocked(ctx);
+            }
+            Notification::Deliver { group, msg, sender, delivery, view, seq, payload } => {
+                let owner_of = group.clone();
+                let safe = delivery == Delivery::Safe;
+                let reply = Reply::Deliver { group, msg: msg.to_string(), sender, view, seq, safe, payload };
+                self.send_to_owner(&owner_of, &reply);
+            }
+            Notification::GroupView { group, members } => {
+                let owner = self.owners.get(&group).copied();
+                let reply = Reply::GroupView { group: group.clone(), members };
+                self.broadcast(&reply, |id, c| {
+                    Some(id) == owner
+                        || match &c.watching {
+                            Some(Watching::All) => true,
+                            Some(Watching::Group(g)) => *g == group,
+                            None => false,
+                        }
+                });
+            }
+            Notification::ProvideState { group, joiner, token } => {
+                if !self.owners.contains_key(&group) {
+                    tracing::warn!(group, %joiner, "state requested for a group no local client owns");
+                }
+                self.send_to_owner(&group.clone(), &Reply::ProvideState { group, joiner, token });
+            }
+            Notification::ApplyState { group, provider, state } => {
+                self.send_to_owner(&group.clone(), &Reply::ApplyState { group, provider, state });
+            }
+            Notification::Blocked(reason) => {
+                self.broadcast(&Reply::Blocked { reason: block_reason_name(reason) }, |_, _| true);
+            }
+            Notification::Unblocked => self.broadcast(&Reply::Unblocked, |_, _| true),
+            Notification::Recovered { failed } => self.broadcast(&Reply::Recovered { failed }, |_, _| true),
+            Notification::RemovedSelf { view } => self.broadcast(&Reply::RemovedSelf { view }, |_, _| true),
+            Notification::SendReady => {
+                self.ready_gen += 1;
+                self.retry_blocked(ctx);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Requests
+    // -----------------------------------------------------------------------------------------------
+
+    fn on_request(
+        &mut self,
+        id: ClientId,
+        req: Request,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, ()> {
+        let done = || -> ResponseActFuture<Self, ()> { Box::pin(actix::fut::ready(())) };
+        let Some(c) = self.clients.get_mut(&id) else { return done() };
+        if !c.greeted {
+            match req {
+                Request::Hello { client_name, version } if version == PROTOCOL_VERSION => {
+                    c.name = client_name.chars().take(100).collect();
+                    c.greeted = true;
+                    tracing::info!(client = id, name = %c.name, "client connected");
+                    let max_frame_bytes = self.codec.max_frame_bytes() as u64;
+                    return Box::pin(self.links.get_status.send(GetStatus).into_actor(self).map(
+                        move |res, act, _ctx| match res {
+                            Ok(s) => act.reply(
+                                id,
+                                &Reply::Welcome {
+                                    node: s.member.0 .0,
+                                    epoch: s.member.1 .0,
+                                    max_frame_bytes,
+                                },
+                            ),
+                            Err(_) => {
+                                act.drop_client(id, Some("the membership is not running".into()), false)
+                            }
+                        },
+                    ));
+                }
+                Request::Hello { version, .. } => {
+                    let msg = format!(
+                        "protocol version {version} is not supported: this agent speaks version {PROTOCOL_VERSION}"
+                    );
+                    self.drop_client(id, Some(msg), true);
+                }
+                _ => self.drop_client(id, Some("the first request must be hello".into()), true),
+            }
+            return done();
+        }
+        match req {
+            Request::Hello { .. } => self.error(id, "hello was already received on this connection".into()),
+            Request::Join { group } => self.join(id, group, ctx),
+            Request::Leave { group } => self.leave(id, group, ctx),
+            Request::Send { group, payload, safe, req } => {
+                let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
+                if c.groups.contains(&group) {
+                    c.queue.push_back(Pending::Send { req, group, payload, delivery });
+                    self.pump(id, ctx);
+                } else {
+                    let error = format!("group {group} is not joined by this client");
+                    self.answer_send(id, &Reply::SendFailed { req, error });
+                }
+            }
+            Request::ProvideState { group, joiner, token, state } => {
+                if self.owners.get(&group) == Some(&id) {
+                    self.links.provide_state.do_send(ProvideState { group, joiner, token, state });
+                    self.reply(id, &Reply::Ok);
+                } else {
+                    self.error(id, format!("group {group} is not joined by this client"));
+                }
+            }
+            Request::Status => {
+                return Box::pin(self.links.get_status.send(GetStatus).into_actor(self).map(
+                    move |res, act, _ctx| match res.map(|s| serde_json::to_string(&s)) {
+                        Ok(Ok(json)) => act.reply(id, &Reply::Status { json }),
+                        Ok(Err(e)) => act.error(id, format!("cannot render the status: {e}")),
+                        Err(_) => act.error(id, "the membership is not running".into()),
+                    },
+                ));
+            }
+            Request::FenceAck { node } => {
+                self.links.ack_fence.do_send(AckFence { node: NodeId(node) });
+                self.reply(id, &Reply::Ok);
+            }
+            Request::SetLinkFilter { blocked } => {
+                self.links
+                    .link_filter
+                    .do_send(SetLinkFilter { blocked: blocked.into_iter().map(NodeId).collect() });
+                self.reply(id, &Reply::Ok);
+            }
+            Request::Watch { group } => {
+                c.watching = Some(group.map_or(Watching::All, Watching::Group));
+                self.reply(id, &Reply::Ok);
+                if let Some(v) = &self.view {
+                    let view = Reply::View { id: v.id, members: v.members.clone(), primary: v.primary };
+                    self.reply(id, &view);
+                }
+            }
+        }
+        done()
+    }
+
+    fn join(&mut self, id: ClientId, group: String, ctx: &mut Context<Self>) {
+        if group.is_empty() || group.len() > MAX_GROUP_NAME_BYTES {
+            let msg = format!("invalid group name: it must be 1 to {MAX_GROUP_NAME_BYTES} bytes");
+            return self.error(id, msg);
+        }
+        match self.owners.get(&group) {
+            Some(&owner) if owner != id => {
+                return self
+                    .error(id, format!("group {group} is already joined by another client on this node"));
+            }
+            _ => {}
+        }
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        if c.groups.insert(group.clone()) {
+            self.owners.insert(group.clone(), id);
+            c.queue.push_back(Pending::Join(group));
+            self.pump(id, ctx);
+        }
+        self.reply(id, &Reply::Ok);
+    }
+
+    fn leave(&mut self, id: ClientId, group: String, ctx: &mut Context<Self>) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        if !c.groups.remove(&group) {
+            return self.error(id, format!("group {group} is not joined by this client"));
+        }
+        c.queue.push_back(Pending::Leave(group));
+        self.pump(id, ctx);
+        self.reply(id, &Reply::Ok);
+    }
+
+    /// Carries out the head of a client's queue: joins and leaves at once, then at most one multicast.
+    fn pump(&mut self, id: ClientId, ctx: &mut Context<Self>) {
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else { return };
+            if c.send_state != SendState::Idle {
+                return;
+            }
+            match c.queue.front() {
+                None => return,
+                Some(Pending::Join(_)) => {
+                    if let Some(Pending::Join(group)) = c.queue.pop_front() {
+                        self.links.join.do_send(JoinGroup { group });
+                    }
+                }
+                Some(Pending::Leave(_)) => {
+                    if let Some(Pending::Leave(group)) = c.queue.pop_front() {
+                        // A client that joined the group again after leaving it keeps owning it.
+                        if !c.groups.contains(&group) && self.owners.get(&group) == Some(&id) {
+                            self.owners.remove(&group);
+                        }
+                        self.links.leave.do_send(LeaveGroup { group });
+                    }
+                }
+                Some(Pending::Send { group, payload, delivery, .. }) => {
+                    // The payload is kept until the send is accepted: a `QueueFull` answer does not give
+                    // it back.
+                    let msg =
+                        Multicast { group: group.clone(), payload: payload.clone(), delivery: *delivery };
+                    c.send_state = SendState::InFlight;
+                    let gen = self.ready_gen;
+                    let fut = self.links.multicast.send(msg);
+                    ctx.spawn(
+                        fut.into_actor(self).map(move |res, act, ctx| act.on_multicast(id, gen, res, ctx)),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_multicast(
+        &mut self,
+        id: ClientId,
+        gen: u64,
+        res: Result<Result<MsgId, SendError>, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        let outcome = match res {
+            Ok(Ok(msg)) => Ok(msg.to_string()),
+            Ok(Err(SendError::QueueFull)) => {
+                if gen != self.ready_gen {
+                    c.send_state = SendState::Idle;
+                    self.pump(id, ctx);
+                } else {
+                    c.send_state = SendState::Blocked;
+                    self.arm_retry(ctx);
+                }
+                return;
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the membership is not running".to_string()),
+        };
+        c.send_state = SendState::Idle;
+        let Some(Pending::Send { req, .. }) = c.queue.pop_front() else { return };
+        let reply = match outcome {
+            Ok(msg) => Reply::Sent { req, msg },
+            Err(error) => Reply::SendFailed { req, error },
+        };
+        self.answer_send(id, &reply);
+        self.pump(id, ctx);
+    }
+
+    /// Sends a `Sent` or `SendFailed` and returns the client's unanswered-send permit.
+    fn answer_send(&mut self, id: ClientId, reply: &Reply) {
+        if let Some(c) = self.clients.get(&id) {
+            c.permits.add_permits(1);
+        }
+        self.reply(id, reply);
+    }
+
+    fn retry_blocked(&mut self, ctx: &mut Context<Self>) {
+        let blocked: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.send_state == SendState::Blocked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in blocked {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.send_state = SendState::Idle;
+            }
+            self.pump(id, ctx);
+        }
+    }
+
+    fn arm_retry(&mut self, ctx: &mut Context<Self>) {
+        if self.retry_timer.is_none() {
+            self.retry_timer = Some(ctx.run_later(SEND_RETRY_INTERVAL, |act, ctx| {
+                act.retry_timer = None;
+                act.retry_blocked(ctx);
+            }));
+        }
+    }
+}
+
+impl Actor for ClientApiActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match self.listen() {
+            Ok(listener) => {
+                tracing::info!(path = %self.socket_path.display(), mode = format!("{:o}", self.socket_mode), "client API listening");
+                ctx.add_stream(Incoming { listener, backoff: None });
+            }
+            Err(e) => {
+                let detail =
+                    format!("cannot listen on the client socket {}: {e}", self.socket_path.display());
+                tracing::error!("{detail}");
+                if let Some(f) = &self.fatal {
+                    f.do_send(FatalError { detail });
+                }
+                ctx.stop();
+            }
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for c in self.clients.values_mut() {
+            if let Some(r) = c.reader.take() {
+                r.abort();
+            }
+        }
+        self.metrics.clients.fetch_sub(self.clients.len() as u64, Relaxed);
+        self.clients.clear();
+        if self.bound {
+            let _ = std::fs::remove_file(&self.socket_path);
+        }
+    }
+}
+
+/// Removes a socket file left behind by an agent that is gone: only a socket, and only when nothing
+/// answers a connect on it. Anything else at the path is an error naming the path.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(md) if md.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on it (is another agent running with this socket?)",
+            )),
+            Err(_) => std::fs::remove_file(path),
+        },
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "the path exists and is not a socket")),
+    }
+}
+
+fn block_reason_name(reason: BlockReason) -> String {
+    match serde_json::to_value(reason) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{reason:?}"),
+    }
+}
+
+/// Accepted connections as a stream, with a short pause after an accept error so that running out of
+/// file descriptors does not spin.
+struct Incoming {
+    listener: UnixListener,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<UnixStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(sleep) = self.backoff.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.backoff = None;
+        }
+        match self.listener.poll_accept(cx) {
+            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(Ok(stream))),
+            Poll::Ready(Err(e)) => {
+                self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl StreamHandler<io::Result<UnixStream>> for ClientApiActor {
+    fn handle(&mut self, item: io::Result<UnixStream>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(stream) => self.accept(stream, ctx),
+            Err(e) => tracing::warn!(error = %e, "cannot accept a client connection"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The listener never ends by itself; keep serving the connected clients if it does.
+        tracing::warn!("the client socket stopped accepting connections");
+    }
+}
+
+/// A request read from a client (from its reader task).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ClientRequest {
+    client: ClientId,
+    req: Request,
+}
+
+impl Handler<ClientRequest> for ClientApiActor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) -> Self::Result {
+        self.on_request(msg.client, msg.req, ctx)
+    }
+}
+
+/// A client's connection ended (`error: None`) or sent something invalid (from its reader task).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ClientGone {
+    client: ClientId,
+    error: Option<String>,
+}
+
+impl Handler<ClientGone> for ClientApiActor {
+    type Result = ();
+    fn handle(&mut self, msg: ClientGone, _ctx: &mut Context<Self>) {
+        let dropped = msg.error.is_some();
+        self.drop_client(msg.client, msg.error, dropped);
+    }
+}
+
+impl Handler<AppNotified> for ClientApiActor {
+    type Result = ();
+    fn handle(&mut self, msg: AppNotified, ctx: &mut Context<Self>) {
+        self.on_notification(msg.0, ctx);
+    }
+}
+
+impl Handler<SelfFenced> for ClientApiActor {
+    type Result = ();
+    fn handle(&mut self, msg: SelfFenced, _ctx: &mut Context<Self>) {
+        self.broadcast(&Reply::SelfFenced { reason: msg.reason }, |_, _| true);
+    }
+}
+
+/// Reads a client's requests and hands them to the actor one at a time. See the module documentation.
+async fn run_reader(
+    id: ClientId,
+    rd: OwnedReadHalf,
+    codec: FrameCodec,
+    addr: Addr<ClientApiActor>,
+    permits: Arc<Semaphore>,
+) {
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let error = loop {
+        let body = match codec.read_frame(&mut rd).await {
+            Ok(Some(body)) => body,
+            // A clean end, a connection that broke, or one cut off mid-frame: nobody left to tell.
+            Ok(None) | Err(ProtoError::Io(_)) | Err(ProtoError::Truncated) => break None,
+            Err(e) => break Some(e.to_string()),
+        };
+        let req = match codec.decode_body::<Request>(&body) {
+            Ok(req) => req,
+            Err(e) => break Some(e.to_string()),
+        };
+        if matches!(req, Request::Send { .. }) {
+            match permits.acquire().await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+        }
+        if addr.send(ClientRequest { client: id, req }).await.is_err() {
+            return;
+        }
+    };
+    addr.do_send(ClientGone { client: id, error });
+}
+
+/// Writes a client's queued frames, batching what is ready, until told to stop. See the module
+/// documentation.
+async fn run_writer(
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    mut kill: oneshot::Receiver<Option<Frame>>,
+) {
+    let mut batch: Vec<u8> = Vec::new();
+    let final_frame = 'run: loop {
+        tokio::select! {
+            biased;
+            k = &mut kill => break 'run k.ok().flatten(),
+            f = rx.recv() => match f {
+                Some(f) => batch.extend_from_slice(&f),
+                None => break 'run None,
+            },
+        }
+        while batch.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(f) => batch.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        let mut pos = 0;
+        while pos < batch.len() {
+            tokio::select! {
+                biased;
+                k = &mut kill => {
+                    batch.drain(..pos);
+                    break 'run k.ok().flatten();
+                }
+                r = w.write(&batch[pos..]) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pos += n,
+                },
+            }
+        }
+        batch.clear();
+    };
+    // Finish the frame that was being written (the stream must stay well-formed), then the final
+    // frame, within a deadline: the client may not be reading at all.
+    let _ = tokio::time::timeout(FINAL_WRITE_DEADLINE, async {
+        w.write_all(&batch).await?;
+        if let Some(f) = final_frame {
+            w.write_all(&f).await?;
+        }
+        w.shutdown().await
+    })
+    .await;
+}

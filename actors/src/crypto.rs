@@ -156,8 +156,10 @@ pub enum CryptoError {
 /// Writes a new random key to `path`, hex-encoded with a trailing newline, in a file created with mode
 /// 0600. Refuses to overwrite an existing file; the parent directory must exist. The error names the path.
 pub fn generate_key_file(path: &Path) -> io::Result<()> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot create key file {}: {e}", path.display()));
-    let key = ClusterKey::generate().map_err(|e| io::Error::other(format!("cannot create key file {}: {e}", path.display())))?;
+    let named =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot create key file {}: {e}", path.display()));
+    let key = ClusterKey::generate()
+        .map_err(|e| io::Error::other(format!("cannot create key file {}: {e}", path.display())))?;
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(named)?;
     let mut text = key.to_hex();
     text.push('\n');
@@ -179,7 +181,10 @@ pub fn load_key(path: &Path) -> Result<ClusterKey, KeyError> {
     }
     // A key file is 65 bytes; anything far larger is not one, and is not read into memory.
     if meta.len() > 1024 {
-        return Err(KeyError::Format { path: path.to_path_buf(), detail: format!("{} bytes long", meta.len()) });
+        return Err(KeyError::Format {
+            path: path.to_path_buf(),
+            detail: format!("{} bytes long", meta.len()),
+        });
     }
     let text = std::fs::read(path).map_err(io_err)?;
     let hex = text.trim_ascii();
@@ -207,7 +212,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// Seals and opens datagrams of one cluster: the cipher keyed once, the cluster name as associated
-/// data, and a pool of random nonces refilled by one system call per [`NONCE_BATCH`] datagrams.
+/// data, and a pool of random nonces refilled by one system call per 64 datagrams.
 ///
 /// This is what the transport holds; [`seal`] and [`open`] are one-shot conveniences over it.
 pub struct ClusterCipher {
@@ -219,7 +224,9 @@ pub struct ClusterCipher {
 
 impl fmt::Debug for ClusterCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterCipher").field("cluster", &String::from_utf8_lossy(&self.cluster)).finish_non_exhaustive()
+        f.debug_struct("ClusterCipher")
+            .field("cluster", &String::from_utf8_lossy(&self.cluster))
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,7 +263,11 @@ impl ClusterCipher {
         out.push(SEAL_VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        match self.aead.encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.cluster, &mut out[HEADER_BYTES..]) {
+        match self.aead.encrypt_in_place_detached(
+            Nonce::from_slice(&nonce),
+            &self.cluster,
+            &mut out[HEADER_BYTES..],
+        ) {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
                 Ok(())
@@ -414,7 +425,10 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = load_key(&p).expect_err("0644 must be refused");
         let ps = p.display().to_string();
-        assert_eq!(err.to_string(), format!("key file {ps} is readable by others (mode 0644); run: chmod 600 {ps}"));
+        assert_eq!(
+            err.to_string(),
+            format!("key file {ps} is readable by others (mode 0644); run: chmod 600 {ps}")
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).expect("chmod");
         assert!(matches!(load_key(&p), Err(KeyError::Permissions { mode: 0o620, .. })));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).expect("chmod");
@@ -424,7 +438,9 @@ mod tests {
     #[test]
     fn malformed_key_files_are_refused_naming_the_file() {
         let dir = Scratch::new("format");
-        for (name, body) in [("short", "abcd\n"), ("nonhex", &*format!("{}zz\n", "a".repeat(62))), ("empty", "")] {
+        for (name, body) in
+            [("short", "abcd\n"), ("nonhex", &*format!("{}zz\n", "a".repeat(62))), ("empty", "")]
+        {
             let p = dir.0.join(name);
             let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).expect("create");
             f.write_all(body.as_bytes()).expect("write");

@@ -106,7 +106,11 @@ impl EpochRegistryActor {
             move |source| DataDirError::Io { action, path, source }
         };
         let existed = dir.is_dir();
-        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io("create data directory", &dir))?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create data directory", &dir))?;
         if !existed {
             // Make the new directory's entry durable too, or a crash could lose the directory with the
             // epoch inside it.
@@ -122,13 +126,18 @@ impl EpochRegistryActor {
             .truncate(false)
             .open(&lock_path)
             .map_err(io("open lock file", &lock_path))?;
-        match lock.try_lock() {
+        // `File::try_lock` is stable since Rust 1.89; the crate's declared rust-version (1.85) is behind
+        // the toolchain it is built with. Remove this allow once `rust-version` says 1.89.
+        #[allow(clippy::incompatible_msrv)]
+        let locked = lock.try_lock();
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(DataDirError::InUse { dir, lock: lock_path }),
             Err(TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
         }
         // For operators: which process holds the lock. Best effort, the lock itself is what counts.
-        let _ = lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
+        let _ =
+            lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
         Ok(EpochRegistryActor { dir, _lock: lock, epoch_file: None })
     }
 
@@ -142,7 +151,8 @@ impl EpochRegistryActor {
     pub fn load(&self) -> Result<Durable, DataDirError> {
         let path = self.dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => rmp_serde::from_slice(&bytes).map_err(|e| DataDirError::Corrupt { path, detail: e.to_string() }),
+            Ok(bytes) => rmp_serde::from_slice(&bytes)
+                .map_err(|e| DataDirError::Corrupt { path, detail: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Durable::default()),
             Err(source) => Err(DataDirError::Io { action: "read", path, source }),
         }
@@ -186,7 +196,8 @@ fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DataDirEr
         let path = path.to_path_buf();
         move |source| DataDirError::Io { action, path, source }
     };
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io("create", &tmp))?;
+    let mut f =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io("create", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
@@ -195,9 +206,11 @@ fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DataDirEr
 }
 
 fn sync_dir(dir: &Path) -> Result<(), DataDirError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| DataDirError::Io { action: "fsync directory", path: dir.to_path_buf(), source })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| DataDirError::Io {
+        action: "fsync directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 impl Actor for EpochRegistryActor {
@@ -250,8 +263,24 @@ mod tests {
         }
     }
 
+    /// Opens the registry, waiting (with a deadline) for a previous actor on the same directory to be
+    /// dropped: an actor whose last address is gone stops on the next turn of the event loop.
+    async fn reopen(dir: &Path) -> EpochRegistryActor {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match EpochRegistryActor::open(dir) {
+                Ok(r) => return r,
+                Err(DataDirError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            }
+        }
+    }
+
+    /// One agent start: open the directory, take a new epoch, stop.
     async fn open_epoch(dir: &Path, min: u64) -> io::Result<Durable> {
-        let addr = EpochRegistryActor::open(dir).expect("open").start();
+        let addr = reopen(dir).await.start();
         addr.send(OpenEpoch { min_epoch: Epoch(min) }).await.expect("mailbox")
     }
 
@@ -293,33 +322,13 @@ mod tests {
         let addr = first.start();
         addr.send(OpenEpoch { min_epoch: Epoch(0) }).await.expect("mailbox").expect("open epoch");
         assert!(matches!(EpochRegistryActor::open(&s.data()), Err(DataDirError::InUse { .. })));
-        // Stopping the actor drops it and its lock.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        struct Stop(tokio::sync::oneshot::Sender<()>);
-        impl Message for Stop {
-            type Result = ();
-        }
-        impl Handler<Stop> for EpochRegistryActor {
-            type Result = ();
-            fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-                ctx.stop();
-            }
-        }
-        addr.do_send(Stop(tx));
-        // The sender is dropped with the message once the actor has handled it and stopped.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await.expect("actor stopped");
+        // Once the actor is gone (its last address dropped), the lock is free again.
         drop(addr);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let reopened = loop {
-            match EpochRegistryActor::open(&s.data()) {
-                Ok(r) => break r,
-                Err(DataDirError::InUse { .. }) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
-                Err(e) => panic!("reopen after the holder stopped: {e}"),
-            }
-        };
+        let reopened = reopen(&s.data()).await;
         drop(reopened);
-        // And a plain drop releases it at once.
+        // And dropping a registry that never ran as an actor releases it at once.
         let held = EpochRegistryActor::open(&s.data()).expect("open");
+        assert!(matches!(EpochRegistryActor::open(&s.data()), Err(DataDirError::InUse { .. })));
         drop(held);
         EpochRegistryActor::open(&s.data()).expect("open after drop");
     }
@@ -359,13 +368,7 @@ mod tests {
         d.registry.last_primary = Some(view);
         addr.send(PersistDurable(d.clone())).await.expect("mailbox").expect("persist");
         drop(addr);
-        let reg = loop {
-            match EpochRegistryActor::open(&s.data()) {
-                Ok(r) => break r,
-                Err(DataDirError::InUse { .. }) => tokio::task::yield_now().await,
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let reg = reopen(&s.data()).await;
         assert_eq!(reg.load().expect("load"), d);
         let addr = reg.start();
         let next = addr.send(OpenEpoch { min_epoch: Epoch(0) }).await.expect("mailbox").expect("open epoch");

@@ -30,7 +30,10 @@ pub struct EventLogActor {
 
 impl std::fmt::Debug for EventLogActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLogActor").field("path", &self.path).field("failed", &self.failed).finish_non_exhaustive()
+        f.debug_struct("EventLogActor")
+            .field("path", &self.path)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,12 +41,24 @@ impl EventLogActor {
     /// Opens (creating it and its parent directories if needed) the event log at `path` for appending.
     /// `fatal` receives a [`FatalError`] if a later write fails. The error names the path.
     pub fn open(path: &Path, fatal: Recipient<FatalError>) -> io::Result<EventLogActor> {
-        let named = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()));
+        let named = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| named("create the directory of event log", e))?;
         }
-        let file = OpenOptions::new().append(true).create(true).open(path).map_err(|e| named("open event log", e))?;
-        Ok(EventLogActor { path: path.to_path_buf(), file, fatal, failed: false, line: Vec::with_capacity(512) })
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| named("open event log", e))?;
+        Ok(EventLogActor {
+            path: path.to_path_buf(),
+            file,
+            fatal,
+            failed: false,
+            line: Vec::with_capacity(512),
+        })
     }
 
     /// The log's path.
@@ -131,9 +146,16 @@ mod tests {
 
     #[actix_rt::test]
     async fn two_writers_in_sequence_append_valid_lines_and_the_file_only_grows() {
-        let dir = std::env::temp_dir().join(format!("cohort-eventlog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("nested/events.jsonl");
+        /// Removes the scratch directory even when an assertion fails.
+        struct Scratch(std::path::PathBuf);
+        impl Drop for Scratch {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = Scratch(std::env::temp_dir().join(format!("cohort-eventlog-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let path = dir.0.join("nested/events.jsonl");
         let (fatal, mut fatal_rx) = probe();
         let mut sizes = vec![];
         let mut written = vec![];
@@ -157,7 +179,6 @@ mod tests {
         addr.send(Flush).await.expect("mailbox");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), text, "flush writes nothing");
         assert!(fatal_rx.try_recv().is_err(), "no fatal error expected");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[actix_rt::test]
@@ -180,7 +201,8 @@ mod tests {
         let sys = System::new();
         sys.block_on(async {
             let (fatal, _rx) = probe();
-            let err = EventLogActor::open(Path::new("/proc/no-such-dir/events.jsonl"), fatal).expect_err("cannot create");
+            let err = EventLogActor::open(Path::new("/proc/no-such-dir/events.jsonl"), fatal)
+                .expect_err("cannot create");
             assert!(err.to_string().contains("/proc/no-such-dir"), "{err}");
         });
     }

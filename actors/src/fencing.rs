@@ -9,12 +9,16 @@
 //! went wrong from one line.
 //!
 //! Agents follow the `fence_*` family's conventions: `{node}`, `{plug}`, `{epoch}` and `{action}` are
-//! substituted in the arguments and in the standard-input options, the options are written to the
+//! substituted in the arguments and in the standard-input options (not in `env`, passed as written), the options are written to the
 //! agent's standard input as `key=value` lines, and standard input is then closed. Standard output and
 //! standard error are captured (the first [`CAPTURE_BYTES`] of each) for the report and the log.
 //!
 //! Requests for different members run concurrently; a request for a member that is already being
-//! fenced is not started again, and that member gets one report.
+//! fenced is not started again, and that member gets one report. (Two epochs of one node are two
+//! members: each request runs.)
+//!
+//! Metrics: `fence_requests` counts requests started (duplicates are not), so it always equals
+//! `fences_ok + fences_failed` plus the requests still running.
 //!
 //! **Deliberately absent:** no decisions (no choice of target, no retry of a whole request once it
 //! has been reported: the core asks again if it wants to), and no operator acknowledgements: those
@@ -317,10 +321,9 @@ pub async fn run_agent(agent: &FenceAgent, target: Member) -> Result<AgentOutput
         .process_group(0);
     let input: String = agent.stdin.iter().map(|(k, v)| format!("{k}={}\n", vars.apply(v))).collect();
     debug!(agent = %agent.name, command = %agent.command.display(), "starting fence agent");
-    let mut child = spawn(&mut cmd).await.map_err(|source| AttemptError::Spawn {
-        command: agent.command.display().to_string(),
-        source,
-    })?;
+    let mut child = spawn(&mut cmd)
+        .await
+        .map_err(|source| AttemptError::Spawn { command: agent.command.display().to_string(), source })?;
     let pid = child.id();
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -422,7 +425,9 @@ async fn kill(child: &mut Child, pid: Option<u32>) {
         let group = format!("-{pgid}");
         match Command::new("kill").args(["-s", "KILL", "--", &group]).stdin(Stdio::null()).output().await {
             Ok(o) if o.status.success() => {}
-            Ok(o) => debug!(pgid, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "kill of the agent's group failed"),
+            Ok(o) => {
+                debug!(pgid, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "kill of the agent's group failed")
+            }
             Err(e) => warn!(pgid, error = %e, "could not run kill for the agent's process group"),
         }
     }

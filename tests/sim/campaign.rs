@@ -5,7 +5,9 @@
 //! thousand five-node runs with every fault take well under five minutes on two cores.
 #![allow(dead_code)]
 
-use crate::harness::{convergence_bound_ms, sim_config, Failure, FaultKinds, FenceBehaviour, Sim, SimOptions, SimStats};
+use crate::harness::{
+    convergence_bound_ms, sim_config, Failure, FaultKinds, FenceBehaviour, Sim, SimOptions, SimStats,
+};
 use cohort::{FencingMode, MergePolicy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

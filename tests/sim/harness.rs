@@ -159,7 +159,8 @@ pub struct SimOptions {
     pub verbose: bool,
     /// Keep a readable timeline of the interesting events (for `--story`).
     pub timeline: bool,
-    /// The command that replays this run, printed after `COHORT_SEED=<seed>` on failure.
+    /// The command that replays this run: printed after `COHORT_SEED=<seed>` on failure, or with its
+    /// `{seed}` placeholder replaced when it has one.
     pub replay_hint: String,
 }
 
@@ -178,7 +179,8 @@ impl SimOptions {
             client: ClientParams::standard(),
             trace_lines: 200,
             traffic_lines: 40,
-            verbose: false,
+            // `COHORT_VERBOSE=1` prints every trace line of every run as it happens.
+            verbose: std::env::var("COHORT_VERBOSE").is_ok_and(|v| v == "1"),
             timeline: false,
             replay_hint: "cargo test --test sim -- --nocapture".into(),
         }
@@ -352,7 +354,9 @@ pub fn fmt_record(r: &Record) -> String {
             Some(s) => format!("deliver {msg} of {group} in {view} #{s}"),
             None => format!("deliver {msg} of {group} in {view}"),
         },
-        Event::GroupView { group, view, members } => format!("group_view {group} in {view} {}", fmt_members(members)),
+        Event::GroupView { group, view, members } => {
+            format!("group_view {group} in {view} {}", fmt_members(members))
+        }
         Event::StatefulMerge { member, view, action, policy } => format!(
             "stateful_merge {} refused by {view} action={} policy={}",
             fmt_member(*member),
@@ -361,11 +365,9 @@ pub fn fmt_record(r: &Record) -> String {
         ),
         Event::RemovedSelf { view } => format!("removed_self (told by primary view {view})"),
         Event::FenceRequest { target, reason } => format!("fence_request {} ({reason})", fmt_member(*target)),
-        Event::FenceResult { target, ok, method, detail } => format!(
-            "fence_result {} ok={ok} method={} ({detail})",
-            fmt_member(*target),
-            method_name(*method)
-        ),
+        Event::FenceResult { target, ok, method, detail } => {
+            format!("fence_result {} ok={ok} method={} ({detail})", fmt_member(*target), method_name(*method))
+        }
         Event::Recovered { view, failed } => format!("recovered {} in {view}", fmt_members(failed)),
         Event::StateTransfer { group, role, peer, bytes, ok } => format!(
             "state_transfer {group} {} peer={} {bytes}B ok={ok}",
@@ -479,6 +481,18 @@ impl GroupState {
     }
 }
 
+/// Parses `"<node>.<epoch>.<n>"`.
+pub fn parse_msg_id(s: &str) -> Option<MsgId> {
+    let mut it = s.split('.');
+    let node = it.next()?.parse().ok()?;
+    let epoch = it.next()?.parse().ok()?;
+    let n = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(MsgId { sender: Member(NodeId(node), Epoch(epoch)), n })
+}
+
 fn pad_byte(hash: u64, count: u64, i: usize) -> u8 {
     ((hash >> ((i % 8) * 8)) as u8) ^ (i as u8) ^ (count as u8)
 }
@@ -546,6 +560,8 @@ struct Slot {
 /// A message whose delivery the liveness phase waits for (L2).
 #[derive(Clone, Debug)]
 struct Watched {
+    /// The id `multicast` returned (the core may deliver it under a renewed id).
+    id: Option<MsgId>,
     expected: BTreeSet<Member>,
     got: BTreeSet<Member>,
 }
@@ -696,11 +712,17 @@ pub struct Sim {
     trace_n: u64,
     timeline: Vec<(u64, String)>,
     timeline_views: BTreeMap<ViewId, usize>,
-    /// Hash of the payload of every multicast, by message id (G6 by content).
-    sent: BTreeMap<MsgId, u64>,
+    /// Digests of the payloads each member's application multicast (G6 by content: a `send` record
+    /// must name one of them).
+    app_sent: BTreeMap<Member, BTreeSet<String>>,
+    /// The digest of every `send` record, by message id. The core may send a message again under a new
+    /// id after a view change (with a new `send` record), so ids come from the records, not from
+    /// `multicast`'s return value.
+    sent: BTreeMap<MsgId, String>,
     /// Group state after each delivered position: (group, view, seq) -> (state, the first member seen).
     positions: BTreeMap<(String, ViewId, u64), (GroupState, Member)>,
-    watched: BTreeMap<MsgId, Watched>,
+    /// Final-round messages by the FNV hash of their (random, hence unique) payload.
+    watched: BTreeMap<u64, Watched>,
     /// Random fault injection is on.
     faults_on: bool,
     fault_kinds: FaultKinds,
@@ -763,6 +785,7 @@ impl Sim {
             trace_n: 0,
             timeline: Vec::new(),
             timeline_views: BTreeMap::new(),
+            app_sent: BTreeMap::new(),
             sent: BTreeMap::new(),
             positions: BTreeMap::new(),
             watched: BTreeMap::new(),
@@ -894,7 +917,13 @@ impl Sim {
             detail,
             at_ms: self.now,
             trace: self.trace_lines(),
-            replay: format!("COHORT_SEED={} {}", self.opts.seed, self.opts.replay_hint),
+            // A hint with a `{seed}` placeholder is a complete command; otherwise the seed goes in the
+            // environment, as the test binary reads it.
+            replay: if self.opts.replay_hint.contains("{seed}") {
+                self.opts.replay_hint.replace("{seed}", &self.opts.seed.to_string())
+            } else {
+                format!("COHORT_SEED={} {}", self.opts.seed, self.opts.replay_hint)
+            },
         });
     }
 
@@ -947,9 +976,24 @@ impl Sim {
 
     fn timeline_record(&mut self, r: &Record) {
         let who = format!("n{}e{}", r.node.0, r.epoch.0);
+        // Routine lines a reader of the story does not need: the simulator's own `start` line says the
+        // same as the core's, every core blocks on `no_quorum` when it starts, and a state transfer
+        // blocks and unblocks its receiver around the `state_transfer` line.
+        let quiet = match &r.event {
+            Event::Send { .. } | Event::Deliver { .. } | Event::GroupView { .. } | Event::Start { .. } => {
+                true
+            }
+            Event::Blocked { reason: BlockReason::StateTransfer } => true,
+            Event::Blocked { reason: BlockReason::NoQuorum } => self.just_started(r),
+            Event::Unblocked {} => {
+                self.log.iter().rev().find(|l| l.member() == r.member()).is_some_and(|l| {
+                    matches!(l.event, Event::StateTransfer { role: TransferRole::Receiver, .. })
+                })
+            }
+            _ => false,
+        };
         match &r.event {
-            Event::Send { .. } | Event::Deliver { .. } | Event::GroupView { .. } => {}
-            Event::Blocked { reason: BlockReason::NoQuorum } if r.epoch.0 > 0 && self.just_started(r) => {}
+            _ if quiet => {}
             Event::View { view, members, primary, failed, left, .. } => {
                 if let Some(&i) = self.timeline_views.get(view) {
                     self.timeline[i].1.push_str(&format!(" {who}"));
@@ -979,8 +1023,11 @@ impl Sim {
     }
 
     fn just_started(&self, r: &Record) -> bool {
-        // The `blocked no_quorum` every core logs right after `start` adds nothing to a timeline.
-        self.log.last().is_some_and(|l| l.member() == r.member() && matches!(l.event, Event::Start { .. }))
+        self.log
+            .iter()
+            .rev()
+            .find(|l| l.member() == r.member())
+            .is_some_and(|l| matches!(l.event, Event::Start { .. }))
     }
 
     // --------------------------------------------------------------------------------------------------
@@ -1016,7 +1063,12 @@ impl Sim {
     }
 
     /// Runs until `cond` holds (checked every `every_ms`) or `deadline` passes. Returns whether it held.
-    pub fn run_until_cond(&mut self, deadline: u64, every_ms: u64, mut cond: impl FnMut(&mut Sim) -> bool) -> bool {
+    pub fn run_until_cond(
+        &mut self,
+        deadline: u64,
+        every_ms: u64,
+        mut cond: impl FnMut(&mut Sim) -> bool,
+    ) -> bool {
         loop {
             if self.failure.is_some() {
                 return false;
@@ -1037,7 +1089,9 @@ impl Sim {
             Ev::Datagram { from, to, bytes } => self.on_datagram(from, to, bytes),
             Ev::Wake { node } => self.on_wake(node),
             Ev::Client { node, inc } => self.on_client(node, inc),
-            Ev::FenceRun { requester, inc, target, behaviour } => self.on_fence_run(requester, inc, target, behaviour),
+            Ev::FenceRun { requester, inc, target, behaviour } => {
+                self.on_fence_run(requester, inc, target, behaviour)
+            }
             Ev::FenceReport { requester, inc, target, ok, detail } => {
                 self.on_fence_report(requester, inc, target, ok, detail)
             }
@@ -1176,7 +1230,8 @@ impl Sim {
                 }
                 Output::Fence { target, reason } => {
                     self.stats.fence_requests += 1;
-                    let behaviour = if reason == "stateful_merge" { self.opts.merge_fence } else { self.opts.fence };
+                    let behaviour =
+                        if reason == "stateful_merge" { self.opts.merge_fence } else { self.opts.fence };
                     let (lo, hi) = self.opts.fence_delay_ms;
                     let delay = self.rng.gen_range(lo..=hi.max(lo));
                     let inc = self.slot(n).inc;
@@ -1220,9 +1275,28 @@ impl Sim {
         if r.node.0 != n || Some(r.member()) != self.member_of(n) {
             self.fail(
                 "G12",
-                format!("node {n} running {:?} wrote a record as n{}e{}", self.member_of(n), r.node.0, r.epoch.0),
+                format!(
+                    "node {n} running {:?} wrote a record as n{}e{}",
+                    self.member_of(n),
+                    r.node.0,
+                    r.epoch.0
+                ),
             );
             return;
+        }
+        if let Event::Send { msg, digest, .. } = &r.event {
+            // G6 by content: the core logs a send only for bytes its application multicast.
+            let known = self.app_sent.get(&r.member()).is_some_and(|s| s.contains(digest));
+            let id = parse_msg_id(msg);
+            match id {
+                Some(id) if known && id.sender == r.member() => {
+                    self.sent.insert(id, digest.clone());
+                }
+                _ => {
+                    self.fail("G6", format!("n{}e{} logged `send` of {msg} (digest {digest}), which its application never multicast", r.node.0, r.epoch.0));
+                    return;
+                }
+            }
         }
         let violations = self.checker.observe(&r);
         if self.opts.timeline {
@@ -1246,22 +1320,31 @@ impl Sim {
                 let Some(me) = self.member_of(n) else { return Vec::new() };
                 self.stats.app_deliveries += 1;
                 let h = fnv64(&payload);
+                let d = cohort::types::digest(&payload);
                 match self.sent.get(&msg) {
                     None => {
-                        self.fail("G6", format!("{} delivered {msg} from {}, which no client sent", fmt_member(me), fmt_member(sender)));
-                        return Vec::new();
-                    }
-                    Some(&sh) if sh != h || msg.sender != sender => {
                         self.fail(
                             "G6",
-                            format!("{} delivered {msg} with other bytes than were sent ({} bytes delivered)", fmt_member(me), payload.len()),
+                            format!(
+                                "{} delivered {msg} from {}, which was never sent (no `send` record)",
+                                fmt_member(me),
+                                fmt_member(sender)
+                            ),
+                        );
+                        return Vec::new();
+                    }
+                    Some(sd) if *sd != d || msg.sender != sender => {
+                        self.fail(
+                            "G6",
+                            format!("{} delivered {msg} from {} with other bytes than were sent ({} bytes delivered)", fmt_member(me), fmt_member(sender), payload.len()),
                         );
                         return Vec::new();
                     }
                     Some(_) => {}
                 }
                 let st = self.slot_mut(n).app.groups.entry(group.clone()).or_default();
-                st.hash = fold(fold(fold(fold(st.hash, u64::from(msg.sender.0 .0)), msg.sender.1 .0), msg.n), h);
+                st.hash =
+                    fold(fold(fold(fold(st.hash, u64::from(msg.sender.0 .0)), msg.sender.1 .0), msg.n), h);
                 st.count += 1;
                 let st = *st;
                 match self.positions.get(&(group.clone(), view, seq)) {
@@ -1283,7 +1366,7 @@ impl Sim {
                         self.positions.insert((group, view, seq), (st, me));
                     }
                 }
-                if let Some(w) = self.watched.get_mut(&msg) {
+                if let Some(w) = self.watched.get_mut(&h) {
                     w.got.insert(me);
                 }
                 Vec::new()
@@ -1300,7 +1383,13 @@ impl Sim {
                     }
                     Err(e) => {
                         let me = self.member_of(n).map(fmt_member).unwrap_or_default();
-                        self.fail("G11", format!("{me} applied a state of group {group} from {}: {e}", fmt_member(provider)));
+                        self.fail(
+                            "G11",
+                            format!(
+                                "{me} applied a state of group {group} from {}: {e}",
+                                fmt_member(provider)
+                            ),
+                        );
                     }
                 }
                 Vec::new()
@@ -1318,7 +1407,15 @@ impl Sim {
         }
     }
 
-    fn provide(&mut self, n: u32, now: u64, group: String, joiner: Member, token: TransferToken, st: GroupState) -> Vec<Output> {
+    fn provide(
+        &mut self,
+        n: u32,
+        now: u64,
+        group: String,
+        joiner: Member,
+        token: TransferToken,
+        st: GroupState,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
         if let Some(core) = self.slot_mut(n).core.as_mut() {
             core.provide_state(now, &group, joiner, token, st.encode(), &mut out);
@@ -1343,7 +1440,11 @@ impl Sim {
         if bytes.len() > self.cfg.max_datagram_bytes {
             self.fail(
                 "wire",
-                format!("n{from} sent a datagram of {} bytes to n{to}, over max_datagram_bytes={}", bytes.len(), self.cfg.max_datagram_bytes),
+                format!(
+                    "n{from} sent a datagram of {} bytes to n{to}, over max_datagram_bytes={}",
+                    bytes.len(),
+                    self.cfg.max_datagram_bytes
+                ),
             );
             return;
         }
@@ -1356,7 +1457,12 @@ impl Sim {
             return;
         }
         let p = &self.opts.net;
-        let (loss, dup, lo, hi) = (p.loss.clamp(0.0, 1.0), p.dup.clamp(0.0, 1.0), p.delay_min_ms, p.delay_max_ms.max(p.delay_min_ms));
+        let (loss, dup, lo, hi) = (
+            p.loss.clamp(0.0, 1.0),
+            p.dup.clamp(0.0, 1.0),
+            p.delay_min_ms,
+            p.delay_max_ms.max(p.delay_min_ms),
+        );
         if loss > 0.0 && self.rng.gen_bool(loss) {
             self.drop_dgram(from, to, bytes.len(), "loss");
             return;
@@ -1387,10 +1493,8 @@ impl Sim {
                 }
             }
         }
-        let desc: Vec<String> = sides
-            .iter()
-            .map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
-            .collect();
+        let desc: Vec<String> =
+            sides.iter().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).collect();
         self.note(format!("partition {{{}}}", desc.join("} | {")));
     }
 
@@ -1413,7 +1517,8 @@ impl Sim {
         self.flap_gen += 1;
         let key = (a.min(b), a.max(b));
         let gen = self.flap_gen;
-        self.flaps.insert(key, Flap { gen, period_ms: period_ms.max(1), until: self.now + for_ms, down: false });
+        self.flaps
+            .insert(key, Flap { gen, period_ms: period_ms.max(1), until: self.now + for_ms, down: false });
         self.note(format!("link n{a}<->n{b} flaps every {period_ms}ms for {for_ms}ms"));
         self.on_flap(key.0, key.1, gen);
     }
@@ -1616,13 +1721,20 @@ impl Sim {
                     Some(m) if m == target => {
                         self.crash(t, &format!("fenced by n{requester}: power-cycled"));
                         if let Some(d) = self.opts.reboot_after_kill_ms {
-                            self.schedule(self.now + d, Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing" });
+                            self.schedule(
+                                self.now + d,
+                                Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing" },
+                            );
                         }
                         report(self, true, "power-cycled".into());
                     }
                     Some(m) if m.epoch() > target.epoch() => {
                         // The agent checks the boot id: the target incarnation is already gone.
-                        self.note(format!("fence of {} by n{requester}: node runs {} already", fmt_member(target), fmt_member(m)));
+                        self.note(format!(
+                            "fence of {} by n{requester}: node runs {} already",
+                            fmt_member(target),
+                            fmt_member(m)
+                        ));
                         report(self, true, format!("already restarted as epoch {}", m.epoch().0));
                     }
                     _ => {
@@ -1633,7 +1745,11 @@ impl Sim {
             }
             FenceBehaviour::Pause(ms) => {
                 if running == Some(target) {
-                    self.pause(t, ms, &format!("fenced by n{requester} with a pause: it will come back as a zombie"));
+                    self.pause(
+                        t,
+                        ms,
+                        &format!("fenced by n{requester} with a pause: it will come back as a zombie"),
+                    );
                     report(self, true, format!("paused for {ms}ms"));
                 } else {
                     report(self, true, "target not running".into());
@@ -1651,7 +1767,10 @@ impl Sim {
 
     fn on_fence_report(&mut self, requester: u32, inc: u64, target: Member, ok: bool, detail: String) {
         if !self.requester_alive(requester, inc) {
-            self.note(format!("fence report for {} dropped: requester n{requester} is gone", fmt_member(target)));
+            self.note(format!(
+                "fence report for {} dropped: requester n{requester} is gone",
+                fmt_member(target)
+            ));
             return;
         }
         if self.slot(requester).paused {
@@ -1710,9 +1829,9 @@ impl Sim {
         }
         if self.rng.gen_bool(self.opts.client.churn_ratio.clamp(0.0, 1.0)) {
             if self.slot(n).app.joined.contains(SIDE_GROUP) {
-                self.client_leave(n, SIDE_GROUP);
+                self.leave_group(n, SIDE_GROUP);
             } else {
-                self.client_join(n, SIDE_GROUP);
+                self.join_group(n, SIDE_GROUP);
             }
             return;
         }
@@ -1739,7 +1858,8 @@ impl Sim {
     /// Node `n`'s client multicasts `payload`; returns the message id when the core accepted it.
     pub fn multicast(&mut self, n: u32, group: &str, payload: Vec<u8>, delivery: Delivery) -> Option<MsgId> {
         let now = self.now;
-        let h = fnv64(&payload);
+        let me = self.member_of(n)?;
+        self.app_sent.entry(me).or_default().insert(cohort::types::digest(&payload));
         let len = payload.len();
         let mut out = Vec::new();
         let res = {
@@ -1749,7 +1869,6 @@ impl Sim {
         // The id is registered before the outputs are carried out: a loopback delivery may be among them.
         let id = match res {
             Ok(id) => {
-                self.sent.insert(id, h);
                 self.stats.app_sends += 1;
                 Some(id)
             }
@@ -1760,7 +1879,13 @@ impl Sim {
             }
             Err(SendError::Stopped) => None,
             Err(SendError::TooLarge) => {
-                self.fail("api", format!("n{n}: multicast of {len} bytes refused as too large (max_message_bytes={})", self.cfg.max_message_bytes));
+                self.fail(
+                    "api",
+                    format!(
+                        "n{n}: multicast of {len} bytes refused as too large (max_message_bytes={})",
+                        self.cfg.max_message_bytes
+                    ),
+                );
                 None
             }
         };
@@ -1879,12 +2004,16 @@ impl Sim {
                     self.crash(x, "random fault");
                     if self.rng.gen_bool(0.7) {
                         let after = self.rng.gen_range(100..=1500);
-                        self.schedule(self.now + after, Ev::Boot { node: x, min_epoch: Epoch(0), why: "restart after crash" });
+                        self.schedule(
+                            self.now + after,
+                            Ev::Boot { node: x, min_epoch: Epoch(0), why: "restart after crash" },
+                        );
                     }
                 }
             }
             "restart" => {
-                let down: Vec<u32> = (1..=n).filter(|&x| !self.is_up(x) && !self.slot(x).restarting).collect();
+                let down: Vec<u32> =
+                    (1..=n).filter(|&x| !self.is_up(x) && !self.slot(x).restarting).collect();
                 if !down.is_empty() {
                     let x = down[self.rng.gen_range(0..down.len())];
                     self.start_with(x, Epoch(0), "restart after crash");
@@ -1950,7 +2079,12 @@ impl Sim {
             return Err(format!("{} has no view", fmt_member(first.member)));
         };
         if !v.primary {
-            return Err(format!("{} is in non-primary view {} {}", fmt_member(first.member), v.id, fmt_members(&v.members)));
+            return Err(format!(
+                "{} is in non-primary view {} {}",
+                fmt_member(first.member),
+                v.id,
+                fmt_members(&v.members)
+            ));
         }
         for st in &running {
             match &st.view {
@@ -1972,7 +2106,12 @@ impl Sim {
         let mut want: Vec<Member> = running.iter().map(|s| s.member).collect();
         want.sort();
         if want != v.members {
-            return Err(format!("view {} has {} but the running members are {}", v.id, fmt_members(&v.members), fmt_members(&want)));
+            return Err(format!(
+                "view {} has {} but the running members are {}",
+                v.id,
+                fmt_members(&v.members),
+                fmt_members(&want)
+            ));
         }
         Ok(v)
     }
@@ -1994,15 +2133,33 @@ impl Sim {
     pub fn await_convergence(&mut self, bound_ms: u64) -> Option<(View, u64)> {
         let start = self.now;
         let wait_policy = self.cfg.merge_policy == MergePolicy::Wait;
-        let ok = self.run_until_cond(start + bound_ms, 5, |s| {
-            s.converged().is_ok() && (wait_policy || s.removed_selves().is_empty())
+        // Convergence must be stable, not a snapshot: right after a heal the members may still share
+        // the view they had before the partition while their failure detectors are about to split it.
+        // The view must stay the same for twice the failure timeout; the time reported is when it was
+        // first reached.
+        let stable_ms = 2 * self.cfg.failure_timeout_ms;
+        let mut since: Option<(ViewId, u64)> = None;
+        let ok = self.run_until_cond(start + bound_ms + stable_ms, 5, |s| {
+            let good = match s.converged() {
+                Ok(v) if wait_policy || s.removed_selves().is_empty() => Some(v.id),
+                _ => None,
+            };
+            since = match (good, since) {
+                (Some(id), Some((sid, t))) if sid == id => Some((sid, t)),
+                (Some(id), _) => Some((id, s.now)),
+                (None, _) => None,
+            };
+            since.is_some_and(|(_, t)| t <= start + bound_ms && s.now >= t + stable_ms)
         });
         if self.failure.is_some() {
             return None;
         }
         if !ok {
             match self.converged() {
-                Err(why) => self.fail("L1", format!("no single primary view {bound_ms}ms after the faults stopped: {why}")),
+                Err(why) => self.fail(
+                    "L1",
+                    format!("no single primary view {bound_ms}ms after the faults stopped: {why}"),
+                ),
                 Ok(_) => {
                     let z: Vec<Member> = self.removed_selves();
                     self.fail(
@@ -2018,8 +2175,12 @@ impl Sim {
             return None;
         }
         let v = self.converged().ok()?;
-        let took = self.now - start;
-        self.note(format!("converged: view {} {} after {took}ms", v.id, fmt_members(&v.members)));
+        let took = since.map_or(0, |(_, t)| t - start);
+        self.note(format!(
+            "converged: view {} {} reached {took}ms after the faults stopped, stable since",
+            v.id,
+            fmt_members(&v.members)
+        ));
         Some((v, took))
     }
 
@@ -2034,18 +2195,31 @@ impl Sim {
                 continue;
             }
             if !wait {
-                self.fail("L3", format!("{} was caught as a stateful merge but node {n} still runs it (policy {})", fmt_member(m), self.cfg.merge_policy.name()));
+                self.fail(
+                    "L3",
+                    format!(
+                        "{} was caught as a stateful merge but node {n} still runs it (policy {})",
+                        fmt_member(m),
+                        self.cfg.merge_policy.name()
+                    ),
+                );
                 return false;
             }
             let st = self.status(n);
-            let visible = st.as_ref().is_some_and(|s| s.removed_self && s.blocked.contains(&BlockReason::StatefulMergeWait));
-            let logged = self.log.iter().any(|r| {
-                matches!(&r.event, Event::StatefulMerge { member, action: MergeAction::Wait, .. } if *member == m)
+            let visible = st
+                .as_ref()
+                .is_some_and(|s| s.removed_self && s.blocked.contains(&BlockReason::StatefulMergeWait));
+            // Visible in the event log: the primary side's `stateful_merge` with action `wait`, or the
+            // member's own `blocked stateful_merge_wait`.
+            let logged = self.log.iter().any(|r| match &r.event {
+                Event::StatefulMerge { member, action: MergeAction::Wait, .. } => *member == m,
+                Event::Blocked { reason: BlockReason::StatefulMergeWait } => r.member() == m,
+                _ => false,
             });
             if !visible || !logged {
                 self.fail(
                     "L3",
-                    format!("{} waits for an operator but that is not visible (status shows wait: {visible}, `stateful_merge` with action wait logged: {logged})", fmt_member(m)),
+                    format!("{} waits for an operator but that is not visible (status shows wait: {visible}; event log shows it, as `stateful_merge` action wait or `blocked stateful_merge_wait`: {logged})", fmt_member(m)),
                 );
                 return false;
             }
@@ -2054,8 +2228,8 @@ impl Sim {
     }
 
     /// L2 in its simplest sound form: once the cluster converged and settled, every member of the view
-    /// sends `per_member` messages to the main group, and every member of the view must deliver all of
-    /// them, the sender included, within `bound_ms`.
+    /// that is in the main group sends `per_member` messages to it, and every one of those members must
+    /// deliver all of them, the sender included, within `bound_ms`.
     pub fn final_round(&mut self, per_member: usize, bound_ms: u64) -> bool {
         self.set_clients(false);
         let start = self.now;
@@ -2070,9 +2244,9 @@ impl Sim {
             return false;
         }
         let Ok(view) = self.converged() else { return false };
-        let expected: BTreeSet<Member> = view.members.iter().copied().collect();
+        let expected: BTreeSet<Member> = self.main_group_members(&view).into_iter().collect();
         let mut pending: VecDeque<(u32, Delivery, usize)> = VecDeque::new();
-        for m in &view.members {
+        for m in &expected {
             for i in 0..per_member {
                 let d = if i % 2 == 0 { Delivery::Agreed } else { Delivery::Safe };
                 let len = if i == 2 { 12_000 } else { 100 };
@@ -2087,11 +2261,19 @@ impl Sim {
             while let Some((n, d, len)) = pending.pop_front() {
                 let mut payload = vec![0u8; len];
                 s.rng.fill_bytes(&mut payload);
+                let h = fnv64(&payload);
+                // Watched before the call: the sender's own delivery may happen inside it.
+                s.watched.insert(h, Watched { id: None, expected: expected.clone(), got: BTreeSet::new() });
                 match s.multicast(n, MAIN_GROUP, payload, d) {
                     Some(id) => {
-                        s.watched.insert(id, Watched { expected: expected.clone(), got: BTreeSet::new() });
+                        if let Some(w) = s.watched.get_mut(&h) {
+                            w.id = Some(id);
+                        }
                     }
-                    None => again.push_back((n, d, len)),
+                    None => {
+                        s.watched.remove(&h);
+                        again.push_back((n, d, len));
+                    }
                 }
             }
             pending = again;
@@ -2106,24 +2288,40 @@ impl Sim {
                 .iter()
                 .filter(|(_, w)| !w.expected.is_subset(&w.got))
                 .take(5)
-                .map(|(id, w)| {
+                .map(|(_, w)| {
+                    let id = w.id.map(|i| i.to_string()).unwrap_or_default();
                     let miss: Vec<Member> = w.expected.difference(&w.got).copied().collect();
                     format!("{id} not delivered by {}", fmt_members(&miss))
                 })
                 .collect();
             if !pending.is_empty() {
-                missing.push(format!("{} messages could never be sent (queue full or stopped)", pending.len()));
+                missing
+                    .push(format!("{} messages could never be sent (queue full or stopped)", pending.len()));
             }
             self.fail("L2", format!("within {bound_ms}ms of the final sends: {}", missing.join("; ")));
             return false;
         }
-        self.note(format!("final round delivered everywhere after {}ms", self.now - deadline + bound_ms));
+        self.note(format!(
+            "final round delivered everywhere after {}ms",
+            (self.now + bound_ms).saturating_sub(deadline)
+        ));
         true
     }
 
-    /// The cluster is converged, nobody in the view is blocked, and every member is in the main group.
+    /// Members of `view` whose application joined the main group (and did not leave it).
+    fn main_group_members(&self, view: &View) -> Vec<Member> {
+        view.members
+            .iter()
+            .copied()
+            .filter(|m| self.slot(m.node().0).app.joined.contains(MAIN_GROUP))
+            .collect()
+    }
+
+    /// The cluster is converged, nobody in the view is blocked, and every member whose application
+    /// joined the main group is in that group's view everywhere.
     pub fn settled(&self) -> Result<(), String> {
         let v = self.converged()?;
+        let in_main = self.main_group_members(&v);
         for m in &v.members {
             let Some(st) = self.status(m.node().0) else { return Err(format!("{} is down", fmt_member(*m))) };
             if !st.blocked.is_empty() {
@@ -2131,8 +2329,13 @@ impl Sim {
                 return Err(format!("{} is blocked ({})", fmt_member(*m), b.join(", ")));
             }
             let in_g = st.groups.get(MAIN_GROUP).cloned().unwrap_or_default();
-            if let Some(x) = v.members.iter().find(|x| !in_g.contains(x)) {
-                return Err(format!("{} sees group {MAIN_GROUP} as {} without {}", fmt_member(*m), fmt_members(&in_g), fmt_member(*x)));
+            if let Some(x) = in_main.iter().find(|x| !in_g.contains(x)) {
+                return Err(format!(
+                    "{} sees group {MAIN_GROUP} as {} without {}",
+                    fmt_member(*m),
+                    fmt_members(&in_g),
+                    fmt_member(*x)
+                ));
             }
         }
         Ok(())

@@ -137,7 +137,8 @@ fn parse_args(args: &[String], opts: &mut Options) -> Result<bool, String> {
         if flag == "-h" || flag == "--help" {
             return Ok(true);
         }
-        let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{flag} needs a value"));
+        let mut value =
+            || inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{flag} needs a value"));
         match flag {
             "-o" | "--action" => opts.action = Some(value()?),
             "-n" | "--plug" | "--port" => opts.plug = Some(value()?),
@@ -152,7 +153,9 @@ fn parse_args(args: &[String], opts: &mut Options) -> Result<bool, String> {
 fn fence(opts: &Options) -> Done {
     let action = opts.action.as_deref().unwrap_or("off");
     let Some(dir) = opts.pidfile_dir.as_deref().map(Path::new) else {
-        return fail("no pidfile_dir: give -d DIR, pidfile_dir=DIR on standard input or COHORT_FENCE_PIDFILE_DIR");
+        return fail(
+            "no pidfile_dir: give -d DIR, pidfile_dir=DIR on standard input or COHORT_FENCE_PIDFILE_DIR",
+        );
     };
     if dir.join("fence-hang").exists() {
         eprintln!("cohort-fence-test: fence-hang present in {}: hanging until killed", dir.display());
@@ -166,16 +169,25 @@ fn fence(opts: &Options) -> Done {
     let once = dir.join("fence-fail-once");
     if once.exists() {
         let _ = std::fs::remove_file(&once);
-        return fail(format!("fence-fail-once present in {}: failing {action} once on purpose", dir.display()));
+        return fail(format!(
+            "fence-fail-once present in {}: failing {action} once on purpose",
+            dir.display()
+        ));
     }
     match action {
         "monitor" => {
-            return if dir.is_dir() { ok(format!("monitor: {} is reachable", dir.display())) } else { fail(format!("monitor: {} is not a directory", dir.display())) };
+            return if dir.is_dir() {
+                ok(format!("monitor: {} is reachable", dir.display()))
+            } else {
+                fail(format!("monitor: {} is not a directory", dir.display()))
+            };
         }
         "list" => return list(dir),
         _ => {}
     }
-    let Some(plug) = opts.plug.as_deref() else { return fail("no plug: give -n PLUG or plug=PLUG on standard input") };
+    let Some(plug) = opts.plug.as_deref() else {
+        return fail("no plug: give -n PLUG or plug=PLUG on standard input");
+    };
     let Ok(node) = plug.parse::<u32>() else { return fail(format!("plug `{plug}` is not a node id")) };
     let pidfile = dir.join(format!("node{node}.pid"));
     let pid = match read_pid(&pidfile) {
@@ -225,7 +237,9 @@ fn fence(opts: &Options) -> Done {
                 Done { code: 2, message: format!("status node {node}: pid {pid} is off") }
             }
         }
-        other => fail(format!("unknown action `{other}` (expected off, reboot, stop, on, status, monitor, list)")),
+        other => {
+            fail(format!("unknown action `{other}` (expected off, reboot, stop, on, status, monitor, list)"))
+        }
     }
 }
 
@@ -251,7 +265,8 @@ fn list(dir: &Path) -> Done {
 /// Reads a pid file, refusing anything that is not a single process id above 1 (a `kill` of 0, 1 or
 /// a negative number would hit far more than one node).
 fn read_pid(path: &Path) -> Result<u32, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read pid file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read pid file {}: {e}", path.display()))?;
     match text.trim().parse::<u32>() {
         Ok(pid) if pid > 1 && pid != std::process::id() => Ok(pid),
         _ => Err(format!("pid file {} holds `{}`, not a process id", path.display(), text.trim())),
@@ -284,7 +299,11 @@ fn alive(pid: u32) -> bool {
     if Path::new("/proc/self/stat").exists() {
         !matches!(state(pid), None | Some('Z') | Some('X'))
     } else {
-        Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 

@@ -1,0 +1,249 @@
+//! AdminActor over real loopback TCP: a probe answers `GetStatus` with a canned status; the endpoint
+//! is bound to port 0 and found with `GetAdminAddr`.
+
+use actix::prelude::*;
+use cohort::node::Status;
+use cohort::registry::{NodeRecord, Registry};
+use cohort::{BlockReason, Epoch, Member, NodeId, View, ViewId};
+use cohort_actors::admin::{AdminActor, GetAdminAddr, MAX_HEAD_BYTES};
+use cohort_actors::messages::GetStatus;
+use cohort_actors::metrics::Metrics;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn m(node: u32, epoch: u64) -> Member {
+    Member(NodeId(node), Epoch(epoch))
+}
+
+fn canned_status() -> Status {
+    Status {
+        member: m(1, 4),
+        view: Some(View {
+            id: ViewId { seq: 12, coord: NodeId(1) },
+            members: vec![m(1, 4), m(2, 3)],
+            primary: true,
+        }),
+        primary: true,
+        blocked: vec![BlockReason::Fencing],
+        removed_self: false,
+        self_fenced: false,
+        groups: BTreeMap::from([("orders".to_string(), vec![m(1, 4)])]),
+        pending_fences: vec![m(3, 2)],
+        stateful_merges: vec![m(4, 1)],
+        outbox: 0,
+        held_msgs: 0,
+        changing: false,
+        peers: vec![(m(2, 3), 40), (m(3, 2), 9_000)],
+        registry: Registry {
+            nodes: BTreeMap::from([(
+                NodeId(3),
+                NodeRecord { highest_epoch: Epoch(2), ..NodeRecord::default() },
+            )]),
+            last_primary: Some(ViewId { seq: 12, coord: NodeId(1) }),
+        },
+    }
+}
+
+/// Answers `GetStatus` with a fixed status.
+struct StatusProbe(Status);
+
+impl Actor for StatusProbe {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetStatus> for StatusProbe {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.0.clone())
+    }
+}
+
+async fn start(metrics: Arc<Metrics>) -> (Addr<AdminActor>, SocketAddr) {
+    let probe = StatusProbe(canned_status()).start();
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let admin = AdminActor::new(listen, NodeId(1), probe.recipient(), metrics).start();
+    let addr = admin.send(GetAdminAddr).await.expect("admin alive").expect("bound");
+    assert!(addr.ip().is_loopback());
+    assert_ne!(addr.port(), 0);
+    (admin, addr)
+}
+
+/// Sends raw bytes, reads until the server closes, returns (status code, head, body).
+async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("write request");
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.expect("read response");
+        resp
+    };
+    let resp = tokio::time::timeout(DEADLINE, exchange).await.expect("response within the deadline");
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let body = resp[split..].to_vec();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Content-Length");
+    assert_eq!(len, body.len(), "Content-Length matches the body");
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    (code, head, body)
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    http(addr, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await
+}
+
+#[actix_rt::test]
+async fn status_is_json_with_the_view_and_the_operator_fields() {
+    let (_admin, addr) = start(Arc::new(Metrics::default())).await;
+    let (code, head, body) = get(addr, "/status").await;
+    assert_eq!(code, 200);
+    assert!(head.contains("Content-Type: application/json\r\n"), "{head}");
+    let v: Value = serde_json::from_slice(&body).expect("JSON body");
+    // The core's Status as it serializes.
+    assert_eq!(v["view"]["id"]["seq"], 12);
+    assert_eq!(v["view"]["members"], serde_json::json!([[1, 4], [2, 3]]));
+    assert_eq!(v["primary"], true);
+    assert_eq!(v["registry"]["nodes"]["3"]["highest_epoch"], 2);
+    // The operator's fields.
+    assert_eq!(v["node"], 1);
+    assert_eq!(v["epoch"], 4);
+    assert_eq!(v["quorate"], true);
+    assert_eq!(v["members"], serde_json::json!([{"node": 1, "epoch": 4}, {"node": 2, "epoch": 3}]));
+    assert_eq!(v["blocked_reason"], serde_json::json!(["fencing"]));
+    assert_eq!(v["fencing"]["pending"], serde_json::json!([{"node": 3, "epoch": 2}]));
+    assert_eq!(v["fencing"]["blocked"], true);
+    assert_eq!(v["stateful_merge"]["detected"], serde_json::json!([{"node": 4, "epoch": 1}]));
+    assert_eq!(v["stateful_merge"]["waiting_for_operator"], false);
+    assert_eq!(
+        v["liveness"],
+        serde_json::json!([
+            {"node": 2, "epoch": 3, "last_heard_ms": 40, "in_view": true},
+            {"node": 3, "epoch": 2, "last_heard_ms": 9000, "in_view": false},
+        ])
+    );
+}
+
+#[actix_rt::test]
+async fn metrics_are_prometheus_text() {
+    let metrics = Arc::new(Metrics::default());
+    metrics.views_installed.store(5, Relaxed);
+    let (_admin, addr) = start(metrics).await;
+    let (code, head, body) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4\r\n"), "{head}");
+    let text = String::from_utf8(body).expect("utf-8");
+    assert!(text.contains("cohort_views_installed_total{node=\"1\"} 5\n"), "{text}");
+}
+
+#[actix_rt::test]
+async fn unknown_path_is_404_and_other_methods_405() {
+    let (_admin, addr) = start(Arc::new(Metrics::default())).await;
+    assert_eq!(get(addr, "/nope").await.0, 404);
+    let (code, head, _) = http(addr, b"POST /status HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").await;
+    assert_eq!(code, 405);
+    assert!(head.contains("Allow: GET\r\n"), "{head}");
+    assert_eq!(http(addr, b"DELETE /nope HTTP/1.0\r\n\r\n").await.0, 405);
+    assert_eq!(get(addr, "/status?pretty=1").await.0, 200);
+}
+
+#[actix_rt::test]
+async fn garbage_is_400_and_the_server_keeps_serving() {
+    let (_admin, addr) = start(Arc::new(Metrics::default())).await;
+    let garbage: [&[u8]; 5] = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xff\xfe\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET /status HTTP/9.9\r\n\r\n",
+        b"\r\n\r\n",
+        b"no newline at all",
+    ];
+    for g in garbage {
+        // The last one has no head terminator: the client half-closes, the server answers what it has.
+        let (code, _, _) = if g.ends_with(b"\n") {
+            http(addr, g).await
+        } else {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(g).await.expect("write");
+            s.shutdown().await.expect("half-close");
+            let mut resp = Vec::new();
+            tokio::time::timeout(DEADLINE, s.read_to_end(&mut resp)).await.expect("in time").expect("read");
+            let head = String::from_utf8_lossy(&resp).into_owned();
+            (head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), head, vec![])
+        };
+        assert_eq!(code, 400, "for {g:?}");
+        assert_eq!(get(addr, "/status").await.0, 200, "still serving after {g:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn oversized_head_is_400_and_the_server_keeps_serving() {
+    let (_admin, addr) = start(Arc::new(Metrics::default())).await;
+    let mut big = b"GET /status HTTP/1.1\r\nX-Filler: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES * 2));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(http(addr, &big).await.0, 400);
+    assert_eq!(get(addr, "/metrics").await.0, 200);
+}
+
+#[actix_rt::test]
+async fn a_silent_connection_does_not_block_others() {
+    let (_admin, addr) = start(Arc::new(Metrics::default())).await;
+    let _silent = TcpStream::connect(addr).await.expect("connect");
+    let mut half = TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /sta").await.expect("write");
+    assert_eq!(get(addr, "/status").await.0, 200);
+}
+
+#[actix_rt::test]
+async fn status_is_503_when_the_membership_is_gone() {
+    let probe = StatusProbe(canned_status()).start();
+    let recipient = probe.clone().recipient();
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let admin = AdminActor::new(listen, NodeId(1), recipient, Arc::new(Metrics::default())).start();
+    let addr = admin.send(GetAdminAddr).await.expect("alive").expect("bound");
+    // Stop the probe and wait until its mailbox is closed.
+    let stopper = probe;
+    stopper.do_send(StopProbe);
+    let deadline = Instant::now() + DEADLINE;
+    while stopper.connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!stopper.connected());
+    assert_eq!(get(addr, "/status").await.0, 503);
+    assert_eq!(get(addr, "/metrics").await.0, 200);
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopProbe;
+
+impl Handler<StopProbe> for StatusProbe {
+    type Result = ();
+    fn handle(&mut self, _msg: StopProbe, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[actix_rt::test]
+async fn bind_failure_stops_the_actor() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr");
+    let probe = StatusProbe(canned_status()).start();
+    let admin = AdminActor::new(listen, NodeId(1), probe.recipient(), Arc::new(Metrics::default())).start();
+    let deadline = Instant::now() + DEADLINE;
+    while admin.connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!admin.connected(), "the admin actor stopped after failing to bind");
+}

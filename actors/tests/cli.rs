@@ -1,0 +1,299 @@
+//! Integration tests of the `cohort` binary: help texts, `config check`, the exit codes and one-line
+//! errors of user mistakes, `keygen`, and `verify` over hand-written event logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A directory under the system temp dir, removed on drop (also when the test fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cohort-cli-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary with no `COHORT__` variables inherited from the test's environment and `RUST_LOG` unset.
+fn cohort() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
+    for (k, _) in std::env::vars() {
+        if k.to_uppercase().starts_with("COHORT__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run the cohort binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples").join(name)
+}
+
+/// Asserts a user's mistake: exit code 2 and exactly one line on stderr that mentions every `needle`.
+fn assert_one_line_usage_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr does not mention {n}: {err}");
+    }
+}
+
+#[test]
+fn every_subcommand_help_has_an_examples_section() {
+    let paths: &[&[&str]] = &[
+        &[],
+        &["agent"],
+        &["config"],
+        &["config", "check"],
+        &["keygen"],
+        &["verify"],
+        &["status"],
+        &["members"],
+        &["watch"],
+        &["send"],
+        &["fence"],
+        &["fence", "ack"],
+    ];
+    for path in paths {
+        let o = run(cohort().args(*path).arg("--help"));
+        assert_eq!(o.status.code(), Some(0), "{path:?}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains("Examples:\n  "), "`cohort {}` --help has no examples:\n{out}", path.join(" "));
+        assert!(out.contains("Usage: cohort"), "{out}");
+    }
+}
+
+#[test]
+fn config_check_prints_each_value_with_its_source() {
+    let node2 = example("three-node/node2.toml");
+    let o = run(cohort()
+        .args(["config", "check", "--config"])
+        .arg(example("three-node/cluster.toml"))
+        .arg("--config")
+        .arg(&node2));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("node.id = ")).expect("a node.id line");
+    assert!(line.starts_with("node.id = 2 "), "{line}");
+    assert!(line.ends_with(&format!("# from file:{}", node2.display())), "{line}");
+    let hb = out.lines().find(|l| l.starts_with("timing.heartbeat_interval_ms = ")).expect("heartbeat line");
+    assert!(hb.contains("cluster.toml"), "{hb}");
+    let mode = out.lines().find(|l| l.starts_with("api.socket_mode = ")).expect("socket_mode line");
+    assert!(mode.ends_with("# from default"), "{mode}");
+}
+
+#[test]
+fn config_check_reports_environment_and_flags_as_sources() {
+    let o = run(cohort()
+        .args(["config", "check", "--config"])
+        .arg(example("five-node/cluster.toml"))
+        .args(["--node-id", "4"])
+        .env("COHORT__TIMING__FAILURE_TIMEOUT_MS", "2500"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(|l| l.starts_with("node.id = 4 ") && l.ends_with("# from flag:--node-id")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("timing.failure_timeout_ms = 2500 ")
+            && l.ends_with("# from env:COHORT__TIMING__FAILURE_TIMEOUT_MS")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_value_exits_2_with_one_line_naming_the_key() {
+    let base = || {
+        let mut c = cohort();
+        c.args(["config", "check", "--config"]).arg(example("three-node/cluster.toml"));
+        c
+    };
+    let o = run(base().env("COHORT__TIMING__FAILURE_TIMEOUT_MS", "abc"));
+    assert_one_line_usage_error(
+        &o,
+        &["`timing.failure_timeout_ms`", "\"abc\"", "env:COHORT__TIMING__FAILURE_TIMEOUT_MS", "milliseconds"],
+    );
+    let o = run(base().args(["--node-id", "9"]));
+    assert_one_line_usage_error(&o, &["`node.id`", "9", "flag:--node-id", "1, 2, 3"]);
+
+    let dir = TempDir::new();
+    let typo = dir.file("typo.toml", "[timing]\nheartbeat_ms = 50\n");
+    let o = run(base().arg("--config").arg(&typo));
+    assert_one_line_usage_error(
+        &o,
+        &["unknown key `timing.heartbeat_ms`", "did you mean `timing.heartbeat_interval_ms`"],
+    );
+
+    let o = run(base().arg("--config").arg(dir.0.join("missing.toml")));
+    assert_one_line_usage_error(&o, &["cannot read config file", "missing.toml"]);
+
+    // The agent refuses the same mistakes before starting anything.
+    let o = run(cohort()
+        .args(["agent", "--config"])
+        .arg(example("three-node/cluster.toml"))
+        .args(["--node-id", "0"]));
+    assert_one_line_usage_error(&o, &["`node.id`"]);
+}
+
+#[test]
+fn a_bad_flag_exits_2_with_one_line() {
+    let o = run(cohort().args(["config", "check", "--confg", "x.toml"]));
+    assert_one_line_usage_error(&o, &["--confg"]);
+    let o = run(cohort().args(["send", "--count", "10"]));
+    assert_one_line_usage_error(&o, &["--group"]);
+    let o = run(cohort().args(["send", "--group", "g", "--size", "8"]));
+    assert_one_line_usage_error(&o, &["--size", "at least 16"]);
+    let o = run(cohort().args(["fence", "ack", "node3"]));
+    assert_one_line_usage_error(&o, &["NODE"]);
+}
+
+#[test]
+fn client_commands_without_a_socket_say_how_to_name_one() {
+    let dir = TempDir::new();
+    if Path::new("/etc/cohort/cohort.toml").exists() {
+        return; // The system file names a socket on this machine.
+    }
+    let o = run(cohort().arg("members").current_dir(&dir.0));
+    assert_one_line_usage_error(&o, &["./cohort.sock", "--socket"]);
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_replaces_it_only_with_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let key = dir.0.join("cluster.key");
+    let o = run(cohort().arg("keygen").arg("--out").arg(&key));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mode = std::fs::metadata(&key).expect("key written").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read(&key).expect("read key");
+
+    let o = run(cohort().arg("keygen").arg("--out").arg(&key));
+    assert_one_line_usage_error(&o, &["already exists", "--force"]);
+    assert_eq!(std::fs::read(&key).expect("read key"), first, "the key must not change without --force");
+
+    let o = run(cohort().arg("keygen").arg("--force").arg("--out").arg(&key));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_ne!(std::fs::read(&key).expect("read key"), first);
+
+    let o = run(cohort().arg("keygen").arg("--out").arg(dir.0.join("no/such/dir/cluster.key")));
+    assert_one_line_usage_error(&o, &["does not exist"]);
+}
+
+const V1: &str = r#"{"seq":1,"coord":1}"#;
+const V2: &str = r#"{"seq":2,"coord":1}"#;
+
+fn start(node: u32, ts: u64) -> String {
+    format!(r#"{{"ts_ms":{ts},"node":{node},"epoch":1,"event":"start","version":"0.1.0"}}"#)
+}
+
+fn view(node: u32, ts: u64, view: &str, joined: &str) -> String {
+    format!(
+        r#"{{"ts_ms":{ts},"node":{node},"epoch":1,"event":"view","view":{view},"members":[[1,1],[2,1]],"primary":true,"joined":{joined},"left":[],"failed":[]}}"#
+    )
+}
+
+fn deliver(node: u32, ts: u64, msg: &str, view: &str) -> String {
+    format!(
+        r#"{{"ts_ms":{ts},"node":{node},"epoch":1,"event":"deliver","group":"g","msg":"{msg}","sender":[1,1],"view":{view},"digest":"ab12"}}"#
+    )
+}
+
+fn send(ts: u64, msg: &str) -> String {
+    format!(
+        r#"{{"ts_ms":{ts},"node":1,"epoch":1,"event":"send","group":"g","msg":"{msg}","bytes":5,"delivery":"agreed","digest":"ab12"}}"#
+    )
+}
+
+/// Two nodes that form one primary view and both deliver two messages of node 1 in the same order.
+fn good_logs(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let both = "[[1,1],[2,1]]";
+    let n1 = [
+        start(1, 1000),
+        view(1, 1010, V1, both),
+        send(1020, "1.1.1"),
+        send(1021, "1.1.2"),
+        deliver(1, 1030, "1.1.1", V1),
+        deliver(1, 1031, "1.1.2", V1),
+    ];
+    let n2 = [
+        start(2, 1001),
+        view(2, 1011, V1, both),
+        deliver(2, 1032, "1.1.1", V1),
+        deliver(2, 1033, "1.1.2", V1),
+    ];
+    (dir.file("node1.jsonl", &(n1.join("\n") + "\n")), dir.file("node2.jsonl", &(n2.join("\n") + "\n")))
+}
+
+#[test]
+fn verify_accepts_good_logs() {
+    let dir = TempDir::new();
+    let (n1, n2) = good_logs(&dir);
+    let o = run(cohort().arg("verify").arg(&n1).arg(&n2));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {}", stderr(&o));
+    assert!(out.contains("verdict: OK (10 records from 2 logs, all safety guarantees hold)"), "{out}");
+    assert!(out.contains("members: 2, views: 1 (1 primary)"), "{out}");
+    assert!(out.contains("deliveries: 4"), "{out}");
+    assert!(!out.contains("VIOLATION"), "{out}");
+}
+
+#[test]
+fn verify_reports_views_going_backwards_as_g2_and_exits_1() {
+    let dir = TempDir::new();
+    let both = "[[1,1],[2,1]]";
+    let n1 = [start(1, 1000), view(1, 1010, V2, both), view(1, 1020, V1, "[]")];
+    let n2 = [start(2, 1001), view(2, 1011, V2, both)];
+    let a = dir.file("node1.jsonl", &n1.join("\n"));
+    let b = dir.file("node2.jsonl", &n2.join("\n"));
+    let o = run(cohort().arg("verify").arg(&a).arg(&b));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {}", stderr(&o));
+    assert!(out.lines().any(|l| l.starts_with("VIOLATION G2: ")), "{out}");
+    assert!(out.contains("verdict: FAIL ("), "{out}");
+}
+
+#[test]
+fn verify_names_the_file_and_line_of_a_bad_record() {
+    let dir = TempDir::new();
+    let (n1, _) = good_logs(&dir);
+    let bad = dir.file("bad.jsonl", &format!("{}\n{{\"ts_ms\": \"soon\"}}\n", start(3, 1)));
+    let o = run(cohort().arg("verify").arg(&n1).arg(&bad));
+    assert_one_line_usage_error(&o, &[&format!("{}:2: ", bad.display())]);
+    let o = run(cohort().arg("verify").arg(dir.0.join("absent.jsonl")));
+    assert_one_line_usage_error(&o, &["cannot read event log", "absent.jsonl"]);
+}

@@ -1,0 +1,255 @@
+//! TransportActor against real loopback sockets and probe actors: delivery with the sender's node id,
+//! authentication failures, garbage, and the link filter. Every wait is on an event or a counter, with
+//! a deadline; nothing sleeps to "let it settle".
+
+use actix::prelude::*;
+use cohort::NodeId;
+use cohort_actors::crypto::{self, ClusterKey};
+use cohort_actors::messages::{FrameReceived, SendFrame, SetLinkFilter};
+use cohort_actors::metrics::Metrics;
+use cohort_actors::transport::{GetLocalAddr, GetSendDrops, TransportActor, TransportConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const CLUSTER: &str = "test-cluster";
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn key() -> ClusterKey {
+    ClusterKey::from_bytes([42; 32])
+}
+
+/// Records every frame the transport delivers.
+struct Probe(mpsc::UnboundedSender<FrameReceived>);
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+impl Handler<FrameReceived> for Probe {
+    type Result = ();
+    fn handle(&mut self, m: FrameReceived, _: &mut Context<Self>) {
+        let _ = self.0.send(m);
+    }
+}
+
+/// One transport under test, with its probe and metrics.
+struct Node {
+    addr: Addr<TransportActor>,
+    metrics: Arc<Metrics>,
+    frames: mpsc::UnboundedReceiver<FrameReceived>,
+}
+
+impl Node {
+    async fn next_frame(&mut self) -> FrameReceived {
+        tokio::time::timeout(DEADLINE, self.frames.recv())
+            .await
+            .expect("a frame within the deadline")
+            .expect("probe alive")
+    }
+
+    fn assert_no_frame(&mut self) {
+        assert!(self.frames.try_recv().is_err(), "no frame expected");
+    }
+
+    async fn send(&self, to: u32, bytes: &[u8]) {
+        self.addr.send(SendFrame { to: NodeId(to), bytes: bytes.to_vec() }).await.expect("transport alive");
+    }
+}
+
+/// Waits until `counter` reaches `value`, failing after the deadline.
+async fn wait_for(counter: &AtomicU64, value: u64) {
+    let reached = tokio::time::timeout(DEADLINE, async {
+        while counter.load(Relaxed) < value {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "counter stuck at {} (waiting for {value})", counter.load(Relaxed));
+    assert_eq!(counter.load(Relaxed), value);
+}
+
+fn local_socket() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").expect("bind loopback")
+}
+
+fn start(node: u32, socket: UdpSocket, peers: &BTreeMap<NodeId, SocketAddr>) -> Node {
+    let (tx, frames) = mpsc::unbounded_channel();
+    let probe = Probe(tx).start();
+    let metrics = Arc::new(Metrics::default());
+    let cfg = TransportConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        node: NodeId(node),
+        peers: peers.clone(),
+        cluster: CLUSTER.to_string(),
+        key: key(),
+        max_datagram_bytes: 1400,
+    };
+    let addr = TransportActor::with_socket(cfg, socket, probe.recipient(), metrics.clone())
+        .expect("transport")
+        .start();
+    Node { addr, metrics, frames }
+}
+
+/// Nodes 1 (A) and 2 (B) on loopback, plus `extra` peers (raw sockets the test drives by hand).
+fn pair(extra: &[(u32, &UdpSocket)]) -> (Node, Node) {
+    let (sa, sb) = (local_socket(), local_socket());
+    let mut peers = BTreeMap::new();
+    peers.insert(NodeId(1), sa.local_addr().expect("addr"));
+    peers.insert(NodeId(2), sb.local_addr().expect("addr"));
+    for (id, s) in extra {
+        peers.insert(NodeId(*id), s.local_addr().expect("addr"));
+    }
+    (start(1, sa, &peers), start(2, sb, &peers))
+}
+
+async fn local_addr(n: &Node) -> SocketAddr {
+    n.addr.send(GetLocalAddr).await.expect("transport alive").expect("bound")
+}
+
+#[actix_rt::test]
+async fn a_frame_sent_by_a_arrives_at_b_from_a() {
+    let (a, mut b) = pair(&[]);
+    a.send(2, b"hello").await;
+    let f = b.next_frame().await;
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(1), &b"hello"[..]));
+    assert_eq!(a.metrics.datagrams_out.load(Relaxed), 1);
+    assert_eq!(a.metrics.bytes_out.load(Relaxed), (5 + crypto::SEAL_OVERHEAD) as u64);
+    assert_eq!(b.metrics.datagrams_in.load(Relaxed), 1);
+    assert_eq!(b.metrics.bytes_in.load(Relaxed), (5 + crypto::SEAL_OVERHEAD) as u64);
+    assert_eq!(b.metrics.bad_datagrams.load(Relaxed), 0);
+
+    // Many frames, both ways, in order on loopback.
+    for i in 0..100u32 {
+        b.send(1, &i.to_be_bytes()).await;
+    }
+    let mut a = a;
+    for i in 0..100u32 {
+        let f = a.next_frame().await;
+        assert_eq!((f.from, f.bytes), (NodeId(2), i.to_be_bytes().to_vec()));
+    }
+}
+
+#[actix_rt::test]
+async fn frames_to_unknown_nodes_are_ignored_and_oversized_ones_dropped() {
+    let (a, mut b) = pair(&[]);
+    a.send(9, b"nobody").await;
+    a.send(2, &[0u8; 1401]).await;
+    assert_eq!(a.metrics.datagrams_out.load(Relaxed), 0);
+    assert_eq!(a.addr.send(GetSendDrops).await.expect("alive"), 1);
+    a.send(2, &[7u8; 1400]).await;
+    assert_eq!(b.next_frame().await.bytes, vec![7u8; 1400]);
+}
+
+#[actix_rt::test]
+async fn datagrams_of_another_key_or_cluster_are_dropped_and_counted() {
+    let c = local_socket();
+    let (_a, mut b) = pair(&[(3, &c)]);
+    let b_addr = local_addr(&b).await;
+    let other_key = crypto::seal(&ClusterKey::from_bytes([7; 32]), CLUSTER, b"forged").expect("seal");
+    c.send_to(&other_key, b_addr).expect("send");
+    wait_for(&b.metrics.bad_datagrams, 1).await;
+    let other_cluster = crypto::seal(&key(), "another-cluster", b"crosstalk").expect("seal");
+    c.send_to(&other_cluster, b_addr).expect("send");
+    wait_for(&b.metrics.bad_datagrams, 2).await;
+    b.assert_no_frame();
+    assert_eq!(b.metrics.datagrams_in.load(Relaxed), 0);
+
+    // The same peer with the right key and cluster gets through.
+    c.send_to(&crypto::seal(&key(), CLUSTER, b"genuine").expect("seal"), b_addr).expect("send");
+    let f = b.next_frame().await;
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(3), &b"genuine"[..]));
+}
+
+#[actix_rt::test]
+async fn garbage_is_dropped_and_counted_and_the_transport_keeps_working() {
+    let c = local_socket();
+    let stranger = local_socket();
+    let (a, mut b) = pair(&[(3, &c)]);
+    let b_addr = local_addr(&b).await;
+    let mut garbage: Vec<Vec<u8>> = vec![vec![], vec![1], vec![0; 28], vec![1; 29], vec![0xff; 100]];
+    garbage.push((0..2000u32).map(|i| (i * 31 % 251) as u8).collect());
+    garbage.push(vec![crypto::SEAL_VERSION; 1400 + crypto::SEAL_OVERHEAD + 1]); // longer than any sealed datagram
+    for g in &garbage {
+        c.send_to(g, b_addr).expect("send");
+    }
+    // A genuine datagram from an address that is not a configured peer is dropped too.
+    stranger.send_to(&crypto::seal(&key(), CLUSTER, b"who?").expect("seal"), b_addr).expect("send");
+    wait_for(&b.metrics.bad_datagrams, garbage.len() as u64 + 1).await;
+    b.assert_no_frame();
+
+    a.send(2, b"still here").await;
+    let f = b.next_frame().await;
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(1), &b"still here"[..]));
+}
+
+#[actix_rt::test]
+async fn the_link_filter_blocks_both_directions_and_counts() {
+    let (mut a, mut b) = pair(&[]);
+    a.addr.send(SetLinkFilter { blocked: BTreeSet::from([NodeId(2)]) }).await.expect("alive");
+
+    // Outgoing: dropped before the socket.
+    a.send(2, b"to b").await;
+    assert_eq!(a.metrics.filtered_datagrams.load(Relaxed), 1);
+    assert_eq!(a.metrics.datagrams_out.load(Relaxed), 0);
+
+    // Incoming: B sends, A drops on receipt.
+    b.send(1, b"to a").await;
+    assert_eq!(b.metrics.datagrams_out.load(Relaxed), 1);
+    wait_for(&a.metrics.filtered_datagrams, 2).await;
+    a.assert_no_frame();
+    b.assert_no_frame();
+    assert_eq!(a.metrics.datagrams_in.load(Relaxed), 0);
+
+    // Lifting the filter restores both directions.
+    a.addr.send(SetLinkFilter::default()).await.expect("alive");
+    b.send(1, b"again to a").await;
+    assert_eq!(a.next_frame().await.bytes, b"again to a");
+    a.send(2, b"again to b").await;
+    assert_eq!(b.next_frame().await.bytes, b"again to b");
+}
+
+#[actix_rt::test]
+async fn a_supervised_transport_binds_its_configured_address_when_it_starts() {
+    let (tx, mut frames) = mpsc::unbounded_channel();
+    let probe = Probe(tx).start();
+    let sender = local_socket();
+    let peers = BTreeMap::from([(NodeId(5), sender.local_addr().expect("addr"))]);
+    let cfg = TransportConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        node: NodeId(1),
+        peers,
+        cluster: CLUSTER.to_string(),
+        key: key(),
+        max_datagram_bytes: 1400,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let recipient = probe.recipient();
+    let addr = actix::Supervisor::start(move |_| TransportActor::new(cfg, recipient, metrics));
+    let bound = addr.send(GetLocalAddr).await.expect("alive").expect("bound in started");
+    assert_ne!(bound.port(), 0);
+    sender.send_to(&crypto::seal(&key(), CLUSTER, b"hi").expect("seal"), bound).expect("send");
+    let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"hi"[..]));
+}
+
+#[actix_rt::test]
+async fn binding_a_busy_address_is_an_error_naming_it() {
+    let busy = local_socket();
+    let at = busy.local_addr().expect("addr");
+    let (tx, _frames) = mpsc::unbounded_channel();
+    let cfg = TransportConfig {
+        bind: at,
+        node: NodeId(1),
+        peers: BTreeMap::new(),
+        cluster: CLUSTER.to_string(),
+        key: key(),
+        max_datagram_bytes: 1400,
+    };
+    let err = TransportActor::bind(cfg, Probe(tx).start().recipient(), Arc::new(Metrics::default()))
+        .expect_err("address in use");
+    assert!(err.to_string().starts_with(&format!("cannot bind udp {at}: ")), "{err}");
+}

@@ -1,0 +1,84 @@
+//! Random campaigns: many seeds of five-node runs with every fault, the replay of one seed, and a
+//! 64-node scale run.
+//!
+//! `COHORT_SIM_SEEDS` sets how many seeds the campaign runs (default 200); `COHORT_SEED` replays one.
+
+use crate::campaign::{run_random, CampaignOptions};
+use crate::harness::FaultKinds;
+
+fn seeds_from_env() -> u64 {
+    std::env::var("COHORT_SIM_SEEDS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(200)
+}
+
+#[test]
+fn random_five_node_runs_with_every_fault_keep_every_guarantee() {
+    let k = seeds_from_env();
+    let o = CampaignOptions::standard();
+    let start = std::time::Instant::now();
+    let mut worst_convergence = 0;
+    for seed in 1..=k {
+        match run_random(seed, &o) {
+            Ok(r) => worst_convergence = worst_convergence.max(r.convergence_ms),
+            Err(f) => panic!("\n{f}\n"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{k} runs, 0 violations in {secs:.1}s ({:.1} runs/s); slowest convergence after the faults: {worst_convergence}ms",
+        k as f64 / secs.max(1e-9)
+    );
+}
+
+#[test]
+fn replay_seed() {
+    // Replays one seed of the random campaign when COHORT_SEED is set, printing every trace line with
+    // COHORT_VERBOSE=1. Without COHORT_SEED it runs seed 0, so the test always exercises the path.
+    let seed = std::env::var("COHORT_SEED").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let mut o = CampaignOptions::standard();
+    o.verbose = std::env::var("COHORT_VERBOSE").is_ok_and(|v| v == "1");
+    if let Some(n) = std::env::var("COHORT_NODES").ok().and_then(|s| s.trim().parse().ok()) {
+        o.nodes = n;
+    }
+    match run_random(seed, &o) {
+        Ok(r) => println!("seed {seed}: passed ({:?}, {:?})", r.stats, r.checked),
+        Err(f) => panic!("\n{f}\n"),
+    }
+}
+
+#[test]
+fn random_runs_of_three_and_nine_nodes_keep_every_guarantee() {
+    for nodes in [3u32, 9] {
+        let mut o = CampaignOptions::standard();
+        o.nodes = nodes;
+        o.replay_hint =
+            format!("COHORT_NODES={nodes} cargo test --test sim -- random::replay_seed --exact --nocapture");
+        for seed in 1..=20 {
+            if let Err(f) = run_random(seed, &o) {
+                panic!("\n{f}\n");
+            }
+        }
+    }
+}
+
+#[test]
+fn scale_run_of_sixty_four_nodes_keeps_every_guarantee() {
+    let mut o = CampaignOptions::standard();
+    o.nodes = 64;
+    o.scale = true;
+    o.safety_ms = 3000;
+    o.fault_gap_ms = (400, 900);
+    o.faults =
+        FaultKinds { net: true, partition: true, oneway: false, flap: false, crash: true, pause: true };
+    o.replay_hint = "COHORT_NODES=64 cargo test --test sim -- random::replay_seed --exact --nocapture (scale timings: see random.rs)".into();
+    let start = std::time::Instant::now();
+    match run_random(1, &o) {
+        Ok(r) => println!(
+            "64 nodes: passed in {:.1}s wall, {}ms simulated, convergence {}ms, {:?}",
+            start.elapsed().as_secs_f64(),
+            r.sim_ms,
+            r.convergence_ms,
+            r.stats
+        ),
+        Err(f) => panic!("\n{f}\n"),
+    }
+}
