@@ -981,8 +981,14 @@ impl Node {
                 out,
             );
         }
-        if resolver && policy == MergePolicy::Fence && self.merge_fence_requested.insert(m) {
-            self.request_fence(now, m, "stateful_merge", out);
+        if resolver && policy == MergePolicy::Fence {
+            // A zombie showing up again after an earlier fence (e.g. one that only paused it) is
+            // fenced again, once per detection round; an in-flight fence of it is not a reason to skip.
+            let again = self.merge_fence_requested.insert(m) || !self.fence_inflight.contains_key(&m);
+            if again {
+                self.fence_inflight.remove(&m);
+                self.request_fence(now, m, "stateful_merge", out);
+            }
         }
         self.send(m.node(), Body::Removed { view: view.id, member: m, action: told }, out);
     }
@@ -1239,7 +1245,21 @@ impl Node {
             .max_by_key(|i| i.view.id)
             .cloned();
         if let Some(inst) = pending {
-            if newest_current.is_none_or(|cur| inst.view.id > cur) {
+            // It can never have been committed if one of its own members is here and neither accepted
+            // nor installed it: that member promised our higher ballot first, so it will refuse the
+            // install, and a commit needs every member's acceptance. Otherwise it may have been
+            // committed somewhere and must be completed before anything else is decided.
+            let refused_by_a_member = promises.iter().any(|(m, s)| {
+                inst.view.contains(*m)
+                    && !s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id)
+                    && !s.view.as_ref().is_some_and(|v| v.id == inst.view.id)
+            });
+            let not_yet_installed_here = newest_current.is_none_or(|cur| inst.view.id > cur)
+                || promises.values().any(|s| {
+                    s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id)
+                        && s.view.as_ref().is_none_or(|v| v.id < inst.view.id)
+                });
+            if !refused_by_a_member && not_yet_installed_here {
                 let waiting: BTreeSet<Member> = promises
                     .iter()
                     .filter(|(_, s)| s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id))
@@ -2483,8 +2503,24 @@ impl Node {
         self.notify(Notification::Recovered { failed: ready }, out);
     }
 
+    /// True while this member is in a primary view that works: not frozen by a view change, and
+    /// hearing a quorum of the view's members. A member stuck in a stale primary view is not.
+    fn in_working_primary(&self, now: u64) -> bool {
+        let Some(v) = &self.view else { return false };
+        if !v.primary || self.frozen_since.is_some() {
+            return false;
+        }
+        let present: Vec<NodeId> =
+            v.members.iter().filter(|m| !self.suspected(now, **m)).map(|m| m.node()).collect();
+        quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &present, seen_all_once: true })
+    }
+
     fn drive_watchdog(&mut self, now: u64, out: &mut Vec<Output>) {
-        if self.cfg.self_fence_after_ms == 0 || self.self_fenced || self.is_primary() {
+        if self.cfg.self_fence_after_ms == 0 || self.self_fenced {
+            return;
+        }
+        if self.in_working_primary(now) {
+            self.last_primary_ms = Some(now);
             return;
         }
         let Some(since) = self.last_primary_ms else { return };
