@@ -265,6 +265,7 @@ pub struct Node {
     install_prev: BTreeMap<Member, Option<ViewId>>,
     install_lineage: Vec<Member>,
     lp_delivered: u64,
+    synced: bool,
     last_primary: Option<View>,
     ord: Option<Ordering>,
     peers: BTreeMap<NodeId, Peer>,
@@ -340,6 +341,7 @@ impl Node {
             install_prev: BTreeMap::new(),
             install_lineage: Vec::new(),
             lp_delivered: 0,
+            synced: true,
             last_primary: None,
             ord: None,
             peers: BTreeMap::new(),
@@ -1470,7 +1472,10 @@ impl Node {
             max_seq: self.max_seq_seen.max(self.durable.max_view_seq),
             seen_all: self.seen_all,
             leaving: self.leaving,
+            // A member that has not yet applied the group table of its lineage (its view's `Sync`
+            // was not delivered) has no history to offer: it counts as fresh.
             history: match (&self.view, &self.ord) {
+                _ if !self.synced => (None, 0),
                 (Some(v), Some(o)) if v.primary => (Some(v.id), o.delivered),
                 _ => (self.last_primary.as_ref().map(|v| v.id), self.lp_delivered),
             },
@@ -1701,6 +1706,9 @@ impl Node {
             // table, so members that come from elsewhere start from the same table; the sequencer orders
             // nothing before it.
             let sync_sender = inst.lineage.first().copied();
+            if sync_sender.is_some() && !inst.lineage.contains(&self.me) {
+                self.synced = false;
+            }
             if let Some(o) = self.ord.as_mut() {
                 o.set_gate(sync_sender);
             }
@@ -2162,6 +2170,7 @@ impl Node {
         transfers: BTreeMap<(String, Member), (Member, TransferToken)>,
         out: &mut Vec<Output>,
     ) {
+        self.synced = true;
         let outsiders: BTreeSet<Member> = self
             .view
             .iter()

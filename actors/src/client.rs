@@ -74,12 +74,12 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// The agent's socket could not be connected to; nothing was sent.
-    #[error("cannot connect to the cohort agent at {}: is `cohort agent` running? ({source})", path.display())]
+    #[error("cannot connect to the cohort agent at {}: is `cohort agent` running? ({cause})", path.display())]
     Connect {
         /// The socket path.
         path: PathBuf,
-        /// What connect said.
-        source: std::io::Error,
+        /// What connect said (part of the message, so not also reported as the error's source).
+        cause: std::io::Error,
     },
     /// Reading or writing the connection failed; the connection is unusable.
     #[error("connection to the cohort agent failed: {0}")]
@@ -257,7 +257,7 @@ impl Client {
         let path = path.as_ref().to_path_buf();
         let stream = UnixStream::connect(&path)
             .await
-            .map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+            .map_err(|cause| ClientError::Connect { path: path.clone(), cause })?;
         let (rd, wr) = stream.into_split();
         let mut client = Client {
             rd,
@@ -448,6 +448,10 @@ impl Client {
                 if self.rpos == self.rbuf.len() {
                     self.rbuf.clear();
                     self.rpos = 0;
+                    // Do not keep a state transfer's worth of memory after a large frame.
+                    if self.rbuf.capacity() > 16 * READ_CHUNK_BYTES {
+                        self.rbuf.shrink_to(READ_CHUNK_BYTES);
+                    }
                 }
                 if matches!(reply, Reply::Sent { .. } | Reply::SendFailed { .. }) {
                     self.unanswered = self.unanswered.saturating_sub(1);

@@ -239,7 +239,9 @@ pub enum Reply {
         /// The members.
         failed: Vec<Member>,
     },
-    /// This member was removed from the primary view.
+    /// This member was removed from the primary view. Its groups are gone: the agent forgets which
+    /// client owned them, and a client that wants to take part again joins again (in the node's next
+    /// incarnation, when it starts one) and receives the state by transfer.
     RemovedSelf {
         /// The primary view.
         view: ViewId,

@@ -719,3 +719,75 @@ async fn connecting_to_a_missing_socket_names_the_path() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn after_removed_self_groups_are_forgotten_and_can_be_joined_again() {
+    let mut h = Harness::start("removed", 64, 8).await;
+    let mut a = h.client("a").await;
+    let mut b = h.client("b").await;
+    a.join("g").await.expect("join");
+    assert_eq!(h.next_got().await, Got::Join("g".into()));
+    let removed = ViewId { seq: 9, coord: NodeId(2) };
+    h.notify(Notification::RemovedSelf { view: removed });
+    assert_eq!(event(&mut a).await, ClientEvent::RemovedSelf { view: removed });
+    assert_eq!(event(&mut b).await, ClientEvent::RemovedSelf { view: removed });
+    // Any client may join again, and the join reaches the membership.
+    b.join("g").await.expect("join again");
+    assert_eq!(h.next_got().await, Got::Join("g".into()));
+    match a.send("g", vec![1], Delivery::Agreed).await {
+        Err(ClientError::SendFailed(m)) => assert_eq!(m, "group g is not joined by this client"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_client_that_gives_up_behind_a_full_send_queue_still_leaves_its_groups() {
+    let mut h = Harness::start("give-up", 64, 8).await;
+    let mut raw = Raw::hello(&h).await;
+    raw.send(&Request::Join { group: "g".into() }).await;
+    assert_eq!(raw.recv().await, Some(Reply::Ok));
+    assert_eq!(h.next_got().await, Got::Join("g".into()));
+    h.full.store(true, Relaxed);
+    for req in 1..=MAX_UNANSWERED_SENDS as u64 + 1 {
+        raw.send(&Request::Send { group: "g".into(), payload: vec![0], safe: false, req }).await;
+    }
+    h.wait_got(|g| matches!(g, Got::Multicast { accepted: false, .. })).await;
+    drop(raw);
+    h.wait_got(|g| *g == Got::Leave("g".into())).await;
+    assert_eq!(h.metrics.clients.load(Relaxed), 0);
+}
+
+#[actix_rt::test]
+async fn joins_and_leaves_behind_a_blocked_send_keep_their_order_and_are_bounded() {
+    let mut h = Harness::start("ops-bound", 1024, 8).await;
+    let mut raw = Raw::hello(&h).await;
+    raw.send(&Request::Join { group: "g".into() }).await;
+    assert_eq!(raw.recv().await, Some(Reply::Ok));
+    assert_eq!(h.next_got().await, Got::Join("g".into()));
+    h.full.store(true, Relaxed);
+    raw.send(&Request::Send { group: "g".into(), payload: vec![1], safe: false, req: 1 }).await;
+    h.wait_got(|g| matches!(g, Got::Multicast { accepted: false, .. })).await;
+    // Joins and leaves queue behind the blocked send, up to a bound.
+    let mut refused = 0;
+    for _ in 0..200 {
+        for req in [Request::Join { group: "x".into() }, Request::Leave { group: "x".into() }] {
+            raw.send(&req).await;
+            match raw.recv().await {
+                Some(Reply::Ok) => {}
+                Some(Reply::Error { message }) => {
+                    assert!(message.starts_with("too many joins and leaves"), "{message}");
+                    refused += 1;
+                }
+                other => panic!("expected Ok or Error, got {other:?}"),
+            }
+        }
+    }
+    assert!(refused > 0, "the queue is bounded");
+    h.full.store(false, Relaxed);
+    h.notify(Notification::SendReady);
+    assert!(matches!(raw.recv().await, Some(Reply::Sent { req: 1, .. })));
+    // Nothing overtook the blocked send: the membership sees it first, then the joins and leaves.
+    assert!(matches!(h.next_got().await, Got::Multicast { accepted: true, .. }));
+    assert_eq!(h.next_got().await, Got::Join("x".into()));
+    assert_eq!(h.next_got().await, Got::Leave("x".into()));
+}
