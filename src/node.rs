@@ -1253,8 +1253,8 @@ impl Node {
             // committed somewhere and must be completed before anything else is decided.
             let refused_by_a_member = promises.iter().any(|(m, s)| {
                 inst.view.contains(*m)
-                    && !s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id)
-                    && !s.view.as_ref().is_some_and(|v| v.id == inst.view.id)
+                    && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
+                    && s.view.as_ref().is_none_or(|v| v.id != inst.view.id)
             });
             let not_yet_installed_here = newest_current.is_none_or(|cur| inst.view.id > cur)
                 || promises.values().any(|s| {
@@ -2223,6 +2223,7 @@ impl Node {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_state(
         &mut self,
         now: u64,

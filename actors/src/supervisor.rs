@@ -12,6 +12,7 @@
 
 use crate::admin::AdminActor;
 use crate::client_api::{self, ClientApiActor};
+use crate::client_proto::frame_limit as client_api_frame_limit;
 use crate::crypto;
 use crate::epoch_registry::EpochRegistryActor;
 use crate::event_log::EventLogActor;
@@ -202,7 +203,8 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         link_filter: transport.clone().recipient(),
     };
     let mode = u32::from_str_radix(settings.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660);
-    let max_frame = (settings.limits.max_message_bytes.max(settings.limits.max_state_bytes)) + 64 * 1024;
+    let max_frame =
+        client_api_frame_limit(settings.limits.max_message_bytes, settings.limits.max_state_bytes);
     let client_api = ClientApiActor::new(
         settings.socket_path(),
         mode,
@@ -212,6 +214,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         links,
         metrics.clone(),
     )
+    .with_fatal(sup.clone().recipient())
     .start();
 
     // 7. The membership itself.
