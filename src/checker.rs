@@ -921,7 +921,8 @@ impl Checker {
         for (view, vd) in &self.per_view {
             for &idx in &vd.safe {
                 let Some(info) = self.msgs.get(idx) else { continue };
-                let delivered_by = |m: Member| info.deliverers.iter().any(|d| d.member == m && d.view == *view);
+                let delivered_by =
+                    |m: Member| info.deliverers.iter().any(|d| d.member == m && d.view == *view);
                 let next_of_deliverers: BTreeSet<ViewId> =
                     vd.leavers.iter().filter(|(m, _)| delivered_by(*m)).map(|(_, n)| *n).collect();
                 for &(leaver, next) in &vd.leavers {

@@ -330,7 +330,12 @@ impl Node {
         let max_packet = cfg.max_message_bytes.max(cfg.max_state_bytes) + 64 * 1024;
         let n_nodes = cfg.nodes.len().max(1);
         let mut this = Node {
-            reasm: Reassembler::new(max_packet, 64, max_packet.saturating_mul(2).min(max_packet + n_nodes * (2 << 20)), cfg.failure_timeout_ms * 4),
+            reasm: Reassembler::new(
+                max_packet,
+                64,
+                max_packet.saturating_mul(2).min(max_packet + n_nodes * (2 << 20)),
+                cfg.failure_timeout_ms * 4,
+            ),
             frag: Fragmenter::new(seed),
             cfg,
             me,
@@ -432,7 +437,11 @@ impl Node {
             outbox: self.outbox.len(),
             held_msgs: self.ord.as_ref().map_or(0, Ordering::held),
             changing: self.coord.is_some() || self.frozen_since.is_some(),
-            peers: self.peers.values().map(|p| (p.member, self.last_step.saturating_sub(p.last_heard))).collect(),
+            peers: self
+                .peers
+                .values()
+                .map(|p| (p.member, self.last_step.saturating_sub(p.last_heard)))
+                .collect(),
             registry: self.durable.registry.clone(),
         }
     }
@@ -633,7 +642,12 @@ impl Node {
         for t in targets {
             self.record(
                 now,
-                Event::FenceResult { target: t, ok: true, method: FenceMethod::Ack, detail: "operator".into() },
+                Event::FenceResult {
+                    target: t,
+                    ok: true,
+                    method: FenceMethod::Ack,
+                    detail: "operator".into(),
+                },
                 out,
             );
             self.fenced(now, t, FenceMethod::Ack, out);
@@ -730,7 +744,8 @@ impl Node {
     }
 
     fn encode(&mut self, body: Body) -> Vec<Vec<u8>> {
-        let env = Envelope { version: wire::WIRE_VERSION, cluster: self.cfg.cluster.clone(), from: self.me, body };
+        let env =
+            Envelope { version: wire::WIRE_VERSION, cluster: self.cfg.cluster.clone(), from: self.me, body };
         match wire::encode(&env) {
             Ok(p) => self.frag.frame(&p, self.cfg.max_datagram_bytes),
             Err(_) => Vec::new(),
@@ -813,10 +828,14 @@ impl Node {
             Body::Commit { ballot } => self.on_commit(now, from, ballot, out),
             Body::Installed { view } => self.on_installed(now, from, view, out),
             Body::Data { view, msgs } => self.on_data(now, from, view, msgs),
-            Body::Ordered { view, msgs, stable, ordered } => self.on_ordered(now, from, view, msgs, stable, ordered, out),
+            Body::Ordered { view, msgs, stable, ordered } => {
+                self.on_ordered(now, from, view, msgs, stable, ordered, out)
+            }
             Body::Ack { view, received } => self.on_ack(from, view, received),
             Body::Nak { view, from: lo, to: hi } => self.on_nak(from, view, lo, hi, out),
-            Body::State { group, joiner, token, state } => self.on_state(now, from, group, joiner, token, state, out),
+            Body::State { group, joiner, token, state } => {
+                self.on_state(now, from, group, joiner, token, state, out)
+            }
             Body::StateAck { group, token } => self.on_state_ack(now, from, group, token, out),
             Body::Leave => {
                 self.leavers.insert(from);
@@ -836,7 +855,9 @@ impl Node {
 
     fn heartbeat(&self) -> Heartbeat {
         let (received, ordered, stable) = match &self.ord {
-            Some(o) => (self.ack_point(o), if o.is_sequencer() { o.ordered() } else { o.ordered_hint }, o.stable),
+            Some(o) => {
+                (self.ack_point(o), if o.is_sequencer() { o.ordered() } else { o.ordered_hint }, o.stable)
+            }
             None => (0, 0, 0),
         };
         Heartbeat {
@@ -873,7 +894,9 @@ impl Node {
             self.next_disc = now + self.cfg.discovery_interval_ms;
             // Probe every configured node outside the view, removed and unreachable ones included, so
             // a healed partition is always found again.
-            to.extend(self.cfg.nodes.iter().map(|n| n.id).filter(|n| !in_view.contains(n) && *n != self.me.node()));
+            to.extend(
+                self.cfg.nodes.iter().map(|n| n.id).filter(|n| !in_view.contains(n) && *n != self.me.node()),
+            );
         } else {
             // Nodes heard recently but outside the view get heartbeats too, so merges are quick.
             let recent: Vec<NodeId> = self
@@ -898,7 +921,10 @@ impl Node {
             return false;
         }
         match self.peers.get(&m.node()) {
-            None => now.saturating_sub(self.started_at.max(self.view_installed_at())) > self.cfg.failure_timeout_ms,
+            None => {
+                now.saturating_sub(self.started_at.max(self.view_installed_at()))
+                    > self.cfg.failure_timeout_ms
+            }
             Some(p) => p.member != m || !self.alive(now, p) || p.removed,
         }
     }
@@ -979,7 +1005,12 @@ impl Node {
             let logged = if resolver { action } else { MergeAction::Refuse };
             self.record(
                 now,
-                Event::StatefulMerge { member: m, view: view.id, action: logged, policy: Some(policy.name().into()) },
+                Event::StatefulMerge {
+                    member: m,
+                    view: view.id,
+                    action: logged,
+                    policy: Some(policy.name().into()),
+                },
                 out,
             );
         }
@@ -995,7 +1026,14 @@ impl Node {
         self.send(m.node(), Body::Removed { view: view.id, member: m, action: told }, out);
     }
 
-    fn on_removed(&mut self, now: u64, view: ViewId, member: Member, action: RemovedAction, out: &mut Vec<Output>) {
+    fn on_removed(
+        &mut self,
+        now: u64,
+        view: ViewId,
+        member: Member,
+        action: RemovedAction,
+        out: &mut Vec<Output>,
+    ) {
         if member != self.me {
             return;
         }
@@ -1009,7 +1047,9 @@ impl Node {
             RemovedAction::Restart => {
                 self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Restart, out)
             }
-            RemovedAction::Reset => self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out),
+            RemovedAction::Reset => {
+                self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out)
+            }
             RemovedAction::Wait => self.block(now, BlockReason::StatefulMergeWait, out),
             RemovedAction::AwaitFence => {}
         }
@@ -1034,7 +1074,11 @@ impl Node {
             if !self.alive(now, p) || p.leaving || p.removed || self.leavers.contains(&p.member) {
                 continue;
             }
-            if self.refused.get(&p.member).is_some_and(|t| now.saturating_sub(*t) < self.cfg.failure_timeout_ms * 4) {
+            if self
+                .refused
+                .get(&p.member)
+                .is_some_and(|t| now.saturating_sub(*t) < self.cfg.failure_timeout_ms * 4)
+            {
                 continue;
             }
             if !self.durable.registry.admissible(p.member) {
@@ -1052,7 +1096,8 @@ impl Node {
     }
 
     fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
-        if self.coord.is_some() || self.removed_self || self.leaving || self.left || now < self.backoff_until {
+        if self.coord.is_some() || self.removed_self || self.leaving || self.left || now < self.backoff_until
+        {
             return;
         }
         let live = self.live_set(now);
@@ -1067,9 +1112,8 @@ impl Node {
             }
             Some(v) => v.members != live,
         };
-        let stuck = self
-            .frozen_since
-            .is_some_and(|t| now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 3);
+        let stuck =
+            self.frozen_since.is_some_and(|t| now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 3);
         let two_node_fenced = self.two_node_ready_to_promote();
         if need || stuck || two_node_fenced {
             self.start_view_change(now, live, out);
@@ -1132,7 +1176,8 @@ impl Node {
         let ballot = c.ballot;
         match &c.phase {
             Phase::Preparing { promises } => {
-                let missing: Vec<Member> = c.members.iter().copied().filter(|m| !promises.contains_key(m)).collect();
+                let missing: Vec<Member> =
+                    c.members.iter().copied().filter(|m| !promises.contains_key(m)).collect();
                 if elapsed > timeout {
                     // Retry without the silent members.
                     for m in &missing {
@@ -1190,7 +1235,14 @@ impl Node {
         self.coord.as_ref().map(|c| c.ballot)
     }
 
-    fn on_promise(&mut self, now: u64, from: Member, ballot: ViewId, state: FlushState, out: &mut Vec<Output>) {
+    fn on_promise(
+        &mut self,
+        now: u64,
+        from: Member,
+        ballot: ViewId,
+        state: FlushState,
+        out: &mut Vec<Output>,
+    ) {
         self.max_seq_seen = self.max_seq_seen.max(state.max_seq);
         let Some(c) = self.coord.as_mut() else { return };
         if c.ballot != ballot || !c.members.contains(&from) {
@@ -1203,7 +1255,14 @@ impl Node {
         }
     }
 
-    fn on_reject(&mut self, now: u64, from: Member, ballot: ViewId, reason: RejectReason, out: &mut Vec<Output>) {
+    fn on_reject(
+        &mut self,
+        now: u64,
+        from: Member,
+        ballot: ViewId,
+        reason: RejectReason,
+        out: &mut Vec<Output>,
+    ) {
         let Some(c) = &self.coord else { return };
         if c.ballot != ballot {
             return;
@@ -1241,16 +1300,12 @@ impl Node {
 
         // 1. An accepted install newer than every participant's view may have been committed somewhere:
         //    finish it first (Paxos: the highest accepted value wins), then start again.
-        let pending = promises
-            .values()
-            .filter_map(|s| s.accepted.as_ref())
-            .max_by_key(|i| i.view.id)
-            .cloned();
+        let pending =
+            promises.values().filter_map(|s| s.accepted.as_ref()).max_by_key(|i| i.view.id).cloned();
         if let Some(inst) = pending {
             // It can never have been committed if one of its own members is here and neither accepted
             // nor installed it: that member promised our higher ballot first, so it will refuse the
-            // install, and a commit needs every member's acceptance. Otherwise it may have been
-            // committed somewhere and must be completed before anything else is decided.
+            // install, and a commit needs every member's acceptance.
             let refused_by_a_member = promises.iter().any(|(m, s)| {
                 inst.view.contains(*m)
                     && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
@@ -1261,6 +1316,39 @@ impl Node {
                     s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id)
                         && s.view.as_ref().is_none_or(|v| v.id < inst.view.id)
                 });
+            // It may have been committed only if some member installed it, or if every member of it
+            // accepted it. Members we cannot see leave that open, unless their node has since come back
+            // under a newer epoch (then whatever the old incarnation installed died with it).
+            let installed_somewhere =
+                promises.values().any(|s| s.view.as_ref().is_some_and(|v| v.id == inst.view.id));
+            // A member a later primary view already removed is settled too: that view's coordinator
+            // decided about this install.
+            let mut known = self.durable.registry.clone();
+            for s in promises.values() {
+                known.merge(&s.registry);
+            }
+            let unknown: Vec<Member> = inst
+                .view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| !promises.contains_key(m))
+                .filter(|m| {
+                    let restarted = self.peers.get(&m.node()).is_some_and(|p| p.member.epoch() > m.epoch())
+                        || promises
+                            .keys()
+                            .chain(std::iter::once(&self.me))
+                            .any(|q| q.node() == m.node() && q.epoch() > m.epoch());
+                    !restarted
+                })
+                .filter(|m| known.admissible(*m))
+                .collect();
+            if !refused_by_a_member && !installed_somewhere && !unknown.is_empty() {
+                // Undecidable from here: completing it could fork the primary history if it was never
+                // committed, dropping it could if it was. Wait for those members (or their restart).
+                self.backoff_until = now + self.cfg.view_change_timeout_ms;
+                return;
+            }
             if !refused_by_a_member && not_yet_installed_here {
                 let waiting: BTreeSet<Member> = promises
                     .iter()
@@ -1285,8 +1373,12 @@ impl Node {
         for s in promises.values() {
             registry.merge(&s.registry);
         }
-        let inadmissible: Vec<Member> =
-            c.members.iter().copied().filter(|m| !matches!(registry.classify(*m), Admission::Fresh)).collect();
+        let inadmissible: Vec<Member> = c
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !matches!(registry.classify(*m), Admission::Fresh))
+            .collect();
         if !inadmissible.is_empty() {
             self.durable.registry.merge(&registry);
             for m in &inadmissible {
@@ -1306,7 +1398,11 @@ impl Node {
         let present: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
         let prev_primary: Option<View> =
             promises.values().filter_map(|s| s.last_primary.clone()).max_by_key(|v| v.id);
-        let mut primary = quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &present, seen_all_once: seen_all });
+        let mut primary = quorum::is_quorate(&QuorumInput {
+            config: &self.cfg,
+            present: &present,
+            seen_all_once: seen_all,
+        });
         if primary && self.cfg.quorum.two_node && members.len() == 1 && self.cfg.nodes.len() == 2 {
             // Two-node mode: a lone node becomes primary only once the other is fenced; the fence race
             // decides which side that is.
@@ -1368,7 +1464,9 @@ impl Node {
         }
         let mut cuts = BTreeMap::new();
         for (vid, parts) in by_view {
-            let Some(&(holder, best)) = parts.iter().max_by_key(|(m, s)| (s.received, std::cmp::Reverse(**m))) else {
+            let Some(&(holder, best)) =
+                parts.iter().max_by_key(|(m, s)| (s.received, std::cmp::Reverse(**m)))
+            else {
                 continue;
             };
             let max_stable = parts.iter().map(|(_, s)| s.stable).max().unwrap_or(0);
@@ -1482,14 +1580,25 @@ impl Node {
         }
     }
 
-    fn on_prepare(&mut self, now: u64, from: Member, ballot: ViewId, members: Vec<Member>, out: &mut Vec<Output>) {
+    fn on_prepare(
+        &mut self,
+        now: u64,
+        from: Member,
+        ballot: ViewId,
+        members: Vec<Member>,
+        out: &mut Vec<Output>,
+    ) {
         if !members.contains(&self.me) || self.removed_self || self.leaving || self.left {
             return;
         }
         self.max_seq_seen = self.max_seq_seen.max(ballot.seq);
         let floor = self.promised.max(self.view.as_ref().map(|v| v.id).unwrap_or_default());
         if ballot <= floor && !(ballot == self.promised && from.node() == ballot.coord) {
-            self.send(from.node(), Body::Reject { ballot, reason: RejectReason::Outdated { promised: floor } }, out);
+            self.send(
+                from.node(),
+                Body::Reject { ballot, reason: RejectReason::Outdated { promised: floor } },
+                out,
+            );
             return;
         }
         // Admission with this member's own registry: a proposal containing a removed member is refused,
@@ -1507,7 +1616,11 @@ impl Node {
             for &m in removed.iter().chain(stale.iter()) {
                 self.check_admission(now, m, out);
             }
-            self.send(from.node(), Body::Reject { ballot, reason: RejectReason::Inadmissible { removed, stale } }, out);
+            self.send(
+                from.node(),
+                Body::Reject { ballot, reason: RejectReason::Inadmissible { removed, stale } },
+                out,
+            );
             return;
         }
         // A coordinator with a lower ballot running concurrently here gives way.
@@ -1646,11 +1759,13 @@ impl Node {
         self.next_vseq = 1;
         self.my_ordered_vseq = 0;
 
-        let old_members: BTreeSet<Member> = old.as_ref().map(|v| v.members.iter().copied().collect()).unwrap_or_default();
+        let old_members: BTreeSet<Member> =
+            old.as_ref().map(|v| v.members.iter().copied().collect()).unwrap_or_default();
         let new_members: BTreeSet<Member> = new.members.iter().copied().collect();
         let joined: Vec<Member> = new_members.difference(&old_members).copied().collect();
         let gone: Vec<Member> = old_members.difference(&new_members).copied().collect();
-        let left: Vec<Member> = gone.iter().copied().filter(|m| inst.left.contains(m) || self.leavers.contains(m)).collect();
+        let left: Vec<Member> =
+            gone.iter().copied().filter(|m| inst.left.contains(m) || self.leavers.contains(m)).collect();
         let failed: Vec<Member> = gone.iter().copied().filter(|m| !left.contains(m)).collect();
 
         if old.as_ref().is_some_and(|v| v.primary) {
@@ -1669,8 +1784,8 @@ impl Node {
         if self.coord.as_ref().is_some_and(|c| c.ballot <= new.id) {
             self.coord = None;
         }
-        self.seen_all |= inst.seen_all
-            || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
+        self.seen_all |=
+            inst.seen_all || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
         self.durable.registry.merge(&inst.registry);
         self.persist(out);
         self.record(
@@ -1714,12 +1829,16 @@ impl Node {
             }
             if sync_sender == Some(self.me) {
                 let id = self.new_id();
-                let op = Op::Sync {
-                    groups: self.groups.clone(),
-                    transfers: self.transfers.clone(),
-                };
+                let op = Op::Sync { groups: self.groups.clone(), transfers: self.transfers.clone() };
                 self.outbox_bytes += op.size();
-                self.outbox.push_front(Outgoing { id, delivery: Delivery::Agreed, op, vseq: None, last_tx: 0, sent_in: None });
+                self.outbox.push_front(Outgoing {
+                    id,
+                    delivery: Delivery::Agreed,
+                    op,
+                    vseq: None,
+                    last_tx: 0,
+                    sent_in: None,
+                });
             }
             self.fencing_after_install(now, out);
         } else {
@@ -1757,7 +1876,8 @@ impl Node {
             if vseq <= self.my_ordered_vseq {
                 continue;
             }
-            let due = ob.last_tx == 0 || now.saturating_sub(ob.last_tx) >= self.cfg.retransmit_interval_ms * 2;
+            let due =
+                ob.last_tx == 0 || now.saturating_sub(ob.last_tx) >= self.cfg.retransmit_interval_ms * 2;
             if !due {
                 continue;
             }
@@ -1785,7 +1905,8 @@ impl Node {
         }
         let unsent = std::mem::take(&mut o.unsent);
         let (view, stable, ordered) = (o.view, o.stable, o.ordered());
-        let others: Vec<NodeId> = o.members().iter().map(|m| m.node()).filter(|n| *n != self.me.node()).collect();
+        let others: Vec<NodeId> =
+            o.members().iter().map(|m| m.node()).filter(|n| *n != self.me.node()).collect();
         self.stable_dirty = false;
         if unsent.is_empty() {
             self.send_many(&others, Body::Ordered { view, msgs: Vec::new(), stable, ordered }, out);
@@ -1797,7 +1918,11 @@ impl Node {
             bytes += om.msg.op.size() + 64;
             chunk.push(om);
             if bytes >= self.cfg.max_datagram_bytes.saturating_mul(2) {
-                self.send_many(&others, Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered }, out);
+                self.send_many(
+                    &others,
+                    Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered },
+                    out,
+                );
                 bytes = 0;
             }
         }
@@ -2014,8 +2139,7 @@ impl Node {
         }
         // The provider is the first member that holds the state itself: a member whose own transfer
         // is still pending has nothing to give yet. Every member decides this from the same table.
-        let provider =
-            list.iter().copied().find(|m| !self.transfers.contains_key(&(group.clone(), *m)));
+        let provider = list.iter().copied().find(|m| !self.transfers.contains_key(&(group.clone(), *m)));
         let had_members = !list.is_empty();
         let list = self.groups.entry(group.clone()).or_default();
         list.push(who);
@@ -2104,7 +2228,11 @@ impl Node {
             if members.contains(&prov) {
                 continue;
             }
-            match members.iter().copied().find(|m| *m != joiner && !self.transfers.contains_key(&(group.clone(), *m))) {
+            match members
+                .iter()
+                .copied()
+                .find(|m| *m != joiner && !self.transfers.contains_key(&(group.clone(), *m)))
+            {
                 Some(np) => {
                     self.transfers.insert((group.clone(), joiner), (np, token));
                     if joiner == self.me && self.my_groups.contains_key(&group) {
@@ -2130,7 +2258,11 @@ impl Node {
                                 self.finish_transfer(now, &group, self.me, Vec::new(), None, out);
                             }
                             Some(MyGroup::Member) => self.notify(
-                                Notification::ApplyState { group: group.clone(), provider: self.me, state: Vec::new() },
+                                Notification::ApplyState {
+                                    group: group.clone(),
+                                    provider: self.me,
+                                    state: Vec::new(),
+                                },
                                 out,
                             ),
                             _ => {}
@@ -2292,7 +2424,13 @@ impl Node {
         self.notify(Notification::ApplyState { group: group.to_string(), provider, state }, out);
         self.record(
             now,
-            Event::StateTransfer { group: group.to_string(), role: TransferRole::Receiver, peer: provider, bytes, ok: true },
+            Event::StateTransfer {
+                group: group.to_string(),
+                role: TransferRole::Receiver,
+                peer: provider,
+                bytes,
+                ok: true,
+            },
             out,
         );
         // Deliveries that arrived while the transfer was pending are handed over in order, after the
@@ -2316,7 +2454,14 @@ impl Node {
         }
     }
 
-    fn on_state_ack(&mut self, now: u64, from: Member, group: String, token: TransferToken, out: &mut Vec<Output>) {
+    fn on_state_ack(
+        &mut self,
+        now: u64,
+        from: Member,
+        group: String,
+        token: TransferToken,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(p) = self.providing.remove(&(group.clone(), from, token)) {
             self.record(
                 now,
@@ -2351,7 +2496,13 @@ impl Node {
                 if let Some(p) = self.providing.remove(&key) {
                     self.record(
                         now,
-                        Event::StateTransfer { group, role: TransferRole::Provider, peer: joiner, bytes: p.state.len() as u64, ok: false },
+                        Event::StateTransfer {
+                            group,
+                            role: TransferRole::Provider,
+                            peer: joiner,
+                            bytes: p.state.len() as u64,
+                            ok: false,
+                        },
                         out,
                     );
                 }
@@ -2404,13 +2555,20 @@ impl Node {
     fn drive_fencing(&mut self, now: u64, out: &mut Vec<Output>) {
         // Two-node mode: a lone member outside the primary view fences the other node itself; the fence
         // race decides which side becomes primary.
-        if self.cfg.quorum.two_node && !self.is_primary() && !self.removed_self && self.cfg.fencing == FencingMode::Agent {
+        if self.cfg.quorum.two_node
+            && !self.is_primary()
+            && !self.removed_self
+            && self.cfg.fencing == FencingMode::Agent
+        {
             if let (Some(lp), Some(v)) = (self.last_primary.clone(), self.view.clone()) {
                 if v.members.len() == 1 {
                     let me = self.me;
                     for m in lp.members.iter().copied().filter(|m| m.node() != me.node()) {
                         let done = self.durable.registry.removal(m).is_some_and(|r| r.fence.is_done());
-                        let retry = self.fence_failed_at.get(&m).is_none_or(|t| now.saturating_sub(*t) > self.cfg.failure_timeout_ms * 2);
+                        let retry = self
+                            .fence_failed_at
+                            .get(&m)
+                            .is_none_or(|t| now.saturating_sub(*t) > self.cfg.failure_timeout_ms * 2);
                         if !done && !self.fence_inflight.contains_key(&m) && retry {
                             self.request_fence(now, m, "two_node", out);
                         }
@@ -2425,15 +2583,21 @@ impl Node {
         for t in pending {
             match self.cfg.fencing {
                 FencingMode::Agent => {
-                    let retry = self.fence_failed_at.get(&t).is_none_or(|f| now.saturating_sub(*f) > self.cfg.failure_timeout_ms * 2);
+                    let retry = self
+                        .fence_failed_at
+                        .get(&t)
+                        .is_none_or(|f| now.saturating_sub(*f) > self.cfg.failure_timeout_ms * 2);
                     if !self.fence_inflight.contains_key(&t) && retry {
                         self.request_fence(now, t, "failed", out);
                     }
                 }
                 FencingMode::Watchdog => {
                     let since = *self.pending_since.entry(t).or_insert(now);
-                    let heard = self.peers.get(&t.node()).filter(|p| p.member == t).map_or(0, |p| p.last_heard);
-                    if now >= since.max(heard) + self.cfg.watchdog_wait_ms && !self.fence_inflight.contains_key(&t) {
+                    let heard =
+                        self.peers.get(&t.node()).filter(|p| p.member == t).map_or(0, |p| p.last_heard);
+                    if now >= since.max(heard) + self.cfg.watchdog_wait_ms
+                        && !self.fence_inflight.contains_key(&t)
+                    {
                         self.fence_inflight.insert(t, now);
                         self.record(
                             now,
@@ -2536,7 +2700,8 @@ impl Node {
         let Some(since) = self.last_primary_ms else { return };
         if now.saturating_sub(since) >= self.cfg.self_fence_after_ms {
             self.self_fenced = true;
-            let reason = format!("outside any primary view for self_fence_after_ms={}", self.cfg.self_fence_after_ms);
+            let reason =
+                format!("outside any primary view for self_fence_after_ms={}", self.cfg.self_fence_after_ms);
             self.record(now, Event::SelfFence { reason: reason.clone() }, out);
             out.push(Output::SelfFence { reason });
             // Its applications stopped acting on their state: this member never comes back with it.

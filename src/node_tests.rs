@@ -138,7 +138,8 @@ impl Net {
 
     fn send(&mut self, id: u32, payload: &[u8], d: Delivery) -> MsgId {
         let mut out = Vec::new();
-        let r = self.nodes.get_mut(&id).expect("node").multicast(self.now, "g", payload.to_vec(), d, &mut out);
+        let r =
+            self.nodes.get_mut(&id).expect("node").multicast(self.now, "g", payload.to_vec(), d, &mut out);
         self.apply(id, out);
         r.expect("accepted")
     }
@@ -215,8 +216,12 @@ fn minority_blocks_and_stateful_merge_is_refused_after_heal() {
     let merges: Vec<_> =
         net.records.iter().filter(|r| matches!(r.event, Event::StatefulMerge { .. })).collect();
     assert!(!merges.is_empty(), "stateful merge detected");
-    let removed: Vec<_> =
-        net.records.iter().filter(|r| matches!(r.event, Event::RemovedSelf { .. })).map(|r| r.node.0).collect();
+    let removed: Vec<_> = net
+        .records
+        .iter()
+        .filter(|r| matches!(r.event, Event::RemovedSelf { .. }))
+        .map(|r| r.node.0)
+        .collect();
     assert!(removed.contains(&1) && removed.contains(&2), "removed_self: {removed:?}");
     let maj = net.view_of(3).expect("view");
     assert_eq!(maj.members.len(), 3, "zombies not admitted");

@@ -235,7 +235,12 @@ mod tests {
         View { id: ViewId { seq: 1, coord: NodeId(1) }, members: vec![m(1), m(2), m(3)], primary: true }
     }
     fn data(sender: Member, vseq: u64, d: Delivery) -> DataMsg {
-        DataMsg { id: MsgId { sender, n: vseq }, vseq, delivery: d, op: Op::App { group: "g".into(), payload: vec![1] } }
+        DataMsg {
+            id: MsgId { sender, n: vseq },
+            vseq,
+            delivery: d,
+            op: Op::App { group: "g".into(), payload: vec![1] },
+        }
     }
 
     #[test]

@@ -167,7 +167,14 @@ impl Registry {
                 } else {
                     FenceStatus::NotRequired
                 };
-                self.note_removed(Removal { member: m, view: next.id, reason, at_ms: now_ms, fence, recovered: false });
+                self.note_removed(Removal {
+                    member: m,
+                    view: next.id,
+                    reason,
+                    at_ms: now_ms,
+                    fence,
+                    recovered: false,
+                });
                 removed.push(m);
             }
         }
@@ -257,7 +264,11 @@ impl Registry {
 fn trim(rec: &mut NodeRecord) {
     // Keep pending ones (recovery still depends on them) and the newest others.
     while rec.removals.len() > REMOVALS_KEPT {
-        match rec.removals.iter().position(|r| r.fence.is_done() && r.recovered || r.reason == RemovalReason::Left) {
+        match rec
+            .removals
+            .iter()
+            .position(|r| r.fence.is_done() && r.recovered || r.reason == RemovalReason::Left)
+        {
             Some(i) => {
                 rec.removals.remove(i);
             }

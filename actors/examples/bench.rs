@@ -22,6 +22,7 @@ mod support;
 
 use cohort::Delivery;
 use cohort_actors::client::{Client, ClientError, ClientEvent};
+use cohort_actors::client_proto::MAX_UNANSWERED_SENDS;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,7 +77,13 @@ fn payload(seq: u64, size: usize) -> Vec<u8> {
 }
 
 /// Handles one event; returns an error for events that end the run.
-async fn on_event(c: &mut Client, ev: ClientEvent, group: &str, me: u32, out: &mut Outcome) -> Result<(), ClientError> {
+async fn on_event(
+    c: &mut Client,
+    ev: ClientEvent,
+    group: &str,
+    me: u32,
+    out: &mut Outcome,
+) -> Result<(), ClientError> {
     match ev {
         ClientEvent::Deliver { group: g, msg, sender, payload, .. } if g == group => {
             let now = Instant::now();
@@ -96,7 +103,9 @@ async fn on_event(c: &mut Client, ev: ClientEvent, group: &str, me: u32, out: &m
                 }
             }
         }
-        ClientEvent::ProvideState { group: g, joiner, token } => c.provide_state(&g, joiner, token, Vec::new()).await?,
+        ClientEvent::ProvideState { group: g, joiner, token } => {
+            c.provide_state(&g, joiner, token, Vec::new()).await?
+        }
         ClientEvent::SendFailed { error, .. } => return Err(ClientError::SendFailed(error)),
         ClientEvent::RemovedSelf { .. } | ClientEvent::SelfFenced { .. } => {
             return Err(ClientError::Unexpected(format!("{ev:?}")))
@@ -139,25 +148,28 @@ async fn node_client(
     let start = Instant::now();
     let mut sent = 0u64;
     while out.delivered < role.expect {
-        if sent < role.send {
-            let due = role.rate.map(|r| start + Duration::from_secs_f64(sent as f64 / r as f64));
-            match due {
-                Some(d) if d > Instant::now() => {
-                    if let Ok(ev) = tokio::time::timeout_at(d.into(), c.next_event()).await {
-                        on_event(&mut c, ev?, &group, me, &mut out).await?;
-                    }
-                    continue;
-                }
-                _ => {
+        match role.rate {
+            // Flood: keep the agent's window of unanswered sends full, then wait for what comes back.
+            // (No zero timeouts to poll for events: tokio rounds timers up to the next millisecond.)
+            None => {
+                while sent < role.send && c.unanswered_sends() < MAX_UNANSWERED_SENDS {
                     c.send_nowait(&group, payload(sent, role.size), delivery).await?;
                     sent += 1;
-                    // Take what has already arrived, without blocking the next send.
-                    while let Ok(ev) = tokio::time::timeout(Duration::ZERO, c.next_event()).await {
-                        on_event(&mut c, ev?, &group, me, &mut out).await?;
-                    }
-                    continue;
                 }
             }
+            Some(r) if sent < role.send => {
+                let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
+                if due <= Instant::now() {
+                    c.send_nowait(&group, payload(sent, role.size), delivery).await?;
+                    sent += 1;
+                    continue;
+                }
+                if let Ok(ev) = tokio::time::timeout_at(due.into(), c.next_event()).await {
+                    on_event(&mut c, ev?, &group, me, &mut out).await?;
+                }
+                continue;
+            }
+            Some(_) => {}
         }
         let ev = c.next_event().await?;
         on_event(&mut c, ev, &group, me, &mut out).await?;
@@ -179,7 +191,8 @@ fn run_case(c: &Cluster, group: &str, role: impl Fn(usize) -> Role) -> Vec<Outco
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(180), node_client(socket, group, n, r, ready)).await
+                    tokio::time::timeout(Duration::from_secs(180), node_client(socket, group, n, r, ready))
+                        .await
                 })
             })
         })
@@ -194,13 +207,20 @@ fn run_case(c: &Cluster, group: &str, role: impl Fn(usize) -> Role) -> Vec<Outco
         })
         .collect();
     let hashes: Vec<u64> = outcomes.iter().map(|o| o.order_hash).collect();
-    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{group}: the delivery order differs between nodes: {hashes:x?}");
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "{group}: the delivery order differs between nodes: {hashes:x?}"
+    );
     outcomes
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn pct(sorted: &[u64], q: f64) -> f64 {
@@ -221,7 +241,8 @@ fn start_cluster(n: u32, timing: Timing) -> Cluster {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let reps: usize = args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(3);
+    let reps: usize =
+        args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(3);
     let only: Vec<String> = args
         .iter()
         .position(|a| a == "--only")
@@ -260,7 +281,10 @@ fn main() {
             }
             let m = median(slowest);
             table.push((
-                format!("throughput {size} B, {} sender(s), msgs/s (slowest node, median)", if all { "all 3" } else { "1" }),
+                format!(
+                    "throughput {size} B, {} sender(s), msgs/s (slowest node, median)",
+                    if all { "all 3" } else { "1" }
+                ),
                 format!("{m:.0} ({:.2} MB/s)", m * size as f64 / 1e6),
             ));
         }
@@ -298,8 +322,14 @@ fn main() {
             sp50.push(pct(&s, 0.5));
             sp99.push(pct(&s, 0.99));
         }
-        table.push(("latency 64 B at 1000/s, remote p50 / p99 (µs)".into(), format!("{:.0} / {:.0}", median(rp50), median(rp99))));
-        table.push(("latency 64 B at 1000/s, self p50 / p99 (µs)".into(), format!("{:.0} / {:.0}", median(sp50), median(sp99))));
+        table.push((
+            "latency 64 B at 1000/s, remote p50 / p99 (µs)".into(),
+            format!("{:.0} / {:.0}", median(rp50), median(rp99)),
+        ));
+        table.push((
+            "latency 64 B at 1000/s, self p50 / p99 (µs)".into(),
+            format!("{:.0} / {:.0}", median(sp50), median(sp99)),
+        ));
         drop(c);
     }
 
@@ -313,12 +343,19 @@ fn main() {
             c.kill9(3);
             c.wait_for_view(&[1, 2], Duration::from_secs(30));
             let ms = at.elapsed().as_secs_f64() * 1000.0;
-            println!("RESULT failover rep={rep} failure_timeout_ms={} detect_ms={ms:.0}", t.failure_timeout_ms);
+            println!(
+                "RESULT failover rep={rep} failure_timeout_ms={} detect_ms={ms:.0}",
+                t.failure_timeout_ms
+            );
             times.push(ms);
         }
-        let (lo, hi) = (times.iter().copied().fold(f64::INFINITY, f64::min), times.iter().copied().fold(0.0, f64::max));
+        let (lo, hi) =
+            (times.iter().copied().fold(f64::INFINITY, f64::min), times.iter().copied().fold(0.0, f64::max));
         table.push((
-            format!("failover kill -9 -> view without it (failure_timeout {} ms), median (min..max)", t.failure_timeout_ms),
+            format!(
+                "failover kill -9 -> view without it (failure_timeout {} ms), median (min..max)",
+                t.failure_timeout_ms
+            ),
             format!("{:.0} ms ({lo:.0}..{hi:.0})", median(times)),
         ));
     }
@@ -330,7 +367,10 @@ fn main() {
         let rss: Vec<u64> = c.ids().iter().map(|id| rss_kib(c.pid(*id)).unwrap_or(0)).collect();
         println!("RESULT idle_rss_5 kib={rss:?}");
         let max = rss.iter().copied().max().unwrap_or(0);
-        table.push(("idle RSS per agent, 5-node cluster (max of 5)".into(), format!("{:.1} MiB", max as f64 / 1024.0)));
+        table.push((
+            "idle RSS per agent, 5-node cluster (max of 5)".into(),
+            format!("{:.1} MiB", max as f64 / 1024.0),
+        ));
         drop(c);
 
         let c = start_cluster(3, Timing::DEFAULT);
@@ -358,7 +398,11 @@ fn main() {
         let max = peak.iter().copied().max().unwrap_or(0);
         table.push((
             "peak RSS per agent, 3 nodes all flooding 1 KiB (max of 3)".into(),
-            format!("{:.1} MiB (idle {:.1} MiB)", max as f64 / 1024.0, idle.iter().copied().max().unwrap_or(0) as f64 / 1024.0),
+            format!(
+                "{:.1} MiB (idle {:.1} MiB)",
+                max as f64 / 1024.0,
+                idle.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+            ),
         ));
     }
 

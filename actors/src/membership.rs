@@ -378,7 +378,12 @@ impl Handler<RecordStop> for MembershipActor {
             return;
         }
         let m = self.node.member();
-        let r = Record { ts_ms: self.clock.now_ms(), node: m.node(), epoch: m.epoch(), event: Event::Stop { reason: msg.reason } };
+        let r = Record {
+            ts_ms: self.clock.now_ms(),
+            node: m.node(),
+            epoch: m.epoch(),
+            event: Event::Stop { reason: msg.reason },
+        };
         self.links.record.do_send(AppendRecord(r));
     }
 }

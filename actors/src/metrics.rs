@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds of the delivery-latency histogram buckets, in microseconds.
-pub const LATENCY_BUCKETS_US: [u64; 14] =
-    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000];
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
+];
 
 /// The agent's metrics.
 #[derive(Debug, Default)]
@@ -77,18 +79,41 @@ impl Metrics {
             ("cohort_datagrams_in_total", "Datagrams received and authenticated.", &self.datagrams_in),
             ("cohort_bytes_out_total", "Bytes sent.", &self.bytes_out),
             ("cohort_bytes_in_total", "Bytes received.", &self.bytes_in),
-            ("cohort_bad_datagrams_total", "Datagrams dropped: failed to authenticate or decode.", &self.bad_datagrams),
-            ("cohort_filtered_datagrams_total", "Datagrams dropped by the link filter.", &self.filtered_datagrams),
-            ("cohort_flow_control_waits_total", "Multicasts that waited for send-queue room.", &self.flow_control_waits),
+            (
+                "cohort_bad_datagrams_total",
+                "Datagrams dropped: failed to authenticate or decode.",
+                &self.bad_datagrams,
+            ),
+            (
+                "cohort_filtered_datagrams_total",
+                "Datagrams dropped by the link filter.",
+                &self.filtered_datagrams,
+            ),
+            (
+                "cohort_flow_control_waits_total",
+                "Multicasts that waited for send-queue room.",
+                &self.flow_control_waits,
+            ),
             ("cohort_clients", "Connected clients.", &self.clients),
-            ("cohort_clients_dropped_total", "Clients disconnected for errors or slowness.", &self.clients_dropped),
+            (
+                "cohort_clients_dropped_total",
+                "Clients disconnected for errors or slowness.",
+                &self.clients_dropped,
+            ),
         ];
         for (name, help, v) in counters {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {}",
+                v.load(Relaxed)
+            );
         }
         let name = "cohort_delivery_latency_seconds";
-        let _ = writeln!(s, "# HELP {name} Multicast to local delivery of this node's own messages.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            s,
+            "# HELP {name} Multicast to local delivery of this node's own messages.\n# TYPE {name} histogram"
+        );
         let mut cum = 0;
         for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
             cum += self.latency_buckets[i].load(Relaxed);
@@ -96,7 +121,8 @@ impl Metrics {
         }
         cum += self.latency_buckets[LATENCY_BUCKETS_US.len()].load(Relaxed);
         let _ = writeln!(s, "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {cum}");
-        let _ = writeln!(s, "{name}_sum{{node=\"{node}\"}} {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ =
+            writeln!(s, "{name}_sum{{node=\"{node}\"}} {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(s, "{name}_count{{node=\"{node}\"}} {}", self.latency_count.load(Relaxed));
         s
     }

@@ -146,14 +146,14 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let clock = AgentClock::new();
 
     // 1. The data directory: lock, then a new epoch persisted before anything else happens (G12).
-    let registry = EpochRegistryActor::open(&settings.node.data_dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .start();
-    let durable = registry
-        .send(OpenEpoch { min_epoch: Epoch(0) })
-        .await
-        .context("epoch registry stopped")?
-        .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
+    let registry =
+        EpochRegistryActor::open(&settings.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?.start();
+    let durable =
+        registry
+            .send(OpenEpoch { min_epoch: Epoch(0) })
+            .await
+            .context("epoch registry stopped")?
+            .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
     let member = Member(node_id, durable.epoch);
 
     let key = crypto::load_key(&settings.node.key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -190,7 +190,8 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
 
     // 5. Fencing.
     let fencing =
-        FencingActor::new(settings.fencing.levels.clone(), m_addr.clone().recipient(), metrics.clone()).start();
+        FencingActor::new(settings.fencing.levels.clone(), m_addr.clone().recipient(), metrics.clone())
+            .start();
 
     // 6. The client API.
     let links = client_api::MembershipLinks {
@@ -229,7 +230,8 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         fatal: sup.clone().recipient(),
         left: Some(sup.clone().recipient()),
     };
-    let (actor, first_outputs) = MembershipActor::new(cfg.clone(), node_id, durable, mlinks, metrics.clone(), clock);
+    let (actor, first_outputs) =
+        MembershipActor::new(cfg.clone(), node_id, durable, mlinks, metrics.clone(), clock);
     m_ctx.run(actor);
     m_addr.do_send(ExecuteOutputs(first_outputs));
 

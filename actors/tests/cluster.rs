@@ -150,9 +150,8 @@ fn messages_from_several_senders_are_delivered_in_one_order_everywhere() {
     let sockets: Vec<_> = c.nodes.iter().map(|n| n.socket.clone()).collect();
     let results = c.block_on(async {
         let run = |s| join_send_collect(s, "order", 3, COUNT);
-        let all = async {
-            tokio::join!(run(sockets[0].clone()), run(sockets[1].clone()), run(sockets[2].clone()))
-        };
+        let all =
+            async { tokio::join!(run(sockets[0].clone()), run(sockets[1].clone()), run(sockets[2].clone())) };
         tokio::time::timeout(Duration::from_secs(60), all).await
     });
     let (a, b, d) = results.expect("deliveries did not complete within 60 s");

@@ -157,7 +157,12 @@ impl Cluster {
         );
         fs::write(&cluster.cluster_toml, toml).expect("write cluster.toml");
         let key = cluster.dir.join("cluster.key");
-        let out = Command::new(cohort_bin()).arg("keygen").arg("--out").arg(&key).output().expect("run cohort keygen");
+        let out = Command::new(cohort_bin())
+            .arg("keygen")
+            .arg("--out")
+            .arg(&key)
+            .output()
+            .expect("run cohort keygen");
         assert!(out.status.success(), "cohort keygen failed: {}", String::from_utf8_lossy(&out.stderr));
         for (i, port) in ports.into_iter().enumerate() {
             let id = i as u32 + 1;
@@ -197,7 +202,8 @@ impl Cluster {
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
         node.starts += 1;
-        let stderr = fs::File::create(dir.join(format!("node{id}.stderr.{}", node.starts))).expect("stderr file");
+        let stderr =
+            fs::File::create(dir.join(format!("node{id}.stderr.{}", node.starts))).expect("stderr file");
         let child = Command::new(cohort_bin())
             .arg("agent")
             .arg("--config")
@@ -298,7 +304,12 @@ impl Cluster {
 
     /// Polls `check` every few milliseconds until it returns `Some`, or panics after `deadline` naming
     /// `what` and every node's last status.
-    pub fn wait_until<T>(&self, what: &str, deadline: Duration, mut check: impl FnMut(&Cluster) -> Option<T>) -> T {
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut check: impl FnMut(&Cluster) -> Option<T>,
+    ) -> T {
         let end = Instant::now() + deadline;
         loop {
             if let Some(v) = check(self) {
@@ -307,7 +318,12 @@ impl Cluster {
             if Instant::now() >= end {
                 let mut report = String::new();
                 for n in &self.nodes {
-                    let _ = writeln!(report, "node {}: {}", n.id, self.status(n.id).map_or("no answer".into(), |s| s.to_string()));
+                    let _ = writeln!(
+                        report,
+                        "node {}: {}",
+                        n.id,
+                        self.status(n.id).map_or("no answer".into(), |s| s.to_string())
+                    );
                 }
                 panic!("timed out after {deadline:?} waiting for {what}\n{report}");
             }
@@ -345,8 +361,13 @@ impl Cluster {
 
     /// Runs `cohort verify` over every event log; returns (exit success, output).
     pub fn verify(&self) -> (bool, String) {
-        let out = Command::new(cohort_bin()).arg("verify").args(self.event_logs()).output().expect("run cohort verify");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(cohort_bin())
+            .arg("verify")
+            .args(self.event_logs())
+            .output()
+            .expect("run cohort verify");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
 
