@@ -1343,13 +1343,21 @@ impl Node {
                 })
                 .filter(|m| known.admissible(*m))
                 .collect();
-            if !refused_by_a_member && !installed_somewhere && !unknown.is_empty() {
+            // An install older than a primary view someone already knows of is history: a primary view
+            // was formed after it, so completing it now would put a primary view out of order.
+            let newest_primary = promises
+                .values()
+                .filter_map(|s| s.last_primary.as_ref().map(|v| v.id))
+                .chain(known.last_primary)
+                .max();
+            let superseded = newest_primary.is_some_and(|p| p > inst.view.id);
+            if !superseded && !refused_by_a_member && !installed_somewhere && !unknown.is_empty() {
                 // Undecidable from here: completing it could fork the primary history if it was never
                 // committed, dropping it could if it was. Wait for those members (or their restart).
                 self.backoff_until = now + self.cfg.view_change_timeout_ms;
                 return;
             }
-            if !refused_by_a_member && not_yet_installed_here {
+            if !superseded && !refused_by_a_member && not_yet_installed_here {
                 let waiting: BTreeSet<Member> = promises
                     .iter()
                     .filter(|(_, s)| s.accepted.as_ref().is_some_and(|a| a.view.id == inst.view.id))
