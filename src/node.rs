@@ -1404,8 +1404,13 @@ impl Node {
             self.cfg.nodes.iter().all(|n| nodes.contains(&n.id))
         };
         let present: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
-        let prev_primary: Option<View> =
-            promises.values().filter_map(|s| s.last_primary.clone()).max_by_key(|v| v.id);
+        // The previous primary view: the newest any participant installed or any registry (persisted,
+        // so restarted members remember it too) recorded.
+        let prev_primary: Option<View> = promises
+            .values()
+            .filter_map(|s| s.last_primary.clone())
+            .chain(registry.last_primary_view.clone())
+            .max_by_key(|v| v.id);
         let mut primary = quorum::is_quorate(&QuorumInput {
             config: &self.cfg,
             present: &present,

@@ -96,6 +96,10 @@ pub struct Registry {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     /// The newest primary view this registry reflects.
     pub last_primary: Option<ViewId>,
+    /// That view itself, with its members: persisted, so that a primary view formed only of restarted
+    /// members still knows whom it removes.
+    #[serde(default)]
+    pub last_primary_view: Option<View>,
 }
 
 impl Registry {
@@ -143,6 +147,9 @@ impl Registry {
         if other.last_primary > self.last_primary {
             self.last_primary = other.last_primary;
         }
+        if other.last_primary_view.as_ref().map(|v| v.id) > self.last_primary_view.as_ref().map(|v| v.id) {
+            self.last_primary_view = other.last_primary_view.clone();
+        }
     }
 
     /// Records the passage from primary view `prev` to primary view `next`: every member of `prev` that is
@@ -187,6 +194,7 @@ impl Registry {
             }
         }
         self.last_primary = Some(next.id);
+        self.last_primary_view = Some(next.clone());
         removed
     }
 
