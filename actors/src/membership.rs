@@ -67,18 +67,20 @@ pub struct RecordStop {
 #[derive(Clone, Copy, Debug)]
 pub struct AgentClock {
     start: Instant,
-    start_wall_ms: u64,
+    start_wall_ns: u128,
 }
 
 impl AgentClock {
     /// A clock anchored now.
     pub fn new() -> AgentClock {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        AgentClock { start: Instant::now(), start_wall_ms: wall }
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        AgentClock { start: Instant::now(), start_wall_ns: wall }
     }
-    /// Milliseconds.
+    /// Milliseconds. Rounded once, from nanoseconds: rounding the wall-clock anchor and the elapsed
+    /// time separately would put agents on one machine up to a millisecond apart, so a record caused by
+    /// another agent's record could carry an earlier timestamp.
     pub fn now_ms(&self) -> u64 {
-        self.start_wall_ms + self.start.elapsed().as_millis() as u64
+        ((self.start_wall_ns + self.start.elapsed().as_nanos()) / 1_000_000) as u64
     }
 }
 
@@ -102,6 +104,7 @@ pub struct MembershipActor {
     send_order: VecDeque<MsgId>,
     left_told: bool,
     flush_scheduled: bool,
+    last_flush: Instant,
 }
 
 impl MembershipActor {
@@ -129,6 +132,7 @@ impl MembershipActor {
             send_order: VecDeque::new(),
             left_told: false,
             flush_scheduled: false,
+            last_flush: Instant::now(),
         };
         (actor, out)
     }
@@ -291,15 +295,12 @@ impl Handler<Multicast> for MembershipActor {
         let mut out = Vec::new();
         let r = self.node.multicast(self.clock.now_ms(), &msg.group, msg.payload, msg.delivery, &mut out);
         if !self.flush_scheduled {
-            // Multicasts are queued in the core and sent together shortly after, so that a burst of
-            // small messages travels in a few datagrams.
+            // Multicasts are queued in the core and sent together. At low rates they go out as soon as
+            // the mailbox's queued messages are handled (a message to self goes to its back), which
+            // keeps latency low; under load the flush waits once for a short timer, which gathers many
+            // messages into a few datagrams and keeps throughput high (see `FlushQueued`).
             self.flush_scheduled = true;
-            ctx.run_later(Duration::from_micros(200), |act, ctx| {
-                act.flush_scheduled = false;
-                let mut out = Vec::new();
-                act.node.flush(act.clock.now_ms(), &mut out);
-                act.execute(out, ctx);
-            });
+            ctx.notify(FlushQueued { deferred: false });
         }
         match &r {
             Ok(id) => self.track_send(*id),
@@ -310,6 +311,30 @@ impl Handler<Multicast> for MembershipActor {
         }
         self.execute(out, ctx);
         MessageResult(r)
+    }
+}
+
+/// Sends what multicasts queued in the core (see the `Multicast` handler).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushQueued {
+    deferred: bool,
+}
+
+impl Handler<FlushQueued> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, msg: FlushQueued, ctx: &mut Context<Self>) {
+        // Under load (the last flush was moments ago) wait once for a batch; otherwise send now.
+        let since = self.last_flush.elapsed();
+        if !msg.deferred && since < Duration::from_micros(50) {
+            ctx.notify_later(FlushQueued { deferred: true }, Duration::from_micros(500));
+            return;
+        }
+        self.flush_scheduled = false;
+        self.last_flush = Instant::now();
+        let mut out = Vec::new();
+        self.node.flush(self.clock.now_ms(), &mut out);
+        self.execute(out, ctx);
     }
 }
 
