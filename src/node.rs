@@ -1875,10 +1875,21 @@ impl Node {
         let Some(o) = &self.ord else { return };
         let view = o.view;
         let seq_node = o.sequencer.node();
-        // Sender side: number messages for this view and send the ones not known ordered.
+        // Sender side: number messages for this view and send the ones not known ordered, in batches
+        // that each fit one datagram (a fragmented batch is lost whole when one fragment is, and socket
+        // buffers overflow first under exactly the bursts batching is for), at most a few per call: the
+        // rest follows as acknowledgements and orderings come back.
+        const MAX_BATCHES_PER_PUMP: usize = 8;
+        let budget = self.cfg.max_datagram_bytes.saturating_sub(1024).max(1024);
+        let mut batches: Vec<Vec<DataMsg>> = Vec::new();
         let mut batch = Vec::new();
         let mut bytes = 0usize;
-        let budget = self.cfg.max_datagram_bytes.saturating_mul(4);
+        // Sender window: only the oldest messages beyond what the sequencer has ordered are in flight,
+        // so a sender that outruns the sequencer's window does not flood the network with sends and
+        // retransmissions the sequencer must drop (congestion collapse).
+        let members = self.view.as_ref().map_or(1, |v| v.members.len().max(1));
+        let sender_window = (self.cfg.window_msgs / members).max(64) as u64;
+        let in_flight_limit = self.my_ordered_vseq + sender_window;
         for ob in self.outbox.iter_mut() {
             if ob.vseq.is_none() {
                 ob.vseq = Some(self.next_vseq);
@@ -1889,20 +1900,31 @@ impl Node {
             if vseq <= self.my_ordered_vseq {
                 continue;
             }
+            if vseq > in_flight_limit {
+                break;
+            }
             let due =
                 ob.last_tx == 0 || now.saturating_sub(ob.last_tx) >= self.cfg.retransmit_interval_ms * 2;
             if !due {
                 continue;
             }
-            ob.last_tx = now;
-            bytes += ob.op.size() + 48;
-            batch.push(DataMsg { id: ob.id, vseq, delivery: ob.delivery, op: ob.op.clone() });
-            if bytes >= budget {
-                break;
+            let size = ob.op.size() + 48;
+            if !batch.is_empty() && bytes + size > budget {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+                if batches.len() == MAX_BATCHES_PER_PUMP {
+                    break;
+                }
             }
+            ob.last_tx = now;
+            bytes += size;
+            batch.push(DataMsg { id: ob.id, vseq, delivery: ob.delivery, op: ob.op.clone() });
         }
         if !batch.is_empty() {
-            self.send(seq_node, Body::Data { view, msgs: batch }, out);
+            batches.push(batch);
+        }
+        for msgs in batches {
+            self.send(seq_node, Body::Data { view, msgs }, out);
         }
         self.broadcast_ordered(out);
         self.deliver_upto(now, None, out);
@@ -1928,16 +1950,13 @@ impl Node {
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
         for om in unsent {
-            bytes += om.msg.op.size() + 64;
-            chunk.push(om);
-            if bytes >= self.cfg.max_datagram_bytes.saturating_mul(2) {
-                self.send_many(
-                    &others,
-                    Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered },
-                    out,
-                );
+            let size = om.msg.op.size() + 64;
+            if !chunk.is_empty() && bytes + size > self.cfg.max_datagram_bytes.saturating_sub(1024) {
+                self.send_many(&others, Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered }, out);
                 bytes = 0;
             }
+            bytes += size;
+            chunk.push(om);
         }
         if !chunk.is_empty() {
             self.send_many(&others, Body::Ordered { view, msgs: chunk, stable, ordered }, out);
@@ -1953,11 +1972,16 @@ impl Node {
         if o.view != view || !o.is_sequencer() {
             return;
         }
+        let me = self.me;
         for m in msgs {
             if m.id.sender != from {
                 continue;
             }
-            o.order(m, wm, wb);
+            let vseq = m.vseq;
+            if o.order(m, wm, wb) && from == me {
+                // The sequencer's own messages are ordered here, not echoed back to it.
+                self.my_ordered_vseq = self.my_ordered_vseq.max(vseq);
+            }
         }
     }
 

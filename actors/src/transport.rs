@@ -48,6 +48,9 @@ pub const RECV_BATCH: usize = 64;
 pub const MAX_BIND_RETRY: Duration = Duration::from_secs(5);
 const FIRST_BIND_RETRY: Duration = Duration::from_millis(100);
 
+/// Requested kernel send and receive buffer size of the UDP socket.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
 /// What the transport needs to know.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -168,6 +171,16 @@ impl TransportActor {
             None => std::net::UdpSocket::bind(self.cfg.bind)?,
         };
         std_socket.set_nonblocking(true)?;
+        // Large kernel buffers: a burst of batched datagrams must not overflow the 208 KiB default, or
+        // sends fail with WouldBlock and receives are dropped, and every loss costs a retransmission
+        // interval. The kernel caps the size at net.core.{w,r}mem_max; a smaller grant is fine.
+        let sock = socket2::SockRef::from(&std_socket);
+        if let Err(e) = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+            tracing::warn!("cannot set the UDP send buffer to {SOCKET_BUFFER_BYTES} bytes: {e}");
+        }
+        if let Err(e) = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+            tracing::warn!("cannot set the UDP receive buffer to {SOCKET_BUFFER_BYTES} bytes: {e}");
+        }
         let sender = std_socket.try_clone()?;
         Ok((UdpSocket::from_std(std_socket)?, sender))
     }
