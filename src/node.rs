@@ -1935,6 +1935,9 @@ impl Node {
         if !o.is_sequencer() {
             return;
         }
+        if o.take_stable_moved() {
+            self.stable_dirty = true;
+        }
         if o.unsent.is_empty() && !self.stable_dirty {
             return;
         }

@@ -226,3 +226,17 @@ fn minority_blocks_and_stateful_merge_is_refused_after_heal() {
     let maj = net.view_of(3).expect("view");
     assert_eq!(maj.members.len(), 3, "zombies not admitted");
 }
+
+#[test]
+fn a_lone_member_delivers_its_safe_messages() {
+    let mut net = Net::new(&[1], |_| {});
+    net.run(500);
+    assert!(net.view_of(1).is_some_and(|v| v.primary));
+    let mut out = Vec::new();
+    net.nodes.get_mut(&1).expect("node").join_group(net.now, "g", &mut out);
+    net.apply(1, out);
+    let id = net.send(1, b"safe", Delivery::Safe);
+    net.run(100);
+    let got: Vec<MsgId> = net.delivered.values().flatten().map(|(_, _, m)| *m).collect();
+    assert_eq!(got, vec![id], "the only member holds it, so it is stable at once");
+}

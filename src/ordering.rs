@@ -38,6 +38,7 @@ pub struct Ordering {
     pub unsent: Vec<OrderedMsg>,
     /// Sequencer only: until this member's first message is ordered, nothing else is.
     gate: Option<Member>,
+    stable_moved: bool,
 }
 
 impl Ordering {
@@ -60,6 +61,7 @@ impl Ordering {
             bytes_above_stable: 0,
             unsent: Vec::new(),
             gate: None,
+            stable_moved: false,
         }
     }
 
@@ -115,9 +117,20 @@ impl Ordering {
             self.received += 1;
         }
         if self.is_sequencer() {
-            self.acks.insert(self.me, self.received);
+            // The sequencer's own receipt counts like any member's acknowledgement (in a one-member
+            // view it is the only one).
+            let me = self.me;
+            let received = self.received;
+            if self.on_ack(me, received) {
+                self.stable_moved = true;
+            }
         }
         true
+    }
+
+    /// True (once) when the stable point moved without an acknowledgement from another member.
+    pub fn take_stable_moved(&mut self) -> bool {
+        std::mem::take(&mut self.stable_moved)
     }
 
     /// The next message that may be delivered now, if any (`limit` caps the sequence number, used by

@@ -66,15 +66,16 @@ pub struct RecordStop {
 /// The core uses it both for timers and for the `ts_ms` of event-log records.
 #[derive(Clone, Copy, Debug)]
 pub struct AgentClock {
-    start: Instant,
+    start: tokio::time::Instant,
     start_wall_ns: u128,
 }
 
 impl AgentClock {
-    /// A clock anchored now.
+    /// A clock anchored now. It follows tokio's clock, so tests that pause and advance time drive the
+    /// core's timers too.
     pub fn new() -> AgentClock {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        AgentClock { start: Instant::now(), start_wall_ns: wall }
+        AgentClock { start: tokio::time::Instant::now(), start_wall_ns: wall }
     }
     /// Milliseconds. Rounded once, from nanoseconds: rounding the wall-clock anchor and the elapsed
     /// time separately would put agents on one machine up to a millisecond apart, so a record caused by

@@ -48,6 +48,7 @@ fn canned_status() -> Status {
                 NodeRecord { highest_epoch: Epoch(2), ..NodeRecord::default() },
             )]),
             last_primary: Some(ViewId { seq: 12, coord: NodeId(1) }),
+            last_primary_view: None,
         },
     }
 }
