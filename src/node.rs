@@ -32,6 +32,10 @@ pub struct Durable {
     pub epoch: Epoch,
     /// The highest view sequence number this node proposed (so a restarted coordinator never reuses one).
     pub max_view_seq: u64,
+    /// The highest view sequence number this node installed, in any incarnation: a new incarnation never
+    /// promises a ballot at or below it, so views keep their order across restarts (G2, G3).
+    #[serde(default)]
+    pub max_installed_seq: u64,
     /// The registry as last installed.
     pub registry: Registry,
 }
@@ -39,7 +43,7 @@ pub struct Durable {
 impl Durable {
     /// Durable state of a node that never ran, at `epoch`.
     pub fn fresh(epoch: Epoch) -> Durable {
-        Durable { epoch, max_view_seq: 0, registry: Registry::default() }
+        Durable { epoch, max_view_seq: 0, max_installed_seq: 0, registry: Registry::default() }
     }
 }
 
@@ -1604,8 +1608,14 @@ impl Node {
         if !members.contains(&self.me) || self.removed_self || self.leaving || self.left {
             return;
         }
+        // A ballot must be above every view this member knows of, including the highest view sequence
+        // number persisted by earlier incarnations of this node: a new view, primary or not, must
+        // order after every earlier one (G2, G3), also after every node restarted.
+        let floor = self
+            .promised
+            .max(self.view.as_ref().map(|v| v.id).unwrap_or_default())
+            .max(ViewId { seq: self.durable.max_installed_seq, coord: NodeId(u32::MAX) });
         self.max_seq_seen = self.max_seq_seen.max(ballot.seq);
-        let floor = self.promised.max(self.view.as_ref().map(|v| v.id).unwrap_or_default());
         if ballot <= floor && !(ballot == self.promised && from.node() == ballot.coord) {
             self.send(
                 from.node(),
@@ -1800,6 +1810,7 @@ impl Node {
         self.seen_all |=
             inst.seen_all || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
         self.durable.registry.merge(&inst.registry);
+        self.durable.max_installed_seq = self.durable.max_installed_seq.max(new.id.seq);
         self.persist(out);
         self.record(
             now,
