@@ -2286,7 +2286,9 @@ impl Node {
             {
                 Some(np) => {
                     self.transfers.insert((group.clone(), joiner), (np, token));
-                    if joiner == self.me && self.my_groups.contains_key(&group) {
+                    let settled =
+                        matches!(self.my_groups.get(&group), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                    if joiner == self.me && settled {
                         // The new provider's state is taken at `token`, after everything held so far:
                         // those messages are part of it and must not be applied twice. If an earlier
                         // state already arrived, the new one replaces it, the same way at every joiner.
@@ -2394,7 +2396,10 @@ impl Node {
             let Some(provider) = list.iter().copied().find(|m| !outsiders.contains(m)) else { continue };
             for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
                 self.transfers.insert((g.clone(), x), (provider, token));
-                if x == self.me && self.my_groups.contains_key(&g) {
+                // Not while the application's own newer join is on its way: that join starts its
+                // transfer when it is delivered.
+                let settled = matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                if x == self.me && settled {
                     // Held messages, if any, come before this point and are part of the state asked for.
                     self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
