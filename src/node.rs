@@ -1204,10 +1204,8 @@ impl Node {
                     self.backoff_until = now;
                 } else if resend {
                     let nodes: Vec<NodeId> = waiting.iter().map(|m| m.node()).collect();
-                    let target = self.coord_completion_target();
-                    if let Some(t) = target {
-                        self.send_many(&nodes, Body::Commit { ballot: t }, out);
-                    }
+                    // During completion the ballot field holds the id of the view being completed.
+                    self.send_many(&nodes, Body::Commit { ballot }, out);
                     if let Some(c) = self.coord.as_mut() {
                         c.last_tx = now;
                     }
@@ -1234,11 +1232,6 @@ impl Node {
         }
     }
 
-    fn coord_completion_target(&self) -> Option<ViewId> {
-        // During completion the ballot field records the view being completed.
-        self.coord.as_ref().map(|c| c.ballot)
-    }
-
     fn on_promise(
         &mut self,
         now: u64,
@@ -1262,7 +1255,7 @@ impl Node {
     fn on_reject(
         &mut self,
         now: u64,
-        from: Member,
+        _from: Member,
         ballot: ViewId,
         reason: RejectReason,
         out: &mut Vec<Output>,
@@ -1287,7 +1280,6 @@ impl Node {
                 for m in removed.iter().chain(stale.iter()) {
                     self.refused.insert(*m, now);
                 }
-                let _ = from;
                 self.abort_coord(now);
                 self.backoff_until = now;
                 self.maybe_start_view_change(now, out);
