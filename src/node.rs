@@ -268,7 +268,10 @@ pub struct Node {
     prev_view: Option<ViewId>,
     install_prev: BTreeMap<Member, Option<ViewId>>,
     install_lineage: Vec<Member>,
-    lp_delivered: u64,
+    /// Where this member's group table and its application's group states stand in the primary
+    /// history: the last primary view in which it had applied the view's group table, and how far it
+    /// delivered there. A member still waiting for its view's `Sync` keeps the previous position.
+    history: (Option<ViewId>, u64),
     synced: bool,
     last_primary: Option<View>,
     ord: Option<Ordering>,
@@ -349,7 +352,7 @@ impl Node {
             prev_view: None,
             install_prev: BTreeMap::new(),
             install_lineage: Vec::new(),
-            lp_delivered: 0,
+            history: (None, 0),
             synced: true,
             last_primary: None,
             ord: None,
@@ -1499,7 +1502,11 @@ impl Node {
         // its empty table, and members of one non-primary view may come from different histories.
         let position = |s: &FlushState| -> (Option<ViewId>, u64) {
             match &s.view {
-                Some(v) if v.primary => (Some(v.id), cuts.get(&v.id).map_or(s.delivered, |c| c.seq)),
+                // Only a member that applied its view's group table (its `Sync`) carries that view's
+                // history; one still waiting for it has none to offer.
+                Some(v) if v.primary && s.history.0 == Some(v.id) => {
+                    (Some(v.id), cuts.get(&v.id).map_or(s.delivered, |c| c.seq))
+                }
                 _ => s.history,
             }
         };
@@ -1580,11 +1587,10 @@ impl Node {
             seen_all: self.seen_all,
             leaving: self.leaving,
             // A member that has not yet applied the group table of its lineage (its view's `Sync`
-            // was not delivered) has no history to offer: it counts as fresh.
+            // was not delivered) offers the position of the table it still has: an older one.
             history: match (&self.view, &self.ord) {
-                _ if !self.synced => (None, 0),
-                (Some(v), Some(o)) if v.primary => (Some(v.id), o.delivered),
-                _ => (self.last_primary.as_ref().map(|v| v.id), self.lp_delivered),
+                (Some(v), Some(o)) if v.primary && self.synced => (Some(v.id), o.delivered),
+                _ => self.history,
             },
         }
     }
@@ -1736,6 +1742,17 @@ impl Node {
         // Messages sent in the old view and not delivered in it are sent again in the new view under new
         // ids: a member cut off with the old sequencer may have delivered the old id in the old view,
         // and an id is delivered in one view only (G5).
+        // A `Sync` belongs to the view it was made for: one not delivered there is dropped (a new view
+        // has its own `Sync`, from its own reference lineage).
+        let mut dropped = 0;
+        self.outbox.retain(|o| {
+            let keep = !matches!(o.op, Op::Sync { .. });
+            if !keep {
+                dropped += o.op.size();
+            }
+            keep
+        });
+        self.outbox_bytes = self.outbox_bytes.saturating_sub(dropped);
         let mut renewed = Vec::new();
         for o in self.outbox.iter_mut() {
             if o.sent_in.is_some() {
@@ -1783,8 +1800,8 @@ impl Node {
             gone.iter().copied().filter(|m| inst.left.contains(m) || self.leavers.contains(m)).collect();
         let failed: Vec<Member> = gone.iter().copied().filter(|m| !left.contains(m)).collect();
 
-        if old.as_ref().is_some_and(|v| v.primary) {
-            self.lp_delivered = self.ord.as_ref().map_or(0, |o| o.delivered);
+        if let Some(v) = old.as_ref().filter(|v| v.primary && self.synced) {
+            self.history = (Some(v.id), self.ord.as_ref().map_or(0, |o| o.delivered));
         }
         self.prev_view = old.as_ref().map(|v| v.id);
         self.install_prev = inst.prev.clone();
@@ -1839,6 +1856,9 @@ impl Node {
             let sync_sender = inst.lineage.first().copied();
             if sync_sender.is_some() && !inst.lineage.contains(&self.me) {
                 self.synced = false;
+            } else if sync_sender.is_none() {
+                // Nobody has a primary history: every member starts from the (empty) table it has.
+                self.synced = true;
             }
             if let Some(o) = self.ord.as_mut() {
                 o.set_gate(sync_sender);
@@ -1958,7 +1978,11 @@ impl Node {
         for om in unsent {
             let size = om.msg.op.size() + 64;
             if !chunk.is_empty() && bytes + size > self.cfg.max_datagram_bytes.saturating_sub(1024) {
-                self.send_many(&others, Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered }, out);
+                self.send_many(
+                    &others,
+                    Body::Ordered { view, msgs: std::mem::take(&mut chunk), stable, ordered },
+                    out,
+                );
                 bytes = 0;
             }
             bytes += size;
@@ -2207,13 +2231,21 @@ impl Node {
                 if who == self.me && current && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
                     self.my_groups.insert(group.clone(), MyGroup::Member);
                     if had_members {
-                        // Everyone in the group is itself waiting for a state: nobody holds it any
-                        // more, and this member starts from empty state.
                         self.notify(
-                            Notification::ApplyState { group, provider: self.me, state: Vec::new() },
+                            Notification::ApplyState {
+                                group: group.clone(),
+                                provider: self.me,
+                                state: Vec::new(),
+                            },
                             out,
                         );
                     }
+                }
+                if had_members {
+                    // Everyone in the group is itself waiting for a state: nobody holds the group's
+                    // state at this point, so every member starts again from empty state here (the
+                    // states still on their way are dropped), the same way everywhere.
+                    self.reset_group_state(now, &group, out);
                 }
             }
         }
@@ -2248,6 +2280,32 @@ impl Node {
         self.reassign_providers(now, TransferToken { view, seq }, out);
     }
 
+    /// Every member of `group` that is waiting for a state gives it up and starts from empty state at
+    /// this point of the order; members that hold a state are told to drop it too, so that every member
+    /// agrees on the group's state from here on (G11). Used when no member of the group holds a state.
+    fn reset_group_state(&mut self, now: u64, group: &str, out: &mut Vec<Output>) {
+        let members = self.groups.get(group).cloned().unwrap_or_default();
+        for m in members {
+            self.transfers.remove(&(group.to_string(), m));
+        }
+        match self.my_groups.get_mut(group) {
+            Some(MyGroup::Awaiting { held }) => {
+                held.clear();
+                self.finish_transfer(now, group, self.me, Vec::new(), None, out);
+            }
+            Some(MyGroup::Member) if self.groups.get(group).is_some_and(|l| l.contains(&self.me)) => self
+                .notify(
+                    Notification::ApplyState {
+                        group: group.to_string(),
+                        provider: self.me,
+                        state: Vec::new(),
+                    },
+                    out,
+                ),
+            _ => {}
+        }
+    }
+
     /// Asks this node's application for its state, if it is a full member of the group. An application
     /// that already left (its `LeaveGroup` is still on its way) has nothing to give: its leave will be
     /// delivered at the same point everywhere and move the transfer to another provider.
@@ -2278,8 +2336,10 @@ impl Node {
             {
                 Some(np) => {
                     self.transfers.insert((group.clone(), joiner), (np, token));
-                    let settled =
-                        matches!(self.my_groups.get(&group), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                    let settled = matches!(
+                        self.my_groups.get(&group),
+                        Some(MyGroup::Member | MyGroup::Awaiting { .. })
+                    );
                     if joiner == self.me && settled {
                         // The new provider's state is taken at `token`, after everything held so far:
                         // those messages are part of it and must not be applied twice. If an earlier
@@ -2385,12 +2445,27 @@ impl Node {
         let names: Vec<String> = self.groups.keys().cloned().collect();
         for g in names {
             let list = self.groups.get(&g).cloned().unwrap_or_default();
-            let Some(provider) = list.iter().copied().find(|m| !outsiders.contains(m)) else { continue };
+            if !list.iter().any(|m| outsiders.contains(m)) {
+                continue;
+            }
+            // The provider holds the reference lineage's state itself: not an outsider, and not a
+            // member still waiting for its own transfer.
+            let provider = list
+                .iter()
+                .copied()
+                .find(|m| !outsiders.contains(m) && !self.transfers.contains_key(&(g.clone(), *m)));
+            let Some(provider) = provider else {
+                // Every member of the lineage in the group waits for a state itself, or none is in
+                // the group: nobody holds the reference state at this point.
+                self.reset_group_state(now, &g, out);
+                continue;
+            };
             for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
                 self.transfers.insert((g.clone(), x), (provider, token));
                 // Not while the application's own newer join is on its way: that join starts its
                 // transfer when it is delivered.
-                let settled = matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                let settled =
+                    matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
                 if x == self.me && settled {
                     // Held messages, if any, come before this point and are part of the state asked for.
                     self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
