@@ -265,24 +265,52 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     })
 }
 
+/// How a [`NodeHandle::shutdown`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The leave completed: this node saw a view installed without it (the core wrote `stop`).
+    Left,
+    /// The leave was sent but not seen completed within the deadline; a `stop` record with the reason
+    /// was written. This is the normal outcome when every member shuts down at once: nobody is left to
+    /// install a view without the leavers.
+    NotAcknowledged,
+}
+
+/// How long a clean shutdown waits for its leave to complete: the failure timeout.
+///
+/// The other members act on the `Leave` datagram at once, so a leave normally completes within one
+/// view change (a few round trips). It cannot complete when every other member is leaving too: nobody
+/// is left to install a view without this one (and the core does not tell the agent that the others
+/// are leaving). Waiting longer than the failure timeout gains nothing: by then the others would have
+/// removed this node anyway, and because they received its `Leave` they record it as `left`, not
+/// `failed`, whenever it goes. (Before this bound the agent waited three failure timeouts.)
+pub fn leave_deadline(timing: &crate::settings::TimingSection) -> Duration {
+    Duration::from_millis(timing.failure_timeout_ms.max(1))
+}
+
 impl NodeHandle {
     /// Leaves the cluster cleanly, waiting at most `deadline` for the leave to complete; writes a `stop`
-    /// record when it did not.
-    pub async fn shutdown(&mut self, reason: &str, deadline: Duration) {
+    /// record when it did not. The event log is fsync'd before this returns.
+    pub async fn shutdown(&mut self, reason: &str, deadline: Duration) -> ShutdownOutcome {
         let _ = self.membership.send(LeaveCluster).await;
-        let done = tokio::time::timeout(deadline, self.left.wait_for(|l| *l)).await.is_ok();
+        let done = tokio::time::timeout(deadline, self.left.wait_for(|l| *l)).await.is_ok_and(|r| r.is_ok());
         if !done {
             let _ = self.membership.send(RecordStop { reason: reason.to_string() }).await;
         }
         // Let the event log drain what was sent to it before the process ends.
         let _ = self.event_log.send(crate::event_log::Flush).await;
+        if done {
+            ShutdownOutcome::Left
+        } else {
+            ShutdownOutcome::NotAcknowledged
+        }
     }
 }
 
 /// Runs the agent until SIGINT/SIGTERM (clean leave) or a fatal error (exit non-zero).
 pub fn run_agent(settings: Settings) -> anyhow::Result<()> {
     let system = actix::System::new();
-    let failure_timeout = Duration::from_millis(settings.timing.failure_timeout_ms);
+    let leave_within = leave_deadline(&settings.timing);
     system.block_on(async move {
         let mut handle = start_node(settings).await?;
         tracing::info!(member = %handle.member, "cohort agent started");
@@ -297,7 +325,8 @@ pub fn run_agent(settings: Settings) -> anyhow::Result<()> {
         match outcome {
             Ok(reason) => {
                 tracing::info!("{reason}: leaving the cluster");
-                handle.shutdown(reason, failure_timeout * 3).await;
+                let outcome = handle.shutdown(reason, leave_within).await;
+                tracing::info!(?outcome, "stopped");
                 Ok(())
             }
             Err(detail) => {

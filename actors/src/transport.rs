@@ -79,6 +79,12 @@ pub struct GetLocalAddr;
 #[rtype(result = "u64")]
 pub struct GetSendDrops;
 
+/// Fault injection for tests and failure drills: the transport handles it exactly as a hard error of
+/// its socket (logs it, closes the socket and stops, so its supervisor restarts it and it binds again).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct InjectSocketFailure;
+
 /// The transport actor; see the module docs.
 pub struct TransportActor {
     cfg: TransportConfig,
@@ -403,6 +409,14 @@ impl Handler<GetLocalAddr> for TransportActor {
     }
 }
 
+impl Handler<InjectSocketFailure> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectSocketFailure, ctx: &mut Context<Self>) {
+        self.fail(io::Error::other("injected socket failure"), ctx);
+    }
+}
+
 impl Handler<GetSendDrops> for TransportActor {
     type Result = u64;
 
@@ -415,18 +429,6 @@ impl Handler<GetSendDrops> for TransportActor {
 mod tests {
     use super::*;
     use tokio::sync::mpsc;
-
-    /// Test-only: make the actor handle a socket failure as if the socket had reported `io::Error`.
-    struct InjectSocketError;
-    impl Message for InjectSocketError {
-        type Result = ();
-    }
-    impl Handler<InjectSocketError> for TransportActor {
-        type Result = ();
-        fn handle(&mut self, _: InjectSocketError, ctx: &mut Context<Self>) {
-            self.fail(io::Error::other("injected"), ctx);
-        }
-    }
 
     struct Probe(mpsc::UnboundedSender<FrameReceived>);
     impl Actor for Probe {
@@ -459,7 +461,7 @@ mod tests {
         let addr = actix::Supervisor::start(move |_| t);
         let before = addr.send(GetLocalAddr).await.expect("alive").expect("bound");
 
-        addr.send(InjectSocketError).await.expect("alive");
+        addr.send(InjectSocketFailure).await.expect("alive");
         // The restarted actor handles the next message only after `started` bound the address again.
         let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
         assert_eq!(before, after);
