@@ -17,8 +17,10 @@
 //! fenced is not started again, and that member gets one report. (Two epochs of one node are two
 //! members: each request runs.)
 //!
-//! Metrics: `fence_requests` counts requests started (duplicates are not), so it always equals
-//! `fences_ok + fences_failed` plus the requests still running.
+//! Metrics: `fence_agent_requests` counts requests started (duplicates are not), so it always equals
+//! `fence_agent_ok + fence_agent_failed` plus the requests still running. (`fence_requests`,
+//! `fences_ok` and `fences_failed` count the core's fence records, whatever the method; the
+//! membership counts those, so a fence is never counted twice.)
 //!
 //! **Deliberately absent:** no decisions (no choice of target, no retry of a whole request once it
 //! has been reported: the core asks again if it wants to), and no operator acknowledgements: those
@@ -170,17 +172,17 @@ impl Handler<Fence> for FencingActor {
             debug!(?target, reason = %msg.reason, "fence request for a member already being fenced; not started again");
             return;
         }
-        self.metrics.fence_requests.fetch_add(1, Relaxed);
+        self.metrics.fence_agent_requests.fetch_add(1, Relaxed);
         info!(?target, reason = %msg.reason, "fencing");
         let levels = self.levels.clone();
         let fut = async move { fence_member(&levels, target).await };
         ctx.spawn(fut.into_actor(self).map(move |outcome, act, _ctx| {
             act.in_flight.remove(&target);
             if outcome.ok {
-                act.metrics.fences_ok.fetch_add(1, Relaxed);
+                act.metrics.fence_agent_ok.fetch_add(1, Relaxed);
                 info!(?target, detail = %outcome.detail, "fenced");
             } else {
-                act.metrics.fences_failed.fetch_add(1, Relaxed);
+                act.metrics.fence_agent_failed.fetch_add(1, Relaxed);
                 error!(?target, detail = %outcome.detail, "fencing failed");
             }
             act.completed.do_send(FenceCompleted { target, ok: outcome.ok, detail: outcome.detail });

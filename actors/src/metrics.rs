@@ -21,12 +21,19 @@ pub struct Metrics {
     pub suspicions: AtomicU64,
     /// Stateful merges detected.
     pub stateful_merges: AtomicU64,
-    /// Fence requests.
+    /// Fence requests the core made (its `fence_request` records).
     pub fence_requests: AtomicU64,
-    /// Fence attempts that succeeded.
+    /// Fence results that fenced the member, by any method: agent, operator ack, watchdog, restart (the
+    /// core's `fence_result` records with `ok`).
     pub fences_ok: AtomicU64,
-    /// Fence attempts that failed.
+    /// Fence results that did not (the core's `fence_result` records without `ok`).
     pub fences_failed: AtomicU64,
+    /// Requests the fencing actor started running fence agents for (a duplicate is not started).
+    pub fence_agent_requests: AtomicU64,
+    /// Requests whose fence agents succeeded at some level.
+    pub fence_agent_ok: AtomicU64,
+    /// Requests whose every level failed.
+    pub fence_agent_failed: AtomicU64,
     /// Application messages multicast from this node.
     pub msgs_sent: AtomicU64,
     /// Application messages delivered at this node.
@@ -66,13 +73,28 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self, node: u32) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             ("cohort_views_installed_total", "Views installed.", &self.views_installed),
             ("cohort_suspicions_total", "Members removed by failure or partition.", &self.suspicions),
             ("cohort_stateful_merges_total", "Stateful merges detected.", &self.stateful_merges),
             ("cohort_fence_requests_total", "Fence requests.", &self.fence_requests),
-            ("cohort_fences_ok_total", "Fence attempts that succeeded.", &self.fences_ok),
-            ("cohort_fences_failed_total", "Fence attempts that failed.", &self.fences_failed),
+            ("cohort_fences_ok_total", "Members fenced (agent, ack, watchdog or restart).", &self.fences_ok),
+            (
+                "cohort_fences_failed_total",
+                "Fence results that did not fence the member.",
+                &self.fences_failed,
+            ),
+            (
+                "cohort_fence_agent_requests_total",
+                "Fence requests run through the fence agents.",
+                &self.fence_agent_requests,
+            ),
+            ("cohort_fence_agent_ok_total", "Fence agent runs that succeeded.", &self.fence_agent_ok),
+            (
+                "cohort_fence_agent_failed_total",
+                "Fence agent runs where every level failed.",
+                &self.fence_agent_failed,
+            ),
             ("cohort_messages_sent_total", "Application messages multicast from this node.", &self.msgs_sent),
             ("cohort_messages_delivered_total", "Application messages delivered here.", &self.msgs_delivered),
             ("cohort_datagrams_out_total", "Datagrams sent.", &self.datagrams_out),

@@ -165,9 +165,9 @@ async fn successful_agent_is_reported_with_its_level_and_name() {
     assert_eq!(r.target, member(3, 7));
     assert!(r.ok, "{}", r.detail);
     assert_eq!(r.detail, "level 1 ipmi: ok: powered off 3");
-    assert_eq!(h.metrics.fence_requests.load(Relaxed), 1);
-    assert_eq!(h.metrics.fences_ok.load(Relaxed), 1);
-    assert_eq!(h.metrics.fences_failed.load(Relaxed), 0);
+    assert_eq!(h.metrics.fence_agent_requests.load(Relaxed), 1);
+    assert_eq!(h.metrics.fence_agent_ok.load(Relaxed), 1);
+    assert_eq!(h.metrics.fence_agent_failed.load(Relaxed), 0);
 }
 
 #[actix_rt::test]
@@ -202,7 +202,7 @@ async fn agent_failing_every_attempt_reports_exit_status_stderr_and_attempts() {
     assert!(!r.ok);
     assert_eq!(r.detail, "level 1 ipmi: exit 3: ipmi unreachable (3 attempts)");
     assert_eq!(dir.read("runs").lines().count(), 3);
-    assert_eq!(h.metrics.fences_failed.load(Relaxed), 1);
+    assert_eq!(h.metrics.fence_agent_failed.load(Relaxed), 1);
 }
 
 #[actix_rt::test]
@@ -223,8 +223,8 @@ async fn timeout_kills_a_hanging_agent_and_its_children() {
     let elapsed = start.elapsed();
     assert!(!r.ok);
     assert_eq!(r.detail, "level 1 pdu: timed out after 500 ms");
+    // Never before the timeout (the exact timing is checked on a paused clock below).
     assert!(elapsed >= Duration::from_millis(timeout_ms), "reported after {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(timeout_ms + 2_000), "reported after {elapsed:?}");
     let agent_pid: u32 = dir.read("agent.pid").trim().parse().expect("agent wrote its pid");
     let child_pid: u32 = dir.read("child.pid").trim().parse().expect("agent wrote its child's pid");
     // The agent is reaped before the report; its `sleep` child was killed with the process group and
@@ -234,7 +234,7 @@ async fn timeout_kills_a_hanging_agent_and_its_children() {
         eventually(Duration::from_secs(5), || !alive(child_pid)).await,
         "the agent's child {child_pid} still runs"
     );
-    assert_eq!(h.metrics.fences_failed.load(Relaxed), 1);
+    assert_eq!(h.metrics.fence_agent_failed.load(Relaxed), 1);
 }
 
 #[actix_rt::test]
@@ -337,7 +337,7 @@ async fn no_levels_reports_failure_with_the_manual_ack_hint() {
     assert!(!r.ok);
     assert_eq!(r.detail, NO_LEVELS_DETAIL);
     assert!(r.detail.contains("cohort fence ack NODE"));
-    assert_eq!(h.metrics.fences_failed.load(Relaxed), 1);
+    assert_eq!(h.metrics.fence_agent_failed.load(Relaxed), 1);
 }
 
 #[actix_rt::test]
@@ -389,10 +389,138 @@ async fn targets_are_fenced_concurrently_and_a_duplicate_runs_once() {
     let mut runs: Vec<String> = dir.read("runs").lines().map(String::from).collect();
     runs.sort();
     assert_eq!(runs, vec!["1", "2", "3"]);
-    assert_eq!(h.metrics.fence_requests.load(Relaxed), 3);
+    assert_eq!(h.metrics.fence_agent_requests.load(Relaxed), 3);
     // Once a request has been reported, the same member can be fenced again.
     h.fence(member(1, 1));
     assert!(h.next(DEADLINE).await.ok);
+}
+
+// --------------------------------------------------------------------------------------------------
+// Timeouts and retries on a paused clock
+// --------------------------------------------------------------------------------------------------
+
+/// A paused tokio clock that moves only when the test advances it. Paused alone, tokio jumps the clock
+/// to the next timer whenever the runtime has nothing to do, which with real child processes would fire
+/// an agent's timeout while the agent is still starting. A blocking task held open for the guard's
+/// lifetime inhibits that jump (tokio's test-util does not auto-advance while one runs).
+struct ManualClock {
+    _hold: std::sync::mpsc::Sender<()>,
+}
+
+impl ManualClock {
+    fn start() -> ManualClock {
+        tokio::time::pause();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        ManualClock { _hold: tx }
+    }
+}
+
+/// Waits on the real clock (the tokio clock is frozen) until `cond` holds or `within` passed, letting
+/// the actors and the IO driver run in between.
+async fn real_wait(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// An agent run by `/bin/sh -c SCRIPT` (no script file, so no "text file busy" while other tests write
+/// theirs).
+fn sh_agent(name: &str, script: &str, timeout_ms: u64, retries: u32) -> FenceAgent {
+    let mut a = agent(name, Path::new("/bin/sh"), timeout_ms, retries);
+    a.args = vec!["-c".into(), script.into()];
+    a
+}
+
+#[actix_rt::test]
+async fn on_a_paused_clock_an_agent_is_killed_at_its_timeout_not_before_retried_then_level_two_runs() {
+    let _clock = ManualClock::start();
+    let dir = TempDir::new("paused");
+    let runs = dir.path().join("runs");
+    // Each attempt records its pid and then hangs (`exec` keeps the pid: it is the process group).
+    let hang = sh_agent("ipmi", &format!("echo $$ >> '{}'; exec sleep 600", runs.display()), 30_000, 1);
+    let good = sh_agent("pdu", "echo 'outlet 7 off' >&2", 30_000, 0);
+    let mut h = Harness::start(vec![level(vec![hang]), level(vec![good])]);
+    let pids = || -> Vec<u32> { dir.read("runs").lines().filter_map(|l| l.trim().parse().ok()).collect() };
+    let t0 = tokio::time::Instant::now();
+    h.fence(member(6, 1));
+
+    assert!(real_wait(DEADLINE, || pids().len() == 1).await, "the first attempt did not start");
+    let first = pids()[0];
+    // A millisecond before its timeout the agent still runs and nothing is reported.
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(alive(first), "killed before its timeout");
+    assert!(h.reports.try_recv().is_err(), "reported before the timeout");
+    assert_eq!(pids().len(), 1, "retried before the timeout");
+
+    // At the timeout it is killed (and reaped) and the retry starts at once. (Tokio rounds a timer's
+    // deadline up to the next millisecond, so the timeout fires within a millisecond after 30 s.)
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert!(real_wait(DEADLINE, || pids().len() == 2).await, "the retry did not start");
+    assert!(!alive(first), "the timed-out attempt {first} still runs");
+    let second = pids()[1];
+    assert!(h.reports.try_recv().is_err(), "reported before the retry timed out");
+
+    // The retry times out too; level 2 runs and succeeds.
+    tokio::time::advance(Duration::from_millis(30_001)).await;
+    let mut report = None;
+    assert!(
+        real_wait(DEADLINE, || {
+            report = report.take().or_else(|| h.reports.try_recv().ok());
+            report.is_some()
+        })
+        .await,
+        "no report"
+    );
+    let r = report.expect("report");
+    assert!(!alive(second), "the second attempt {second} still runs");
+    assert!(r.ok, "{}", r.detail);
+    assert_eq!(
+        r.detail,
+        "level 2 pdu: ok: outlet 7 off (after level 1 ipmi: timed out after 30000 ms (2 attempts))"
+    );
+    assert_eq!(t0.elapsed(), Duration::from_millis(60_002), "two timeouts of virtual time passed, no more");
+    assert_eq!(pids().len(), 2, "no third attempt");
+    assert_eq!(h.metrics.fence_agent_ok.load(Relaxed), 1);
+}
+
+#[actix_rt::test]
+async fn on_a_paused_clock_failed_attempts_and_levels_follow_each_other_without_waiting() {
+    let _clock = ManualClock::start();
+    let dir = TempDir::new("paused-fast");
+    let runs = dir.path().join("runs");
+    let bad =
+        sh_agent("ipmi", &format!("echo x >> '{}'; echo 'no route' >&2; exit 1", runs.display()), 30_000, 2);
+    let good = sh_agent("pdu", "echo 'outlet 7 off' >&2", 30_000, 0);
+    let mut h = Harness::start(vec![level(vec![bad]), level(vec![good])]);
+    let t0 = tokio::time::Instant::now();
+    h.fence(member(7, 3));
+    let mut report = None;
+    assert!(
+        real_wait(DEADLINE, || {
+            report = report.take().or_else(|| h.reports.try_recv().ok());
+            report.is_some()
+        })
+        .await,
+        "no report while the clock stood still"
+    );
+    let r = report.expect("report");
+    assert_eq!(r.detail, "level 2 pdu: ok: outlet 7 off (after level 1 ipmi: exit 1: no route (3 attempts))");
+    assert_eq!(dir.read("runs").lines().count(), 3, "three attempts of level 1");
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no timer is involved when agents fail fast");
 }
 
 // --------------------------------------------------------------------------------------------------
