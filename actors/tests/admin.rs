@@ -1,5 +1,9 @@
 //! AdminActor over real loopback TCP: a probe answers `GetStatus` with a canned status; the endpoint
-//! is bound to port 0 and found with `GetAdminAddr`.
+//! is bound to port 0 and found with `GetAdminAddr`. The last test runs two real nodes in this process
+//! (`start_node`) and reads their live `/status` and `/metrics`.
+
+#[path = "support/inprocess.rs"]
+mod inprocess;
 
 use actix::prelude::*;
 use cohort::node::Status;
@@ -121,12 +125,15 @@ async fn status_is_json_with_the_view_and_the_operator_fields() {
     assert_eq!(v["node"], 1);
     assert_eq!(v["epoch"], 4);
     assert_eq!(v["quorate"], true);
+    assert_eq!(v["quorum"], serde_json::json!({"quorate": true, "view_members": 2}));
     assert_eq!(v["members"], serde_json::json!([{"node": 1, "epoch": 4}, {"node": 2, "epoch": 3}]));
     assert_eq!(v["blocked_reason"], serde_json::json!(["fencing"]));
     assert_eq!(v["fencing"]["pending"], serde_json::json!([{"node": 3, "epoch": 2}]));
     assert_eq!(v["fencing"]["blocked"], true);
+    assert_eq!(v["fencing"]["self_fenced"], false);
     assert_eq!(v["stateful_merge"]["detected"], serde_json::json!([{"node": 4, "epoch": 1}]));
     assert_eq!(v["stateful_merge"]["waiting_for_operator"], false);
+    assert_eq!(v["stateful_merge"]["removed_self"], false);
     assert_eq!(
         v["liveness"],
         serde_json::json!([
@@ -137,15 +144,60 @@ async fn status_is_json_with_the_view_and_the_operator_fields() {
 }
 
 #[actix_rt::test]
-async fn metrics_are_prometheus_text() {
+async fn metrics_are_prometheus_text_with_every_counter_of_the_issue_and_the_latency_histogram() {
     let metrics = Arc::new(Metrics::default());
-    metrics.views_installed.store(5, Relaxed);
-    let (_admin, addr) = start(metrics).await;
+    // A distinct value per counter, so a name wired to the wrong counter shows.
+    let counters = [
+        ("cohort_views_installed_total", &metrics.views_installed),
+        ("cohort_suspicions_total", &metrics.suspicions),
+        ("cohort_stateful_merges_total", &metrics.stateful_merges),
+        ("cohort_fence_requests_total", &metrics.fence_requests),
+        ("cohort_fences_ok_total", &metrics.fences_ok),
+        ("cohort_fences_failed_total", &metrics.fences_failed),
+        ("cohort_fence_agent_requests_total", &metrics.fence_agent_requests),
+        ("cohort_fence_agent_ok_total", &metrics.fence_agent_ok),
+        ("cohort_fence_agent_failed_total", &metrics.fence_agent_failed),
+        ("cohort_messages_sent_total", &metrics.msgs_sent),
+        ("cohort_messages_delivered_total", &metrics.msgs_delivered),
+        ("cohort_datagrams_out_total", &metrics.datagrams_out),
+        ("cohort_datagrams_in_total", &metrics.datagrams_in),
+        ("cohort_bytes_out_total", &metrics.bytes_out),
+        ("cohort_bytes_in_total", &metrics.bytes_in),
+        ("cohort_bad_datagrams_total", &metrics.bad_datagrams),
+        ("cohort_filtered_datagrams_total", &metrics.filtered_datagrams),
+        ("cohort_flow_control_waits_total", &metrics.flow_control_waits),
+        ("cohort_clients_dropped_total", &metrics.clients_dropped),
+    ];
+    for (i, (_, c)) in counters.iter().enumerate() {
+        c.store(100 + i as u64, Relaxed);
+    }
+    metrics.clients.store(3, Relaxed);
+    metrics.observe_latency_us(80); // <= 100 us
+    metrics.observe_latency_us(3_000); // <= 5 ms
+    metrics.observe_latency_us(3_000);
+    let (_admin, addr) = start(metrics.clone()).await;
     let (code, head, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
     assert!(head.contains("Content-Type: text/plain; version=0.0.4\r\n"), "{head}");
     let text = String::from_utf8(body).expect("utf-8");
-    assert!(text.contains("cohort_views_installed_total{node=\"1\"} 5\n"), "{text}");
+    for (i, (name, _)) in counters.iter().enumerate() {
+        assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}: {text}");
+        assert!(text.contains(&format!("{name}{{node=\"1\"}} {}\n", 100 + i)), "{name}: {text}");
+    }
+    assert!(text.contains("# TYPE cohort_clients gauge\ncohort_clients{node=\"1\"} 3\n"), "{text}");
+    let h = "cohort_delivery_latency_seconds";
+    assert!(text.contains(&format!("# TYPE {h} histogram\n")), "{text}");
+    assert!(text.contains(&format!("{h}_bucket{{node=\"1\",le=\"0.0001\"}} 1\n")), "{text}");
+    assert!(text.contains(&format!("{h}_bucket{{node=\"1\",le=\"0.0025\"}} 1\n")), "{text}");
+    assert!(text.contains(&format!("{h}_bucket{{node=\"1\",le=\"0.005\"}} 3\n")), "{text}");
+    assert!(text.contains(&format!("{h}_bucket{{node=\"1\",le=\"+Inf\"}} 3\n")), "{text}");
+    assert!(text.contains(&format!("{h}_sum{{node=\"1\"}} 0.00608\n")), "{text}");
+    assert!(text.contains(&format!("{h}_count{{node=\"1\"}} 3\n")), "{text}");
+    // Every sample line is `name{labels} value` with a number.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap_or("");
+        assert!(value.parse::<f64>().is_ok(), "not a sample: {line}");
+    }
 }
 
 #[actix_rt::test]
@@ -247,4 +299,107 @@ async fn bind_failure_stops_the_actor() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!admin.connected(), "the admin actor stopped after failing to bind");
+}
+
+/// GETs `path` and parses the body as Prometheus samples `name{node="N"}` → value (histograms left out).
+async fn counters(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (code, _, body) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("le=\""))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.split('{').next()?.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_running_node_serves_its_live_status_and_counts_what_happens_on_metrics() {
+    use cohort_actors::messages::{JoinGroup, Multicast, SetLinkFilter};
+    use inprocess::{wait_primary_of_all, wait_status, Nodes};
+    let nodes = Nodes::new("admin", 2, "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let h1 = nodes.start(1).await;
+    let h2 = nodes.start(2).await;
+    wait_primary_of_all(&[&h1, &h2]).await;
+    let admin = h1.admin.as_ref().expect("admin endpoint configured");
+    let addr = admin.send(GetAdminAddr).await.expect("admin alive").expect("bound");
+    assert!(addr.ip().is_loopback());
+
+    // Traffic the counters must see: a datagram from a stranger, and a message multicast and delivered.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    stranger.send_to(b"not a cohort datagram", ("127.0.0.1", nodes.ports()[0])).expect("send");
+    h1.membership.send(JoinGroup { group: "g".into() }).await.expect("join");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = h1
+            .membership
+            .send(Multicast { group: "g".into(), payload: b"m".to_vec(), delivery: cohort::Delivery::Agreed })
+            .await
+            .expect("mailbox");
+        if r.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < end, "multicast refused: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = counters(addr).await;
+    while (c["cohort_messages_delivered_total"] < 1.0 || c["cohort_bad_datagrams_total"] < 1.0)
+        && Instant::now() < end
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        c = counters(addr).await;
+    }
+    for name in [
+        "cohort_views_installed_total",
+        "cohort_messages_sent_total",
+        "cohort_messages_delivered_total",
+        "cohort_datagrams_out_total",
+        "cohort_datagrams_in_total",
+        "cohort_bytes_out_total",
+        "cohort_bytes_in_total",
+        "cohort_bad_datagrams_total",
+        "cohort_delivery_latency_seconds_count",
+    ] {
+        assert!(c[name] >= 1.0, "{name} = {} after traffic: {c:?}", c[name]);
+    }
+    assert!(c["cohort_bytes_in_total"] > c["cohort_datagrams_in_total"], "bytes, not datagrams: {c:?}");
+    assert_eq!(c["cohort_suspicions_total"], 0.0, "{c:?}");
+
+    // The live status: the view with both members and their epochs, quorate, both peers live.
+    let (code, _, body) = get(addr, "/status").await;
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    let members = serde_json::json!([
+        {"node": 1, "epoch": h1.member.epoch().0},
+        {"node": 2, "epoch": h2.member.epoch().0},
+    ]);
+    assert_eq!(v["members"], members);
+    assert_eq!(v["quorum"], serde_json::json!({"quorate": true, "view_members": 2}));
+    assert_eq!(v["blocked_reason"], serde_json::json!([]));
+    let peer = &v["liveness"][0];
+    assert_eq!(
+        (peer["node"].clone(), peer["in_view"].clone()),
+        (serde_json::json!(2), serde_json::json!(true))
+    );
+
+    // Cut node 2 off at node 1: node 1 suspects it, installs a view without it and, one of two, has no
+    // quorum. Status and metrics say so.
+    let blocked = std::collections::BTreeSet::from([NodeId(2)]);
+    h1.transport.send(SetLinkFilter { blocked }).await.expect("transport");
+    wait_status(&h1, "a view without node 2", |s| {
+        s.view.as_ref().is_some_and(|v| v.members == vec![h1.member])
+    })
+    .await;
+    let c = counters(addr).await;
+    assert!(c["cohort_suspicions_total"] >= 1.0, "{c:?}");
+    assert!(c["cohort_filtered_datagrams_total"] >= 1.0, "{c:?}");
+    let (_, _, body) = get(addr, "/status").await;
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["quorate"], false);
+    assert_eq!(v["blocked_reason"], serde_json::json!(["no_quorum"]));
+    assert_eq!(v["members"], serde_json::json!([{"node": 1, "epoch": h1.member.epoch().0}]));
+    let peer = &v["liveness"][0];
+    assert_eq!(peer["in_view"], false, "{v}");
 }

@@ -1,13 +1,16 @@
 //! TransportActor against real loopback sockets and probe actors: delivery with the sender's node id,
-//! authentication failures, garbage, and the link filter. Every wait is on an event or a counter, with
-//! a deadline; nothing sleeps to "let it settle".
+//! authentication failures, garbage, the link filter, a restart after a socket failure, and the bind
+//! retry's backoff on a paused clock. Every wait is on an event or a counter, with a deadline; nothing
+//! sleeps to "let it settle".
 
 use actix::prelude::*;
 use cohort::NodeId;
 use cohort_actors::crypto::{self, ClusterKey};
 use cohort_actors::messages::{FrameReceived, SendFrame, SetLinkFilter};
 use cohort_actors::metrics::Metrics;
-use cohort_actors::transport::{GetLocalAddr, GetSendDrops, TransportActor, TransportConfig};
+use cohort_actors::transport::{
+    GetLocalAddr, GetSendDrops, InjectSocketFailure, TransportActor, TransportConfig,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -252,4 +255,113 @@ async fn binding_a_busy_address_is_an_error_naming_it() {
     let err = TransportActor::bind(cfg, Probe(tx).start().recipient(), Arc::new(Metrics::default()))
         .expect_err("address in use");
     assert!(err.to_string().starts_with(&format!("cannot bind udp {at}: ")), "{err}");
+}
+
+#[actix_rt::test]
+async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_address_and_link_filter() {
+    let (tx, mut frames) = mpsc::unbounded_channel();
+    let probe = Probe(tx).start();
+    let (s5, s6) = (local_socket(), local_socket());
+    let socket = local_socket();
+    let peers = BTreeMap::from([
+        (NodeId(5), s5.local_addr().expect("addr")),
+        (NodeId(6), s6.local_addr().expect("addr")),
+    ]);
+    let cfg = TransportConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        node: NodeId(1),
+        peers,
+        cluster: CLUSTER.to_string(),
+        key: key(),
+        max_datagram_bytes: 1400,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let t = TransportActor::with_socket(cfg, socket, probe.recipient(), metrics.clone()).expect("transport");
+    let addr = actix::Supervisor::start(move |_| t);
+    let before = addr.send(GetLocalAddr).await.expect("alive").expect("bound");
+    addr.send(SetLinkFilter { blocked: BTreeSet::from([NodeId(6)]) }).await.expect("alive");
+
+    addr.send(InjectSocketFailure).await.expect("alive");
+    let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
+    assert_eq!(before, after);
+    // Node 6 is still cut off after the restart; node 5 gets through.
+    s6.send_to(&crypto::seal(&key(), CLUSTER, b"from 6").expect("seal"), after).expect("send");
+    wait_for(&metrics.filtered_datagrams, 1).await;
+    s5.send_to(&crypto::seal(&key(), CLUSTER, b"from 5").expect("seal"), after).expect("send");
+    let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"from 5"[..]));
+    assert!(frames.try_recv().is_err(), "nothing from node 6");
+}
+
+/// A paused tokio clock that moves only when the test advances it: a blocking task held open for the
+/// guard's lifetime stops tokio from jumping the clock to the next timer while the runtime is idle.
+struct ManualClock {
+    _hold: std::sync::mpsc::Sender<()>,
+}
+
+impl ManualClock {
+    fn start() -> ManualClock {
+        tokio::time::pause();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        ManualClock { _hold: tx }
+    }
+}
+
+#[actix_rt::test]
+async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_until_it_binds() {
+    let _clock = ManualClock::start();
+    let busy = local_socket();
+    let at = busy.local_addr().expect("addr");
+    let sender = local_socket();
+    let (tx, mut frames) = mpsc::unbounded_channel();
+    let cfg = TransportConfig {
+        bind: at,
+        node: NodeId(1),
+        peers: BTreeMap::from([(NodeId(5), sender.local_addr().expect("addr"))]),
+        cluster: CLUSTER.to_string(),
+        key: key(),
+        max_datagram_bytes: 1400,
+    };
+    let recipient = Probe(tx).start().recipient();
+    let metrics = Arc::new(Metrics::default());
+    let addr = actix::Supervisor::start(move |_| TransportActor::new(cfg, recipient, metrics));
+    let bound = |a: &Addr<TransportActor>| a.send(GetLocalAddr);
+    assert_eq!(bound(&addr).await.expect("alive"), None, "the address is busy");
+
+    // First retry after 100 ms (still busy), the next 200 ms later.
+    tokio::time::advance(Duration::from_millis(99)).await;
+    assert_eq!(bound(&addr).await.expect("alive"), None);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // Let the first retry run (and fail) for sure before the address is freed.
+    for _ in 0..50 {
+        assert_eq!(bound(&addr).await.expect("alive"), None, "still busy at the first retry");
+        tokio::task::yield_now().await;
+    }
+    drop(busy);
+    tokio::time::advance(Duration::from_millis(199)).await;
+    assert_eq!(bound(&addr).await.expect("alive"), None, "no retry before the doubled backoff");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let mut got = None;
+    for _ in 0..100 {
+        got = bound(&addr).await.expect("alive");
+        if got.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(got, Some(at), "bound at the second retry");
+    sender.send_to(&crypto::seal(&key(), CLUSTER, b"bound").expect("seal"), at).expect("send");
+    let end = std::time::Instant::now() + DEADLINE;
+    let f = loop {
+        if let Ok(f) = frames.try_recv() {
+            break f;
+        }
+        assert!(std::time::Instant::now() < end, "no frame after the bind");
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"bound"[..]));
 }
