@@ -191,9 +191,12 @@ async fn a_truncated_or_corrupt_state_file_is_an_error_naming_it_and_is_never_re
 // The registry under the real MembershipActor, every other peer a probe, on a paused clock.
 // ---------------------------------------------------------------------------------------------------
 
-/// What the probes saw, in order, each with the durable state on disk at that moment.
+/// One message a probe got, with the durable state on disk at the moment it arrived.
+type Sighting = (String, Option<Durable>);
+
+/// What the probes saw, in order.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Option<Durable>)>>>);
+struct Seen(Arc<Mutex<Vec<Sighting>>>);
 
 impl Seen {
     fn push(&self, what: String, disk: Option<Durable>) {
@@ -201,7 +204,7 @@ impl Seen {
             v.push((what, disk));
         }
     }
-    fn all(&self) -> Vec<(String, Option<Durable>)> {
+    fn all(&self) -> Vec<Sighting> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
     fn has(&self, what: &str) -> bool {
