@@ -2804,7 +2804,9 @@ impl Node {
     /// hearing a quorum of the view's members. A member stuck in a stale primary view is not.
     fn in_working_primary(&self, now: u64) -> bool {
         let Some(v) = &self.view else { return false };
-        if !v.primary || self.frozen_since.is_some() {
+        // A member told that a primary view removed it is outside the primary history, whatever view
+        // it still holds.
+        if !v.primary || self.frozen_since.is_some() || self.removed_self {
             return false;
         }
         let present: Vec<NodeId> =
