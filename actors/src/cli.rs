@@ -14,8 +14,12 @@
 //! `verify` found violations; 2 a user's mistake (a bad flag, a bad configuration value, an unreadable
 //! log), reported as one line naming the flag or key and what is expected.
 //!
+//! - `lock serve|acquire|release|holders|status`: the lock service's daemon and its client
+//!   ([`crate::lock`]).
+//! - `demo`: the partition and stateful-merge story on local agents ([`crate::demo`]).
+//!
 //! **Deliberately absent:** no protocol logic and no socket code here; each subcommand is a few lines that
-//! call the module doing the work. A `demo` subcommand is planned in its own issue.
+//! call the module doing the work.
 
 use crate::settings_load::{self, LoadOptions, Loaded, SettingsError, FLAG_KEYS};
 use clap::error::ErrorKind;
@@ -110,6 +114,42 @@ Examples:
   # After checking that node 3 is powered off:
   cohort fence ack 3 --config /etc/cohort/node.toml
   cohort fence ack 3 --socket /tmp/cohort-3n/node1/cohort.sock";
+
+const LOCK_EXAMPLES: &str = "\
+Examples:
+  cohort lock serve --socket /var/lib/cohort/cohort.sock &
+  cohort lock acquire printer --owner alice --socket /var/lib/cohort/cohort.sock
+  cohort lock holders --socket /var/lib/cohort/cohort.sock
+  cohort lock release printer --owner alice --socket /var/lib/cohort/cohort.sock";
+
+const LOCK_SERVE_EXAMPLES: &str = "\
+Examples:
+  cohort lock serve --config /etc/cohort/node.toml
+  cohort lock serve --socket /tmp/cohort-3n/node1/cohort.sock --control /tmp/cohort-3n/node1/lock.sock";
+
+const LOCK_ACQUIRE_EXAMPLES: &str = "\
+Examples:
+  cohort lock acquire printer --owner alice --config /etc/cohort/node.toml
+  cohort lock acquire ledger --owner report-job --shared --timeout-ms 30000 --socket /tmp/cohort-3n/node2/cohort.sock";
+
+const LOCK_RELEASE_EXAMPLES: &str = "\
+Examples:
+  cohort lock release printer --owner alice --config /etc/cohort/node.toml";
+
+const LOCK_HOLDERS_EXAMPLES: &str = "\
+Examples:
+  cohort lock holders --config /etc/cohort/node.toml
+  cohort lock holders printer --json --socket /tmp/cohort-3n/node3/cohort.sock";
+
+const LOCK_STATUS_EXAMPLES: &str = "\
+Examples:
+  cohort lock status --config /etc/cohort/node.toml";
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  cohort demo
+  cohort demo --policy restart --speed 2
+  cohort demo --nodes 3 --policy wait --color never | tee demo.txt";
 
 /// The `cohort` command line.
 #[derive(Debug, Parser)]
@@ -212,6 +252,155 @@ pub enum Command {
         #[command(subcommand)]
         action: FenceAction,
     },
+
+    /// A distributed lock service built on the client API.
+    ///
+    /// `cohort lock serve` runs one lock daemon per node next to the agent: it joins the `locks` process
+    /// group, keeps the replicated lock table, and serves a local control socket (default: lock.sock
+    /// beside the agent's socket). `acquire`, `release`, `holders` and `status` talk to that daemon.
+    /// Locks are held by the daemon on behalf of the named owner until released; a failed node's locks
+    /// are released only after cohort fenced it and announced its recovery.
+    #[command(after_help = LOCK_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
+    Lock {
+        /// The action.
+        #[command(subcommand)]
+        action: LockAction,
+    },
+
+    /// Play cohort's story on local agents: partition, fencing, stateful merge, recovery.
+    ///
+    /// Starts --nodes agents as child processes on loopback (no root needed) with a lock service on each,
+    /// and plays the story with a live timeline: the cluster forms and clients take locks; a partition
+    /// splits a minority off; the minority blocks; the majority fences it (the demo fence agent stops the
+    /// process) and recovers its locks; the partition heals; the stopped members wake up with their old
+    /// state and are caught as stateful merges and refused; they come back as new members and receive the
+    /// lock table by state transfer; `cohort verify` checks every event log. Everything is cleaned up at
+    /// the end or on Ctrl-C. Exit code 0 when the verdict passes.
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
+}
+
+/// `cohort lock ...`.
+#[derive(Debug, Subcommand)]
+pub enum LockAction {
+    /// Run this node's lock daemon until SIGINT or SIGTERM (then every hold it has is released).
+    #[command(after_help = LOCK_SERVE_EXAMPLES)]
+    Serve(LockServeArgs),
+    /// Wait for a lock and hold it for OWNER (it stays held after this command exits).
+    #[command(after_help = LOCK_ACQUIRE_EXAMPLES)]
+    Acquire(LockAcquireArgs),
+    /// Release a lock held by OWNER.
+    #[command(after_help = LOCK_RELEASE_EXAMPLES)]
+    Release(LockReleaseArgs),
+    /// List holders and waiters of one lock or of every lock, as this node's table has them.
+    #[command(after_help = LOCK_HOLDERS_EXAMPLES)]
+    Holders(LockHoldersArgs),
+    /// Show the lock daemon's state: active, blocked, removed, and its member.
+    #[command(after_help = LOCK_STATUS_EXAMPLES)]
+    Status(LockTarget),
+}
+
+/// Where the lock daemon is.
+#[derive(Debug, Clone, Args)]
+pub struct LockTarget {
+    /// The lock daemon's control socket (default: lock.sock beside the agent's socket).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Print the daemon's JSON reply.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+impl LockTarget {
+    fn control_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.control {
+            Some(p) => Ok(p.clone()),
+            None => Ok(crate::lock::default_control_path(&resolve_socket(&self.socket)?)),
+        }
+    }
+}
+
+/// `cohort lock serve` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LockServeArgs {
+    /// The process group of the lock service (every node's daemon must use the same).
+    #[arg(long, value_name = "G", default_value = crate::lock::service::DEFAULT_GROUP)]
+    pub group: String,
+    /// The control socket to serve (default: lock.sock beside the agent's socket).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Where the agent is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `cohort lock acquire` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LockAcquireArgs {
+    /// The lock's name.
+    #[arg(value_name = "LOCK")]
+    pub lock: String,
+    /// Who holds it (any name; release it under the same name).
+    #[arg(long, value_name = "NAME")]
+    pub owner: String,
+    /// Shared mode (default: exclusive).
+    #[arg(long)]
+    pub shared: bool,
+    /// How long to wait for the lock, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = positive_u64)]
+    pub timeout_ms: u64,
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub target: LockTarget,
+}
+
+/// `cohort lock release` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LockReleaseArgs {
+    /// The lock's name.
+    #[arg(value_name = "LOCK")]
+    pub lock: String,
+    /// Who holds it.
+    #[arg(long, value_name = "NAME")]
+    pub owner: String,
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub target: LockTarget,
+}
+
+/// `cohort lock holders` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LockHoldersArgs {
+    /// One lock (default: every lock).
+    #[arg(value_name = "LOCK")]
+    pub lock: Option<String>,
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub target: LockTarget,
+}
+
+/// `cohort demo` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How many agents to start (3 to 9); the first (N-1)/2 form the minority.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub nodes: u32,
+    /// The stateful-merge policy to configure (for `wait`, the demo plays the operator).
+    #[arg(long, value_enum, default_value_t = crate::demo::Policy::Fence)]
+    pub policy: crate::demo::Policy,
+    /// Pace of the pauses that keep the timeline readable: 2 is twice as fast, 0 no pauses. Only the
+    /// pauses change; every step waits for its events.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub speed: f64,
+    /// Colour the timeline: auto (when standard output is a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, value_enum, default_value_t = crate::demo::ColorChoice::Auto)]
+    pub color: crate::demo::ColorChoice,
+    /// Keep the temporary directory (configuration, event logs, agent logs) for a closer look.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `cohort config ...`.
@@ -493,6 +682,51 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fence { action: FenceAction::Ack(args) } => {
             let socket = resolve_socket(&args.socket)?;
             block_on(crate::client_cli::fence_ack(&socket, args.node))
+        }
+        Command::Lock { action } => lock(action),
+        Command::Demo(args) => crate::demo::run(crate::demo::DemoOptions {
+            nodes: args.nodes,
+            policy: args.policy,
+            speed: args.speed,
+            color: args.color,
+            keep: args.keep,
+        }),
+    }
+}
+
+/// `cohort lock ...`.
+fn lock(action: LockAction) -> anyhow::Result<ExitCode> {
+    match action {
+        LockAction::Serve(args) => {
+            if args.group.is_empty() {
+                return Err(UserError("--group must name a process group, e.g. --group locks".into()).into());
+            }
+            let socket = resolve_socket(&args.socket)?;
+            let control = args.control.unwrap_or_else(|| crate::lock::default_control_path(&socket));
+            crate::telemetry::init("warn");
+            block_on(crate::lock::serve(socket, control, args.group))
+        }
+        LockAction::Acquire(args) => {
+            let req = crate::lock::acquire_request(&args.lock, &args.owner, args.shared, args.timeout_ms);
+            let control = args.target.control_path()?;
+            block_on(crate::lock::client_request(&control, req, args.target.json))
+        }
+        LockAction::Release(args) => {
+            let req = serde_json::json!({"op": "release", "lock": args.lock, "owner": args.owner});
+            let control = args.target.control_path()?;
+            block_on(crate::lock::client_request(&control, req, args.target.json))
+        }
+        LockAction::Holders(args) => {
+            let req = match &args.lock {
+                Some(l) => serde_json::json!({"op": "holders", "lock": l}),
+                None => serde_json::json!({"op": "holders"}),
+            };
+            let control = args.target.control_path()?;
+            block_on(crate::lock::client_request(&control, req, args.target.json))
+        }
+        LockAction::Status(target) => {
+            let control = target.control_path()?;
+            block_on(crate::lock::client_request(&control, serde_json::json!({"op": "status"}), target.json))
         }
     }
 }

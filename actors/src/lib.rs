@@ -12,6 +12,9 @@
 //! - [`admin::AdminActor`]: `GET /status` and `GET /metrics`.
 //! - [`supervisor`]: the composition root ([`supervisor::start_node`]) and the `NodeSupervisor`.
 //!
+//! Built on the public client API only: [`lock`], a distributed lock service, and [`demo`], the
+//! `cohort demo` command that plays the partition and stateful-merge story with it.
+//!
 //! Actors talk only through the typed messages in [`messages`], held as `Recipient`s, so each one is
 //! tested against probe actors. **Deliberately absent:** no protocol decisions here (who is primary,
 //! who to fence, whether a merge is stateful: all in the core), no global registry or system services.
@@ -24,9 +27,11 @@ pub mod client_api;
 pub mod client_cli;
 pub mod client_proto;
 pub mod crypto;
+pub mod demo;
 pub mod epoch_registry;
 pub mod event_log;
 pub mod fencing;
+pub mod lock;
 pub mod membership;
 pub mod messages;
 pub mod metrics;
