@@ -480,7 +480,10 @@ impl ClientApiActor {
             }
             Request::Status => {
                 return Box::pin(self.links.get_status.send(GetStatus).into_actor(self).map(
-                    move |res, act, _ctx| match res.map(|s| serde_json::to_string(&s)) {
+                    // The same document as the admin endpoint's `GET /status`.
+                    move |res, act, _ctx| match res.map(|s| {
+                        crate::admin::status_json(s.member.node(), &s).and_then(|v| serde_json::to_string(&v))
+                    }) {
                         Ok(Ok(json)) => act.reply(id, &Reply::Status { json }),
                         Ok(Err(e)) => act.error(id, format!("cannot render the status: {e}")),
                         Err(_) => act.error(id, "the membership is not running".into()),

@@ -384,6 +384,19 @@ async fn a_running_node_serves_its_live_status_and_counts_what_happens_on_metric
         (serde_json::json!(2), serde_json::json!(true))
     );
 
+    // `cohort status --json` (the client API) serves the same document.
+    let socket = nodes.settings(1, "").socket_path();
+    let mut client = cohort_actors::client::Client::connect(&socket, "admin-test").await.expect("connect");
+    let via_client = client.status().await.expect("status over the client socket");
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    assert_eq!(keys(&via_client), keys(&v), "the same fields");
+    for field in
+        ["members", "quorum", "quorate", "blocked_reason", "fencing", "stateful_merge", "view", "epoch"]
+    {
+        assert_eq!(via_client[field], v[field], "{field}");
+    }
+    assert_eq!(via_client["liveness"][0]["node"], 2);
+
     // Cut node 2 off at node 1: node 1 suspects it, installs a view without it and, one of two, has no
     // quorum. Status and metrics say so.
     let blocked = std::collections::BTreeSet::from([NodeId(2)]);
