@@ -1614,6 +1614,11 @@ impl Node {
             .max(self.view.as_ref().map(|v| v.id).unwrap_or_default())
             .max(ViewId { seq: self.durable.max_installed_seq, coord: NodeId(u32::MAX) });
         self.max_seq_seen = self.max_seq_seen.max(ballot.seq);
+        if self.view.as_ref().is_some_and(|v| v.id == ballot) {
+            // A late copy of the prepare of the view this member already installed: that change is
+            // over, and promising again would freeze the view for a decision that never comes.
+            return;
+        }
         if ballot <= floor && !(ballot == self.promised && from.node() == ballot.coord) {
             self.send(
                 from.node(),
@@ -2611,11 +2616,14 @@ impl Node {
         let view = self.view.clone();
         for key in due {
             let (group, joiner, token) = key.clone();
-            // Give up on joiners that are no longer in the view, and on transfers given to another
-            // provider or another point since (the joiner will never acknowledge those).
+            // Give up on joiners that are no longer in the group, and on transfers given to another
+            // provider or another point since (the joiner will never acknowledge those). A joiner
+            // that is only out of this member's view (a non-primary view in between) may come back
+            // with the transfer still assigned to us: keep the state, send it once it is back.
             let current = self.transfers.get(&(group.clone(), joiner)).copied();
             let superseded = current.is_some_and(|(p, t)| p != self.me || t != token);
-            if superseded || !view.as_ref().is_some_and(|v| v.contains(joiner)) {
+            let gone = !self.groups.get(&group).is_some_and(|l| l.contains(&joiner));
+            if superseded || gone {
                 if let Some(p) = self.providing.remove(&key) {
                     self.record(
                         now,
@@ -2629,6 +2637,9 @@ impl Node {
                         out,
                     );
                 }
+                continue;
+            }
+            if !view.as_ref().is_some_and(|v| v.contains(joiner)) {
                 continue;
             }
             if let Some(p) = self.providing.get_mut(&key) {
