@@ -791,3 +791,82 @@ async fn joins_and_leaves_behind_a_blocked_send_keep_their_order_and_are_bounded
     assert_eq!(h.next_got().await, Got::Join("x".into()));
     assert_eq!(h.next_got().await, Got::Leave("x".into()));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The fallback retry timer on a paused clock
+// ---------------------------------------------------------------------------------------------------
+
+/// A paused tokio clock that moves only when the test advances it: a blocking task held open for the
+/// guard's lifetime stops tokio from jumping the clock to the next timer whenever the runtime is idle
+/// (which, with real sockets, would fire timers while a reply is still on its way).
+struct ManualClock {
+    _hold: std::sync::mpsc::Sender<()>,
+}
+
+impl ManualClock {
+    fn start() -> ManualClock {
+        tokio::time::pause();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        ManualClock { _hold: tx }
+    }
+}
+
+/// Drives `f` to completion with a deadline on the real clock (the tokio clock stands still).
+async fn within_real<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    let end = Instant::now() + DEADLINE;
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut f => return out,
+            _ = tokio::task::yield_now() => {}
+        }
+        assert!(Instant::now() < end, "{what}: not within {DEADLINE:?} of real time");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[actix_rt::test]
+async fn on_a_paused_clock_a_refused_send_is_retried_by_the_fallback_timer_and_not_before() {
+    let _clock = ManualClock::start();
+    let mut h = Harness::start("retry-timer", 64, 8).await;
+    let mut c = within_real("connect", Client::connect(&h.socket, "app")).await.expect("connect");
+    within_real("join", c.join("g")).await.expect("join");
+    assert_eq!(within_real("join reaches the membership", h.got.recv()).await, Some(Got::Join("g".into())));
+    h.full.store(true, Relaxed);
+    let req = within_real("send", c.send_nowait("g", vec![9], Delivery::Agreed)).await.expect("send");
+    assert_eq!(
+        within_real("the refused attempt", h.got.recv()).await,
+        Some(Got::Multicast {
+            group: "g".into(),
+            payload: vec![9],
+            delivery: Delivery::Agreed,
+            accepted: false
+        })
+    );
+    // Room again, but nobody says so (no SendReady, no view): only the fallback timer retries.
+    h.full.store(false, Relaxed);
+    tokio::time::advance(SEND_RETRY_INTERVAL - Duration::from_millis(1)).await;
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(h.got.try_recv().is_err(), "retried before the fallback interval");
+    // Tokio rounds a timer's deadline up to the next millisecond: 2 ms more is past it.
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_eq!(
+        within_real("the retry", h.got.recv()).await,
+        Some(Got::Multicast {
+            group: "g".into(),
+            payload: vec![9],
+            delivery: Delivery::Agreed,
+            accepted: true
+        })
+    );
+    assert_eq!(
+        within_real("the reply", c.next_event()).await.expect("event"),
+        ClientEvent::Sent { req, msg: "1.7.1".into() }
+    );
+}
