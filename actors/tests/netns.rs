@@ -1,0 +1,667 @@
+//! The network-namespace test bed's scenarios: real `cohort agent` processes, each in its own network
+//! namespace, real UDP through a bridge, a client in every namespace, faults made in the network and to
+//! the processes. See `support/netns.rs` for the bed and docs/TESTING.md for how to run them.
+//!
+//! Every scenario ends with [`netns::Bed::finish`]: all nodes converge to one primary view within L1's
+//! bound, `cohort verify` passes over every event log, and the measured detection, view-change and
+//! merge times are printed (`NETNS-SUMMARY` lines; run with `--nocapture` to see them). When not root
+//! or without `ip`/`nft`, each scenario prints a `SKIP` line and returns.
+
+#[path = "support/netns.rs"]
+mod netns;
+
+use netns::{now_ms, Bed, Fence, Spec, TestLevel, Timing};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+netns_client_entry!();
+
+/// Deadline of a single wait inside a scenario (the liveness bounds are asserted separately).
+const D: Duration = Duration::from_secs(20);
+
+/// True when event `e` is about node `node` in field `field` (a member `[node, epoch]`).
+fn about(e: &Value, field: &str, node: u32) -> bool {
+    e[field][0].as_u64() == Some(u64::from(node))
+}
+
+/// True when a `recovered` event lists node `node`.
+fn recovers(e: &Value, node: u32) -> bool {
+    e["failed"].as_array().is_some_and(|f| f.iter().any(|m| m[0].as_u64() == Some(u64::from(node))))
+}
+
+fn epoch_of(view: &[(u32, u64)], node: u32) -> u64 {
+    view.iter().find(|m| m.0 == node).map(|m| m.1).unwrap_or_else(|| panic!("node {node} not in {view:?}"))
+}
+
+/// The fencing of the seed story: one level of `cohort-fence-test`.
+fn one_test_level() -> Fence {
+    Fence::TestAgent { levels: vec![TestLevel { timeout_ms: 3000, retries: 1 }], restart_counts: true }
+}
+
+/// The seed story on 5 nodes with merge policy `policy` (see the simulator's `seed_story`).
+fn seed_story(name: &str, policy: &str) {
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(5);
+    spec.policy = policy.into();
+    spec.fence = one_test_level();
+    let mut bed = Bed::new(name, spec);
+    // The first fence only pauses the minority: "fenced" nodes that come back with their old state.
+    bed.set_fence_mode(1, "stop");
+    bed.auto_restart = true;
+    bed.start_all_and_form();
+    let before = bed.common_view(&[1, 2, 3, 4, 5]).expect("the formed view");
+
+    // Partition 2|3: the majority removes and fences the minority, then recovers.
+    let t0 = now_ms();
+    bed.partition(&[&[1, 2], &[3, 4, 5]]);
+    bed.measure_failover("partition 2|3", t0, &[3, 4, 5], &[1, 2]);
+    for n in [1, 2] {
+        bed.wait_event(&[3], "fence_result", D, |e| {
+            about(e, "target", n) && e["ok"] == true && e["method"] == "agent"
+        });
+        bed.wait_event(&[3, 4, 5], "recovered", D, |e| recovers(e, n));
+    }
+    // They were only paused: resume them, still cut off. They block.
+    for n in [1, 2] {
+        bed.resume(n);
+    }
+    bed.wait_blocked(&[1, 2], D);
+    for n in [1, 2] {
+        assert!(
+            !bed.events_where(n, "blocked", |e| e["reason"] == "no_quorum").is_empty(),
+            "node {n} never logged blocked/no_quorum"
+        );
+        assert_eq!(bed.epoch(n), Some(epoch_of(&before, n)), "node {n} changed epoch while cut off");
+    }
+    assert!(bed.common_view(&[3, 4, 5]).is_some(), "the majority lost its primary view");
+
+    // A second fence (policy `fence`) is a real power-off.
+    bed.set_fence_mode(1, "kill");
+    let t1 = now_ms();
+    bed.heal();
+    let action = match policy {
+        "fence" => "fence",
+        "restart" | "reset" => "kill",
+        _ => "wait",
+    };
+    for n in [1, 2] {
+        let ev = bed.wait_event(&[3, 4, 5], "stateful_merge", D, |e| about(e, "member", n));
+        assert_eq!(
+            ev["member"][1].as_u64(),
+            Some(epoch_of(&before, n)),
+            "the stateful merge names the old member"
+        );
+        assert_eq!(ev["action"], action, "stateful merge of node {n}: {ev}");
+    }
+    let detected = now_ms();
+    println!("NETNS [{name}] stateful merges of 1 and 2 detected {} ms after the heal", detected - t1);
+    if policy == "fence" {
+        bed.wait_event(&[3], "fence_request", D, |e| {
+            about(e, "target", 1) && e["reason"] == "stateful_merge"
+        });
+    }
+    if policy == "wait" {
+        // The zombies stay refused and say so until the operator acts.
+        for n in [1, 2] {
+            bed.wait_event(&[n], "blocked", D, |e| e["reason"] == "stateful_merge_wait");
+            assert_eq!(bed.epoch(n), Some(epoch_of(&before, n)), "node {n} changed epoch under policy wait");
+        }
+        assert!(bed.common_view(&[3, 4, 5]).is_some(), "the majority lost its primary view");
+        for n in [1, 2] {
+            let s = bed.status(n).expect("status");
+            assert_eq!(s["stateful_merge"]["waiting_for_operator"], true, "node {n}: {s}");
+        }
+        // The operator: make sure the old processes are gone, acknowledge, restart them.
+        bed.auto_restart = false;
+        for n in [1, 2] {
+            bed.kill9(n);
+            bed.fence_ack(3, n);
+        }
+        for n in [1, 2] {
+            bed.start(n);
+        }
+        bed.auto_restart = true;
+    }
+    let bound = bed.spec.timing.convergence_bound();
+    let after = bed.measure_merge("heal -> stateful merge resolved -> all 5", t1, &[1, 2, 3, 4, 5], bound);
+    for n in [1, 2] {
+        assert!(
+            epoch_of(&after, n) > epoch_of(&before, n),
+            "node {n} rejoined without a new epoch: {after:?}"
+        );
+        assert!(
+            !bed.events_where(n, "removed_self", |_| true).is_empty(),
+            "node {n} never logged removed_self"
+        );
+    }
+    for n in [3, 4, 5] {
+        assert_eq!(epoch_of(&after, n), epoch_of(&before, n), "majority node {n} changed epoch");
+    }
+    // The rejoined members' clients receive the group state by transfer.
+    bed.wait_clients_joined(&[1, 2, 3, 4, 5], D);
+    for n in [1, 2] {
+        let e = epoch_of(&after, n);
+        bed.wait_event(&[n], "state_transfer", D, |ev| {
+            ev["epoch"].as_u64() == Some(e) && ev["role"] == "receiver" && ev["ok"] == true
+        });
+    }
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn seed_story_policy_fence() {
+    seed_story("seed_story_policy_fence", "fence");
+}
+
+#[test]
+fn seed_story_policy_restart() {
+    seed_story("seed_story_policy_restart", "restart");
+}
+
+#[test]
+fn seed_story_policy_reset() {
+    seed_story("seed_story_policy_reset", "reset");
+}
+
+#[test]
+fn seed_story_policy_wait_and_operator_action() {
+    seed_story("seed_story_policy_wait_and_operator_action", "wait");
+}
+
+#[test]
+fn paused_agent_is_caught_as_a_stateful_merge() {
+    let name = "paused_agent_is_caught_as_a_stateful_merge";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    let before = bed.common_view(&[1, 2, 3, 4, 5]).expect("view");
+    let t0 = now_ms();
+    bed.pause(5);
+    bed.measure_failover("SIGSTOP of node 5", t0, &[1, 2, 3, 4], &[5]);
+    let t1 = now_ms();
+    bed.resume(5);
+    let ev = bed.wait_event(&[1, 2, 3, 4], "stateful_merge", D, |e| about(e, "member", 5));
+    assert_eq!(ev["member"][1].as_u64(), Some(epoch_of(&before, 5)));
+    bed.wait_event(&[5], "removed_self", D, |_| true);
+    let bound = bed.spec.timing.convergence_bound();
+    let after = bed.measure_merge("SIGCONT -> stateful merge -> rejoin", t1, &[1, 2, 3, 4, 5], bound);
+    assert!(epoch_of(&after, 5) > epoch_of(&before, 5), "node 5 came back without a new epoch");
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn coordinator_killed_during_a_view_change() {
+    let name = "coordinator_killed_during_a_view_change";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    let t0 = now_ms();
+    bed.kill9(5);
+    // Node 1 (the lowest id) coordinates the change that removes 5: kill it as soon as a member is
+    // seen changing views.
+    let deadline = Instant::now() + D;
+    let mut caught = false;
+    while Instant::now() < deadline {
+        if [2, 3, 4].iter().any(|n| bed.status(*n).is_some_and(|s| s["changing"] == true)) {
+            caught = true;
+            break;
+        }
+        if bed.view(2).is_some_and(|(m, _)| m.iter().all(|x| x.0 != 5)) {
+            break;
+        }
+    }
+    bed.kill9(1);
+    println!(
+        "NETNS [{name}] node 1 killed {} ms after node 5, {}",
+        now_ms() - t0,
+        if caught {
+            "while a member was changing views"
+        } else {
+            "after the view change had completed (not caught mid-change)"
+        }
+    );
+    assert!(caught, "the view change was never observed in progress");
+    bed.measure_failover("coordinator killed mid view change", t0, &[2, 3, 4], &[1, 5]);
+    for n in [1, 5] {
+        bed.wait_event(&[2, 3, 4], "recovered", D, |e| recovers(e, n)).to_string();
+    }
+    let t1 = now_ms();
+    bed.start(1);
+    bed.start(5);
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("restart of 1 and 5", t1, &[1, 2, 3, 4, 5], bound);
+    bed.start_client(1);
+    bed.start_client(5);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+/// Kills an agent during a state transfer to node 5's new member: the provider (`provider = true`)
+/// or the receiver.
+fn killed_during_state_transfer(name: &str, provider: bool) {
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(5);
+    // Providers answer after 1.5 s, so the transfer is in progress long enough to fault it.
+    spec.client_provide_delay_ms = 1500;
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    bed.kill9(5);
+    bed.wait_for_view(&[1, 2, 3, 4], D);
+    bed.start(5);
+    let view = bed.wait_for_view(&[1, 2, 3, 4, 5], D);
+    let joiner_epoch = epoch_of(&view, 5);
+    // Node 5's client is the joiner; wait until a provider was asked.
+    let asked = bed.wait_until("a provider asked for node 5's state", D, |b| {
+        (1..=4).find(|n| {
+            b.client_log(*n).iter().any(|l| {
+                l["ev"] == "provide_state"
+                    && l["joiner"][0] == 5
+                    && l["joiner"][1].as_u64() == Some(joiner_epoch)
+            })
+        })
+    });
+    let t0 = now_ms();
+    if provider {
+        println!("NETNS [{name}] node {asked} provides node 5's state: killing it");
+        bed.kill9(asked);
+        let rest: Vec<u32> = (1..=5).filter(|n| *n != asked).collect();
+        bed.measure_failover("provider killed during state transfer", t0, &rest, &[asked]);
+        // The joiner gets the state from another provider.
+        bed.wait_event(&[5], "state_transfer", D, |e| {
+            e["epoch"].as_u64() == Some(joiner_epoch) && e["role"] == "receiver" && e["ok"] == true
+        });
+        let t1 = now_ms();
+        bed.start(asked);
+        let bound = bed.spec.timing.convergence_bound();
+        bed.measure_merge("provider restarted", t1, &[1, 2, 3, 4, 5], bound);
+    } else {
+        println!("NETNS [{name}] node {asked} provides node 5's state: killing the receiver, node 5");
+        bed.kill9(5);
+        bed.measure_failover("receiver killed during state transfer", t0, &[1, 2, 3, 4], &[5]);
+        let t1 = now_ms();
+        bed.start(5);
+        let bound = bed.spec.timing.convergence_bound();
+        let after = bed.measure_merge("receiver restarted", t1, &[1, 2, 3, 4, 5], bound);
+        let e = epoch_of(&after, 5);
+        bed.wait_event(&[5], "state_transfer", D, |ev| {
+            ev["epoch"].as_u64() == Some(e) && ev["role"] == "receiver" && ev["ok"] == true
+        });
+    }
+    bed.wait_clients_joined(&[1, 2, 3, 4, 5], D);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn provider_killed_during_state_transfer() {
+    killed_during_state_transfer("provider_killed_during_state_transfer", true);
+}
+
+#[test]
+fn receiver_killed_during_state_transfer() {
+    killed_during_state_transfer("receiver_killed_during_state_transfer", false);
+}
+
+#[test]
+fn three_way_split_of_seven_then_staged_heal() {
+    let name = "three_way_split_of_seven_then_staged_heal";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(7));
+    bed.start_all_and_form();
+    let all: Vec<u32> = (1..=7).collect();
+    bed.partition(&[&[1, 2, 3], &[4, 5], &[6, 7]]);
+    // No side holds 4 of 7 votes: everyone blocks.
+    bed.wait_blocked(&all, D);
+    let t1 = now_ms();
+    bed.partition(&[&[1, 2, 3, 4, 5], &[6, 7]]);
+    let bound = bed.spec.timing.merge_bound();
+    bed.measure_merge("stage 1: 3+2 heal into a majority of 5", t1, &[1, 2, 3, 4, 5], bound);
+    bed.wait_blocked(&[6, 7], D);
+    let t2 = now_ms();
+    bed.heal();
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("stage 2: the last 2 merge (stateful merges, restart)", t2, &all, bound);
+    bed.finish(&all);
+}
+
+#[test]
+fn one_way_partition() {
+    let name = "one_way_partition";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    let t0 = now_ms();
+    // Node 5 hears everyone, nobody hears node 5.
+    for n in 1..=4 {
+        bed.block_one_way(5, n);
+    }
+    bed.measure_failover("one-way partition 5 -> others", t0, &[1, 2, 3, 4], &[5]);
+    let t1 = now_ms();
+    bed.heal();
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("heal of the one-way partition", t1, &[1, 2, 3, 4, 5], bound);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn flapping_link() {
+    let name = "flapping_link";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    // The fault itself is timed: node 3's link goes down and up every 300 ms for 5 s.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut up = true;
+    while Instant::now() < until {
+        up = !up;
+        bed.set_link(3, up);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bed.set_link(3, true);
+    let t1 = now_ms();
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("the link stops flapping", t1, &[1, 2, 3, 4, 5], bound);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+/// Deliveries logged by node `n` so far.
+fn delivered(bed: &Bed, n: u32) -> usize {
+    bed.events_where(n, "deliver", |_| true).len()
+}
+
+#[test]
+fn loss_and_delay_on_all_links_while_messages_flow() {
+    let name = "loss_and_delay_on_all_links_while_messages_flow";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(5);
+    spec.client_send_interval_ms = 50;
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    let delayed = bed.set_link_quality(20, 50);
+    println!(
+        "NETNS [{name}] 20% loss on every link{}",
+        if delayed {
+            " and 50 ms delay (tc netem)"
+        } else {
+            "; NO delay: this kernel has no sch_netem (tc netem), loss only"
+        }
+    );
+    let base: Vec<usize> = (1..=5).map(|n| delivered(&bed, n)).collect();
+    let t0 = Instant::now();
+    // Messages keep flowing: every node delivers 200 more while the links are bad.
+    bed.wait_until("200 more deliveries at every node under loss", Duration::from_secs(40), |b| {
+        (1..=5).all(|n| delivered(b, n) >= base[n as usize - 1] + 200).then_some(())
+    });
+    println!("NETNS [{name}] 200 deliveries per node under loss took {} ms", t0.elapsed().as_millis());
+    let t1 = now_ms();
+    bed.set_link_quality(0, 0);
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("links clean again", t1, &[1, 2, 3, 4, 5], bound);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn all_agents_restarted_at_once() {
+    let name = "all_agents_restarted_at_once";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    let before = bed.common_view(&[1, 2, 3, 4, 5]).expect("view");
+    for n in 1..=5 {
+        bed.kill9(n);
+    }
+    let t1 = now_ms();
+    bed.start_all();
+    let bound = bed.spec.timing.convergence_bound();
+    let after = bed.measure_merge("all 5 restarted at once", t1, &[1, 2, 3, 4, 5], bound);
+    for n in 1..=5 {
+        assert!(epoch_of(&after, n) > epoch_of(&before, n), "node {n} did not take a new epoch");
+    }
+    bed.wait_clients_joined(&[1, 2, 3, 4, 5], D);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn rolling_restart_while_clients_send() {
+    let name = "rolling_restart_while_clients_send";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut bed = Bed::new(name, Spec::new(5));
+    bed.start_all_and_form();
+    let all = [1, 2, 3, 4, 5];
+    for n in all {
+        let rest: Vec<u32> = all.iter().copied().filter(|x| *x != n).collect();
+        let base: Vec<usize> = rest.iter().map(|r| delivered(&bed, *r)).collect();
+        assert!(bed.stop(n, Duration::from_secs(5)), "node {n} did not leave cleanly");
+        bed.wait_for_view(&rest, D);
+        let t1 = now_ms();
+        bed.start(n);
+        let bound = bed.spec.timing.convergence_bound();
+        bed.measure_merge(&format!("node {n} restarted"), t1, &all, bound);
+        bed.wait_clients_joined(&all, D);
+        // The others' clients kept sending: deliveries continued through the restart.
+        let grew = rest.iter().zip(&base).all(|(r, b)| delivered(&bed, *r) > *b);
+        assert!(grew, "deliveries stalled while node {n} restarted");
+    }
+    bed.finish(&all);
+}
+
+#[test]
+fn two_node_fence_race_has_exactly_one_winner() {
+    let name = "two_node_fence_race_has_exactly_one_winner";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(2);
+    spec.two_node = true;
+    spec.policy = "fence".into();
+    spec.fence =
+        Fence::TestAgent { levels: vec![TestLevel { timeout_ms: 3000, retries: 0 }], restart_counts: true };
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    let t0 = now_ms();
+    bed.partition(&[&[1], &[2]]);
+    // Both race to fence the other: exactly one agent survives, alone in a primary view.
+    let winner = bed.wait_until("exactly one survivor of the fence race, primary alone", D, |b| {
+        let alive: Vec<u32> = [1, 2].into_iter().filter(|n| b.running(*n)).collect();
+        if alive.len() != 1 {
+            return None;
+        }
+        let w = alive[0];
+        b.view(w).is_some_and(|(m, p)| p && m.len() == 1).then_some(w)
+    });
+    let loser = 3 - winner;
+    println!("NETNS [{name}] node {winner} won the fence race {} ms after the partition", now_ms() - t0);
+    assert!(bed.exited(loser).is_some(), "the loser's agent still runs");
+    let won = bed.events_where(winner, "fence_result", |e| about(e, "target", loser) && e["ok"] == true);
+    assert!(!won.is_empty(), "the winner logged no successful fence of node {loser}");
+    assert!(
+        bed.events_where(loser, "view", |e| e["primary"] == true
+            && e["members"].as_array().is_some_and(|m| m.len() == 1))
+            .is_empty(),
+        "the loser installed a primary view alone: both sides were primary"
+    );
+    bed.measures.detection.push(("fence race won".into(), now_ms() - t0));
+    let t1 = now_ms();
+    bed.heal();
+    bed.start(loser);
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("the loser restarts and rejoins", t1, &[1, 2], bound);
+    bed.start_client(loser);
+    bed.finish(&[1, 2]);
+}
+
+#[test]
+fn watchdog_minority_self_fences_and_exits() {
+    let name = "watchdog_minority_self_fences_and_exits";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(5);
+    spec.fence = Fence::Watchdog { self_fence_after_ms: 1000, watchdog_wait_ms: 2500, exit: true };
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    let t0 = now_ms();
+    bed.partition(&[&[1, 2], &[3, 4, 5]]);
+    bed.measure_failover("partition 2|3 (watchdog mode)", t0, &[3, 4, 5], &[1, 2]);
+    // The minority self-fences: its clients are told to stop, then the agents exit.
+    for n in [1, 2] {
+        bed.wait_until(&format!("node {n}'s agent exits after its watchdog fired"), D, |b| b.exited(n));
+        let ev = bed.events_where(n, "self_fence", |_| true);
+        assert!(!ev.is_empty(), "node {n} exited without a self_fence event");
+        let at = ev[0]["ts_ms"].as_u64().unwrap_or(0);
+        println!("NETNS [{name}] node {n} self-fenced {} ms after the partition", at.saturating_sub(t0));
+        assert!(at >= t0 + 1000, "node {n} self-fenced before self_fence_after_ms");
+        assert!(
+            bed.client_log(n).iter().any(|l| l["ev"] == "self_fenced"),
+            "node {n}'s client was not told to stop"
+        );
+    }
+    // The majority counts them fenced after watchdog_wait_ms.
+    for n in [1, 2] {
+        let ev = bed.wait_event(&[3, 4, 5], "fence_result", D, |e| about(e, "target", n) && e["ok"] == true);
+        assert_eq!(ev["method"], "watchdog", "{ev}");
+        let at = ev["ts_ms"].as_u64().unwrap_or(0);
+        println!(
+            "NETNS [{name}] majority counted node {n} fenced by the watchdog {} ms after the partition",
+            at.saturating_sub(t0)
+        );
+        assert!(at >= t0 + 2500, "node {n} counted fenced before watchdog_wait_ms");
+        bed.wait_event(&[3, 4, 5], "recovered", D, |e| recovers(e, n));
+    }
+    let t1 = now_ms();
+    bed.heal();
+    bed.start(1);
+    bed.start(2);
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("restarted minority rejoins", t1, &[1, 2, 3, 4, 5], bound);
+    bed.finish(&[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn failing_and_hanging_fence_agents_time_out_retry_escalate_and_yield_to_an_ack() {
+    let name = "failing_and_hanging_fence_agents_time_out_retry_escalate_and_yield_to_an_ack";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(5);
+    spec.policy = "fence".into();
+    spec.fence = Fence::TestAgent {
+        levels: vec![TestLevel { timeout_ms: 500, retries: 1 }, TestLevel { timeout_ms: 1000, retries: 0 }],
+        restart_counts: false,
+    };
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    let all = [1, 2, 3, 4, 5];
+
+    // 1. Level 1 fails once: the retry fences node 5.
+    bed.inject_fence_failure(1, Some("fence-fail-once"));
+    let t0 = now_ms();
+    bed.partition(&[&[1, 2, 3, 4], &[5]]);
+    bed.measure_failover("partition of node 5", t0, &[1, 2, 3, 4], &[5]);
+    bed.wait_event(&[1], "fence_result", D, |e| {
+        about(e, "target", 5) && e["ok"] == true && e["method"] == "agent"
+    });
+    bed.wait_until("node 5 killed by the fence agent", D, |b| b.exited(5));
+    bed.wait_event(&[1, 2, 3, 4], "recovered", D, |e| recovers(e, 5));
+    println!("NETNS [{name}] level 1 failed once, its retry fenced node 5 after {} ms", now_ms() - t0);
+    bed.heal();
+    bed.start(5);
+    bed.wait_for_view(&all, D);
+
+    // 2. Level 1 hangs (timeout, retry, timeout): level 2 fences node 4.
+    bed.inject_fence_failure(1, Some("fence-hang"));
+    let t1 = now_ms();
+    bed.partition(&[&[1, 2, 3, 5], &[4]]);
+    bed.wait_event(&[1], "fence_result", D, |e| about(e, "target", 4) && e["ok"] == true);
+    bed.wait_until("node 4 killed by level 2", D, |b| b.exited(4));
+    let took = now_ms() - t1;
+    println!(
+        "NETNS [{name}] level 1 hung twice (2 x 500 ms timeouts), level 2 fenced node 4 after {took} ms"
+    );
+    assert!(took >= 1000, "node 4 was fenced before level 1's two timeouts ran out");
+    bed.wait_event(&[1, 2, 3, 5], "recovered", D, |e| recovers(e, 4));
+    bed.heal();
+    bed.start(4);
+    bed.wait_for_view(&all, D);
+
+    // 3. Both levels fail: the majority stays blocked on fencing until the operator acknowledges.
+    bed.inject_fence_failure(1, Some("fence-fail"));
+    bed.inject_fence_failure(2, Some("fence-fail"));
+    bed.partition(&[&[1, 2, 4, 5], &[3]]);
+    bed.wait_for_view(&[1, 2, 4, 5], D);
+    bed.wait_event(&[1], "fence_result", D, |e| about(e, "target", 3) && e["ok"] == false);
+    bed.wait_until("the majority blocked on fencing node 3", D, |b| {
+        b.status(1).is_some_and(|s| s["fencing"]["blocked"] == true).then_some(())
+    });
+    assert!(bed.running(3), "node 3 was killed although every fence level fails");
+    assert!(
+        bed.events_where(1, "recovered", |e| recovers(e, 3)).is_empty(),
+        "node 3 recovered without being fenced"
+    );
+    // The operator turns node 3 off by hand and acknowledges.
+    bed.kill9(3);
+    let t2 = now_ms();
+    bed.fence_ack(1, 3);
+    let ev = bed.wait_event(&[1, 2, 4, 5], "fence_result", D, |e| about(e, "target", 3) && e["ok"] == true);
+    assert_eq!(ev["method"], "ack", "{ev}");
+    bed.wait_event(&[1, 2, 4, 5], "recovered", D, |e| recovers(e, 3));
+    println!("NETNS [{name}] recovery of node 3 {} ms after `cohort fence ack 3`", now_ms() - t2);
+    bed.inject_fence_failure(1, None);
+    bed.inject_fence_failure(2, None);
+    bed.heal();
+    let t3 = now_ms();
+    bed.start(3);
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("node 3 restarted after the ack", t3, &all, bound);
+    bed.finish(&all);
+}
+
+#[test]
+fn sixteen_nodes_partition_heal_and_crash() {
+    let name = "sixteen_nodes_partition_heal_and_crash";
+    if !Bed::available(name) {
+        return;
+    }
+    let mut spec = Spec::new(16);
+    spec.timing = Timing::LARGE;
+    spec.client_send_interval_ms = 500;
+    let mut bed = Bed::new(name, spec);
+    bed.start_all_and_form();
+    let all: Vec<u32> = (1..=16).collect();
+    let minority: Vec<u32> = (1..=7).collect();
+    let majority: Vec<u32> = (8..=16).collect();
+    let t0 = now_ms();
+    bed.partition(&[&minority, &majority]);
+    bed.measure_failover("partition 7|9", t0, &majority, &minority);
+    bed.wait_blocked(&minority, D);
+    let t1 = now_ms();
+    bed.heal();
+    let bound = bed.spec.timing.convergence_bound();
+    bed.measure_merge("heal: 7 stateful merges resolved, all 16", t1, &all, bound);
+    let t2 = now_ms();
+    bed.kill9(12);
+    let rest: Vec<u32> = all.iter().copied().filter(|n| *n != 12).collect();
+    bed.measure_failover("kill -9 of node 12", t2, &rest, &[12]);
+    let t3 = now_ms();
+    bed.start(12);
+    bed.measure_merge("node 12 restarted", t3, &all, bound);
+    bed.finish(&all);
+}
