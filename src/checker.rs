@@ -245,6 +245,8 @@ pub struct Checker {
     recoveries: Vec<PendingRecovery>,
     received_transfers: Vec<ReceivedTransfer>,
     provided_transfers: BTreeMap<(Member, Member, String), BTreeSet<u64>>,
+    /// How many `state_transfer` provider records each (provider, receiver, group) has.
+    provided_counts: BTreeMap<(Member, Member, String), usize>,
     stats: CheckStats,
 }
 
@@ -415,9 +417,17 @@ impl Checker {
                 ));
             }
         }
+        let mut received_counts: BTreeMap<(Member, Member, String), usize> = BTreeMap::new();
+        for t in &self.received_transfers {
+            *received_counts.entry((t.provider, t.receiver, t.group.clone())).or_default() += 1;
+        }
         for t in &self.received_transfers {
             let key = (t.provider, t.receiver, t.group.clone());
-            if let Some(sizes) = self.provided_transfers.get(&key) {
+            // Sizes are compared only when the provider logged every transfer the receiver did: a
+            // provider that died (or was fenced) before its outcome was known logs nothing for it,
+            // and a receiver may get several states from the same provider over time.
+            let complete = self.provided_counts.get(&key).copied().unwrap_or(0) >= received_counts[&key];
+            if let Some(sizes) = self.provided_transfers.get(&key).filter(|_| complete) {
                 if !sizes.contains(&t.bytes) {
                     let sizes: Vec<String> = sizes.iter().map(|b| b.to_string()).collect();
                     out.push(Violation::new(
@@ -992,6 +1002,7 @@ impl Checker {
             }
             TransferRole::Provider => {
                 self.provided_transfers.entry((me, peer, group.to_string())).or_default().insert(bytes);
+                *self.provided_counts.entry((me, peer, group.to_string())).or_default() += 1;
             }
         }
     }

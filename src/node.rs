@@ -309,6 +309,8 @@ pub struct Node {
     pending_since: BTreeMap<Member, u64>,
     recovered_announced: BTreeSet<Member>,
     merges: BTreeMap<Member, u64>,
+    /// Removed members told so from outside a primary view (when last told), for rate limiting.
+    told_removed: BTreeMap<Member, u64>,
     merge_fence_requested: BTreeSet<Member>,
     removed_self: bool,
     new_epoch_requested: bool,
@@ -389,6 +391,7 @@ impl Node {
             pending_since: BTreeMap::new(),
             recovered_announced: BTreeSet::new(),
             merges: BTreeMap::new(),
+            told_removed: BTreeMap::new(),
             merge_fence_requested: BTreeSet::new(),
             removed_self: false,
             new_epoch_requested: false,
@@ -979,17 +982,41 @@ impl Node {
     fn check_admission(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
         match self.durable.registry.classify(m) {
             Admission::Fresh => {}
-            Admission::StatefulMerge(_) => {
+            Admission::StatefulMerge(removal) => {
                 if self.is_primary() {
                     self.handle_stateful_merge(now, m, out);
+                } else if let Some(r) = removal {
+                    // No primary view here, but the registry (replicated from the primary history)
+                    // says this member was removed: tell it, so that it stops proposing views that
+                    // every member knowing the registry refuses, and members that do not know it yet
+                    // stop waiting for it. The primary side records and resolves the merge once it
+                    // has formed.
+                    self.tell_removed_from_outside(now, m, r.view, out);
                 }
             }
             Admission::Stale { min_epoch } => {
-                if self.is_primary() {
-                    self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
-                }
+                // The cluster saw a newer epoch of this node: telling it is always right.
+                self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
             }
         }
+    }
+
+    fn tell_removed_from_outside(&mut self, now: u64, m: Member, view: ViewId, out: &mut Vec<Output>) {
+        let last = self.told_removed.get(&m).copied();
+        if last.is_some_and(|t| now.saturating_sub(t) < self.cfg.discovery_interval_ms) {
+            return;
+        }
+        if self.told_removed.len() >= 64 {
+            self.told_removed.pop_first();
+        }
+        self.told_removed.insert(m, now);
+        let action = match self.cfg.merge_policy {
+            MergePolicy::Fence => RemovedAction::AwaitFence,
+            MergePolicy::Restart => RemovedAction::Restart,
+            MergePolicy::Reset => RemovedAction::Reset,
+            MergePolicy::Wait => RemovedAction::Wait,
+        };
+        self.send(m.node(), Body::Removed { view, member: m, action }, out);
     }
 
     fn handle_stateful_merge(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
@@ -1117,7 +1144,19 @@ impl Node {
                 let all = live.len() == self.cfg.nodes.len();
                 all || now.saturating_sub(self.started_at) >= self.cfg.discovery_interval_ms
             }
-            Some(v) => v.members != live,
+            // Also when a member of this view has moved on to a newer view without this member
+            // (it reports that view in its heartbeats) while no change is in progress here: the
+            // membership looks the same from here, but the view is not shared any more.
+            Some(v) => {
+                v.members != live
+                    || (self.accepted.is_none()
+                        && self.frozen_since.is_none()
+                        && self.peers.values().any(|p| {
+                            v.contains(p.member)
+                                && live.contains(&p.member)
+                                && p.view.is_some_and(|pv| pv > v.id)
+                        }))
+            }
         };
         let stuck =
             self.frozen_since.is_some_and(|t| now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 3);
@@ -2467,14 +2506,22 @@ impl Node {
             };
             for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
                 self.transfers.insert((g.clone(), x), (provider, token));
-                // Not while the application's own newer join is on its way: that join starts its
-                // transfer when it is delivered.
-                let settled =
-                    matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                // Not while the application left and joined again (its leave and newer join are on
+                // their way: that join starts its transfer when it is delivered). A join on its way
+                // with no leave before it was already delivered in the reference lineage (the table
+                // lists us): it will be a no-op, so this transfer is the one.
+                let leave_pending =
+                    self.outbox.iter().any(|o| matches!(&o.op, Op::LeaveGroup { group } if *group == g));
+                let settled = match self.my_groups.get(&g) {
+                    Some(MyGroup::Member | MyGroup::Awaiting { .. }) => true,
+                    Some(MyGroup::Joining) => !leave_pending,
+                    None => false,
+                };
                 if x == self.me && settled {
                     // Held messages, if any, come before this point and are part of the state asked for.
                     self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
                     self.block(now, BlockReason::StateTransfer, out);
+                    self.apply_early_state(now, &g, out);
                 }
                 if provider == self.me {
                     self.ask_provide(&g, x, token, out);
