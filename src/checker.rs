@@ -222,6 +222,7 @@ struct ReceivedTransfer {
     group: String,
     provider: Member,
     bytes: u64,
+    point: Option<String>,
 }
 
 /// The incremental checker of G1–G12. See the module documentation for each rule.
@@ -244,9 +245,8 @@ pub struct Checker {
     fenced: BTreeMap<Member, u64>,
     recoveries: Vec<PendingRecovery>,
     received_transfers: Vec<ReceivedTransfer>,
-    provided_transfers: BTreeMap<(Member, Member, String), BTreeSet<u64>>,
-    /// How many `state_transfer` provider records each (provider, receiver, group) has.
-    provided_counts: BTreeMap<(Member, Member, String), usize>,
+    /// Sizes the providers logged, per (provider, receiver, group, point).
+    provided_transfers: BTreeMap<(Member, Member, String, Option<String>), BTreeSet<u64>>,
     stats: CheckStats,
 }
 
@@ -335,8 +335,8 @@ impl Checker {
                 self.on_deliver(me, &d, &mut out)
             }
             Event::GroupView { group, members, .. } => self.on_group_view(me, group, members),
-            Event::StateTransfer { group, role, peer, bytes, ok } => {
-                self.on_state_transfer(me, group, *role, *peer, *bytes, *ok)
+            Event::StateTransfer { group, role, peer, bytes, ok, point } => {
+                self.on_state_transfer(me, group, *role, *peer, *bytes, *ok, point.clone())
             }
             Event::StatefulMerge { .. } => self.stats.stateful_merges += 1,
             Event::FenceResult { target, ok, .. } => {
@@ -417,17 +417,11 @@ impl Checker {
                 ));
             }
         }
-        let mut received_counts: BTreeMap<(Member, Member, String), usize> = BTreeMap::new();
         for t in &self.received_transfers {
-            *received_counts.entry((t.provider, t.receiver, t.group.clone())).or_default() += 1;
-        }
-        for t in &self.received_transfers {
-            let key = (t.provider, t.receiver, t.group.clone());
-            // Sizes are compared only when the provider logged every transfer the receiver did: a
-            // provider that died (or was fenced) before its outcome was known logs nothing for it,
-            // and a receiver may get several states from the same provider over time.
-            let complete = self.provided_counts.get(&key).copied().unwrap_or(0) >= received_counts[&key];
-            if let Some(sizes) = self.provided_transfers.get(&key).filter(|_| complete) {
+            // The same transfer on both sides: same members, group and point of the order (a
+            // provider that died before the outcome was known logs nothing, and is not checked).
+            let key = (t.provider, t.receiver, t.group.clone(), t.point.clone());
+            if let Some(sizes) = self.provided_transfers.get(&key) {
                 if !sizes.contains(&t.bytes) {
                     let sizes: Vec<String> = sizes.iter().map(|b| b.to_string()).collect();
                     out.push(Violation::new(
@@ -985,6 +979,7 @@ impl Checker {
         peer: Member,
         bytes: u64,
         ok: bool,
+        point: Option<String>,
     ) {
         match role {
             TransferRole::Receiver => {
@@ -997,12 +992,15 @@ impl Checker {
                         group: group.to_string(),
                         provider: peer,
                         bytes,
+                        point,
                     });
                 }
             }
             TransferRole::Provider => {
-                self.provided_transfers.entry((me, peer, group.to_string())).or_default().insert(bytes);
-                *self.provided_counts.entry((me, peer, group.to_string())).or_default() += 1;
+                self.provided_transfers
+                    .entry((me, peer, group.to_string(), point))
+                    .or_default()
+                    .insert(bytes);
             }
         }
     }
@@ -1270,6 +1268,7 @@ mod tests {
                     peer: receiver,
                     bytes,
                     ok: true,
+                    point: None,
                 },
             );
             self.ev(
@@ -1280,6 +1279,7 @@ mod tests {
                     peer: provider,
                     bytes,
                     ok: true,
+                    point: None,
                 },
             )
         }
@@ -1917,6 +1917,7 @@ mod tests {
                 peer: B,
                 bytes: 7,
                 ok: true,
+                point: None,
             },
         );
         h.ev(
@@ -1927,6 +1928,7 @@ mod tests {
                 peer: A,
                 bytes: 6,
                 ok: true,
+                point: None,
             },
         );
         let vs = assert_only(&h.recs, "G11");
@@ -2176,6 +2178,7 @@ mod tests {
                         peer: other,
                         bytes: rng.below(3) as u64,
                         ok: rng.below(2) == 0,
+                        point: None,
                     },
                     9 => Event::FenceResult {
                         target: other,

@@ -319,6 +319,12 @@ pub struct TransferToken {
     pub seq: u64,
 }
 
+impl std::fmt::Display for TransferToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.view, self.seq)
+    }
+}
+
 impl Op {
     /// Payload bytes counted against windows and queues.
     pub fn size(&self) -> usize {

@@ -2210,8 +2210,11 @@ impl Node {
             }
             Op::StateApplied { group, token } => {
                 if self.transfers.get(&(group.clone(), sender)).is_some_and(|(_, t)| *t == token) {
-                    self.transfers.remove(&(group, sender));
+                    self.transfers.remove(&(group.clone(), sender));
                 }
+                // The joiner applied our state: that is known from the order even if its
+                // acknowledgement was lost.
+                self.on_state_ack(now, sender, group, token, out);
             }
             Op::FenceDone { target, method } => self.on_fence_done(now, target, method, out),
             Op::Sync { groups, transfers } => self.on_sync(now, view, groups, transfers, out),
@@ -2605,6 +2608,7 @@ impl Node {
                 peer: provider,
                 bytes,
                 ok: true,
+                point: token.map(|t| t.to_string()),
             },
             out,
         );
@@ -2646,6 +2650,7 @@ impl Node {
                     peer: from,
                     bytes: p.state.len() as u64,
                     ok: true,
+                    point: Some(token.to_string()),
                 },
                 out,
             );
@@ -2680,6 +2685,7 @@ impl Node {
                             peer: joiner,
                             bytes: p.state.len() as u64,
                             ok: false,
+                            point: Some(token.to_string()),
                         },
                         out,
                     );

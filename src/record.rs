@@ -214,6 +214,11 @@ pub enum Event {
         bytes: u64,
         /// True when the state was applied (receiver) or acknowledged (provider).
         ok: bool,
+        /// Addition: the point of the total order the state was taken at, `"<view>#<seq>"` (absent
+        /// for an empty state a member gives itself). It tells apart several transfers between the
+        /// same two members.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        point: Option<String>,
     },
     /// The agent stopped acting on its state (watchdog).
     SelfFence {

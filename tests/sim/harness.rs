@@ -369,7 +369,7 @@ pub fn fmt_record(r: &Record) -> String {
             format!("fence_result {} ok={ok} method={} ({detail})", fmt_member(*target), method_name(*method))
         }
         Event::Recovered { view, failed } => format!("recovered {} in {view}", fmt_members(failed)),
-        Event::StateTransfer { group, role, peer, bytes, ok } => format!(
+        Event::StateTransfer { group, role, peer, bytes, ok, .. } => format!(
             "state_transfer {group} {} peer={} {bytes}B ok={ok}",
             match role {
                 TransferRole::Provider => "provider",
