@@ -5,7 +5,8 @@
 //! lines (`action`, `plug` or `port`, `pidfile_dir`, `mode`), command-line options winning. It
 //! "fences" node PLUG by signalling the agent process whose pid is in `<pidfile_dir>/node<PLUG>.pid`:
 //!
-//! - `off` / `reboot`: SIGKILL, then waits until the process is gone (with `mode=stop`: SIGSTOP);
+//! - `off` / `reboot`: SIGKILL of the process and of every process it started (its fence agents in
+//!   flight die with it, as with a power-off), then waits until it is gone (with `mode=stop`: SIGSTOP);
 //! - `stop`: SIGSTOP, the demo's "stopped, not dead" node that resumes later as a zombie member;
 //! - `on`: SIGCONT (resume a stopped node);
 //! - `status`: exit 0 if the process exists, 2 if not (the `fence_*` convention for "off");
@@ -204,11 +205,21 @@ fn fence(opts: &Options) -> Done {
             if !alive(pid) {
                 return ok(format!("{action} node {node}: pid {pid} is already gone"));
             }
+            // A power-off takes everything the node runs with it, its own fence agents in flight
+            // included: stop the agent so it starts nothing new, kill what it started, then the agent.
+            let _ = signal("STOP", pid);
+            let children = descendants(pid);
+            for child in &children {
+                let _ = signal("KILL", *child);
+            }
             if let Err(e) = signal("KILL", pid) {
                 return fail(format!("{action} node {node}: {e}"));
             }
             if wait_until(|| !alive(pid)) {
-                ok(format!("{action} node {node}: sent SIGKILL to pid {pid}; it is gone"))
+                ok(format!(
+                    "{action} node {node}: sent SIGKILL to pid {pid} and its {} child processes; it is gone",
+                    children.len()
+                ))
             } else {
                 fail(format!("{action} node {node}: pid {pid} still runs after SIGKILL"))
             }
@@ -260,6 +271,31 @@ fn list(dir: &Path) -> Done {
         println!("{n},node{n}");
     }
     ok(format!("list: {} nodes", nodes.len()))
+}
+
+/// Every descendant of process `pid` (children, their children...), from `/proc/*/stat`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 1..];
+            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            if *p > 1 && *p != std::process::id() && !found.contains(p) {
+                found.push(*p);
+                frontier.push(*p);
+            }
+        }
+    }
+    found
 }
 
 /// Reads a pid file, refusing anything that is not a single process id above 1 (a `kill` of 0, 1 or
