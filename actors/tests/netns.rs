@@ -471,6 +471,9 @@ fn two_node_fence_race_has_exactly_one_winner() {
     spec.fence =
         Fence::TestAgent { levels: vec![TestLevel { timeout_ms: 3000, retries: 0 }], restart_counts: true };
     let mut bed = Bed::new(name, spec);
+    // As two-node clusters are set up with real devices: fencing node 1 is delayed by a second, so
+    // node 1's fence of node 2 lands first (and kills node 2's fence agent in flight with it).
+    bed.set_fence_delay(1, 1, 1000);
     bed.start_all_and_form();
     let t0 = now_ms();
     bed.partition(&[&[1], &[2]]);
@@ -483,6 +486,7 @@ fn two_node_fence_race_has_exactly_one_winner() {
         let w = alive[0];
         b.view(w).is_some_and(|(m, p)| p && m.len() == 1).then_some(w)
     });
+    assert_eq!(winner, 1, "node 2 won although fencing node 1 is delayed");
     let loser = 3 - winner;
     println!("NETNS [{name}] node {winner} won the fence race {} ms after the partition", now_ms() - t0);
     assert!(bed.exited(loser).is_some(), "the loser's agent still runs");

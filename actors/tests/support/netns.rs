@@ -486,15 +486,18 @@ impl Bed {
                     fs::create_dir_all(&dir).expect("fence directory");
                     // The mode (SIGKILL or SIGSTOP for `off`) is read from a file at fencing time, so a
                     // scenario can change what a fence does while the agents run.
+                    // A per-target delay file plays Pacemaker's `pcmk_delay_base`: fencing that node
+                    // waits, so in a fence race the other side's fence lands first.
                     let script = format!(
-                        "exec '{}' --mode \"$(cat '{}/mode' 2>/dev/null || echo kill)\"",
-                        fence_bin().display(),
-                        dir.display()
+                        "d=$(cat '{dir}/delay-node'\"$1\" 2>/dev/null || echo 0); [ \"$d\" = 0 ] || sleep \"$d\"; \
+                         exec '{bin}' --mode \"$(cat '{dir}/mode' 2>/dev/null || echo kill)\"",
+                        bin = fence_bin().display(),
+                        dir = dir.display()
                     );
                     let _ = write!(
                         toml,
                         "[[fencing.levels]]\n[[fencing.levels.agents]]\nname = \"test-level-{}\"\n\
-                         command = \"/bin/sh\"\nargs = [\"-c\", {}]\naction = \"off\"\ntimeout_ms = {}\n\
+                         command = \"/bin/sh\"\nargs = [\"-c\", {}, \"fence-wrapper\", \"{{plug}}\"]\naction = \"off\"\ntimeout_ms = {}\n\
                          retries = {}\n[fencing.levels.agents.stdin]\naction = \"{{action}}\"\nplug = \"{{plug}}\"\n\
                          pidfile_dir = \"{}\"\n\n",
                         i + 1,
@@ -554,6 +557,14 @@ impl Bed {
     /// "fenced" node that is only paused and may come back as a zombie).
     pub fn set_fence_mode(&self, level: u32, mode: &str) {
         fs::write(self.fence_dir(level).join("mode"), mode).expect("write the fence mode");
+    }
+
+    /// Makes level `level`'s agent wait `delay_ms` before fencing node `target` (a static fence delay
+    /// as Pacemaker's `pcmk_delay_base`: in a two-node fence race, the delayed node survives).
+    pub fn set_fence_delay(&self, level: u32, target: u32, delay_ms: u64) {
+        let secs = format!("{}.{:03}", delay_ms / 1000, delay_ms % 1000);
+        fs::write(self.fence_dir(level).join(format!("delay-node{target}")), secs)
+            .expect("write the fence delay");
     }
 
     /// The node ids, 1..=n.
