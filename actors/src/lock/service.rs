@@ -30,7 +30,7 @@
 
 use super::table::{ClientId, Effect, LockTable, Mode, Op, Owner, ReleaseCause};
 use crate::client::{Client, ClientError, ClientEvent};
-use cohort::{Delivery, Member, ViewId};
+use cohort::{Delivery, Epoch, Member, NodeId, ViewId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -288,8 +288,16 @@ pub fn spawn(cfg: ServiceConfig) -> (LockHandle, tokio::task::JoinHandle<()>) {
 
 /// What a multicast was for, to answer its `SendFailed`.
 enum Purpose {
-    Acquire { owner: String, req: u64 },
-    Release { lock: String, owner: String },
+    Acquire {
+        owner: String,
+        req: u64,
+    },
+    Release {
+        lock: String,
+        owner: String,
+    },
+    /// A [`Service::reconcile`] step: sent again while still wanted if this send fails.
+    Reconcile(Op),
     Other,
 }
 
@@ -322,8 +330,10 @@ struct Service {
     releasing: BTreeMap<(String, String), oneshot::Sender<Result<(), LockError>>>,
     /// Holds granted to local owners: (lock, owner) -> req.
     holds: BTreeMap<(String, String), u64>,
-    /// Holds reported lost during a block; released once unblocked.
-    revoked: BTreeSet<(String, String)>,
+    /// Members cohort announced `recovered` to this session.
+    recovered_seen: BTreeSet<Member>,
+    /// Reconciling operations sent and still wanted (see [`Service::reconcile`]).
+    reconciling: BTreeSet<Op>,
     /// Unanswered multicasts by request number.
     sends: BTreeMap<u64, Purpose>,
     backoff: Duration,
@@ -348,7 +358,8 @@ impl Service {
             pending: BTreeMap::new(),
             releasing: BTreeMap::new(),
             holds: BTreeMap::new(),
-            revoked: BTreeSet::new(),
+            recovered_seen: BTreeSet::new(),
+            reconciling: BTreeSet::new(),
             sends: BTreeMap::new(),
             backoff: Duration::ZERO,
             leaving: None,
@@ -443,7 +454,7 @@ impl Service {
     /// Everything local is void: holds are lost, waiters fail, the table is dropped.
     fn void_session(&mut self, why: &str) {
         self.lose_holds(why);
-        self.revoked.clear();
+        self.reconciling.clear();
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(LockError::Lost(why.into())));
         }
@@ -460,8 +471,7 @@ impl Service {
 
     fn lose_holds(&mut self, why: &str) {
         for ((lock, owner), _) in std::mem::take(&mut self.holds) {
-            self.notify(Notice::Lost { lock: lock.clone(), owner: owner.clone(), reason: why.into() });
-            self.revoked.insert((lock, owner));
+            self.notify(Notice::Lost { lock, owner, reason: why.into() });
         }
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(LockError::Lost(why.into())));
@@ -476,10 +486,6 @@ impl Service {
             return;
         }
         self.set_state(ServiceState::Connecting);
-    }
-
-    fn active(&self) -> bool {
-        self.state == ServiceState::Active
     }
 
     fn refresh_state(&mut self) {
@@ -571,7 +577,6 @@ impl Service {
                 }
                 // From here on the owner must not rely on the lock.
                 self.holds.remove(&key);
-                self.revoked.remove(&key);
                 let op = Op::Release { lock: lock.clone(), owner: Owner { client: me, name: owner.clone() } };
                 match self.send(c, &op, Purpose::Release { lock, owner }).await {
                     Ok(()) => {
@@ -613,6 +618,9 @@ impl Service {
             ClientEvent::View { id, members, primary } => {
                 self.view = Some((id, members.clone(), primary));
                 self.notify(Notice::View { id, members: members.clone(), primary });
+                if primary {
+                    self.reconcile(c).await?;
+                }
                 // A removed member waits for its node's next incarnation, announced by a view of it.
                 if let (ServiceState::Removed(_), Some(old)) = (&self.state, self.member) {
                     let next = members.iter().find(|m| m.node() == old.node() && m.epoch() > old.epoch());
@@ -677,14 +685,12 @@ impl Service {
             ClientEvent::Unblocked => {
                 self.blocked.clear();
                 self.refresh_state();
-                self.release_revoked(c).await?;
+                self.reconcile(c).await?;
             }
             ClientEvent::Recovered { failed } => {
                 self.notify(Notice::Recovered { failed: failed.clone() });
-                if self.me.is_some() {
-                    let op = Op::Expire { members: failed };
-                    self.send(c, &op, Purpose::Other).await?;
-                }
+                self.recovered_seen.extend(failed);
+                self.reconcile(c).await?;
             }
             ClientEvent::RemovedSelf { .. } => self.removed_self("removed from the primary view"),
             ClientEvent::SelfFenced { reason } => self.removed_self(&format!("self-fenced: {reason}")),
@@ -701,8 +707,10 @@ impl Service {
                     if let Some(r) = self.releasing.remove(&(lock.clone(), owner.clone())) {
                         let _ = r.send(Err(LockError::NotActive(format!("send failed: {error}"))));
                     }
-                    // Not released yet: release it once the node can act again.
-                    self.revoked.insert((lock, owner));
+                    // Not released yet: `reconcile` releases it once the node can act again.
+                }
+                Some(Purpose::Reconcile(op)) => {
+                    self.reconciling.remove(&op);
                 }
                 _ => {}
             },
@@ -726,23 +734,62 @@ impl Service {
             self.me = Some(me);
             self.send(c, &Op::Hello { client: me }, Purpose::Other).await?;
             self.refresh_state();
+            self.reconcile(c).await?;
         }
         Ok(())
     }
 
-    async fn release_revoked(&mut self, c: &mut Client) -> Result<(), ClientError> {
+    /// Brings the table in line with what this session knows, by multicasting what is missing. Every
+    /// step is idempotent and sent at most once while its reason lasts, and each is a plain ordered
+    /// operation, so a send that failed or was lost with a view change is simply made again later:
+    ///
+    /// - a hold of this session that no local owner relies on (lost in a block, granted after its
+    ///   requester gave up, or whose release was refused) is released;
+    /// - a waiting request of this session that nobody waits for any more is cancelled;
+    /// - holds and requests of members cohort announced `recovered` to this session, or whose node is
+    ///   back in the primary view under a higher epoch (the old incarnation's agent is gone, and with it
+    ///   every session that was connected to it, which reported its holds lost), are expired.
+    async fn reconcile(&mut self, c: &mut Client) -> Result<(), ClientError> {
         let Some(me) = self.me else { return Ok(()) };
-        if !self.active() {
+        if !self.accepts_ops() {
             return Ok(());
         }
-        for (lock, owner) in std::mem::take(&mut self.revoked) {
-            let held = self
-                .table
-                .lock(&lock)
-                .is_some_and(|l| l.holders.keys().any(|o| o.client == me && o.name == owner));
-            if held {
-                let op = Op::Release { lock: lock.clone(), owner: Owner { client: me, name: owner } };
-                self.send(c, &op, Purpose::Other).await?;
+        let newer: BTreeMap<NodeId, Epoch> = match &self.view {
+            Some((_, members, true)) => members.iter().map(|m| (m.node(), m.epoch())).collect(),
+            _ => BTreeMap::new(),
+        };
+        let mut want: BTreeSet<Op> = BTreeSet::new();
+        let mut gone: BTreeSet<Member> = BTreeSet::new();
+        for (name, l) in self.table.locks() {
+            for o in l.holders.keys() {
+                if o.client == me {
+                    let key = (name.clone(), o.name.clone());
+                    if !self.holds.contains_key(&key) && !self.releasing.contains_key(&key) {
+                        want.insert(Op::Release { lock: name.clone(), owner: o.clone() });
+                    }
+                }
+            }
+            for w in &l.queue {
+                if w.owner.client == me && !self.pending.contains_key(&(w.owner.name.clone(), w.req)) {
+                    want.insert(Op::Cancel { lock: name.clone(), owner: w.owner.clone(), req: w.req });
+                }
+            }
+            for o in l.holders.keys().chain(l.queue.iter().map(|w| &w.owner)) {
+                let m = o.client.member;
+                let superseded = newer.get(&m.node()).is_some_and(|e| *e > m.epoch());
+                if superseded || self.recovered_seen.contains(&m) {
+                    gone.insert(m);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            want.insert(Op::Expire { members: gone.into_iter().collect() });
+        }
+        // Forget what was done and is no longer wanted; send what is wanted and not yet sent.
+        self.reconciling.retain(|op| want.contains(op));
+        for op in want {
+            if self.reconciling.insert(op.clone()) {
+                self.send(c, &op, Purpose::Reconcile(op.clone())).await?;
             }
         }
         Ok(())
@@ -833,8 +880,9 @@ impl Service {
             if let Some(done) = self.leaving.take() {
                 let _ = done.send(());
             }
+            return Ok(());
         }
-        Ok(())
+        self.reconcile(c).await
     }
 
     /// Clean leave: multicast `Leave`, wait (bounded) for its delivery, leave the group.

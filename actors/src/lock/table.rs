@@ -90,7 +90,7 @@ impl fmt::Display for Mode {
 }
 
 /// An ordered operation on the table (the payload of one multicast, see [`Op::encode`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Op {
     /// Ask for `lock` in `mode`; `req` is unique within the owner's session.
     Acquire {
