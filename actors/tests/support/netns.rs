@@ -301,8 +301,11 @@ pub fn process_stopped(pid: u32) -> bool {
     matches!(stat[i + 1..].trim_start().chars().next(), Some('T' | 't'))
 }
 
+/// True while process `pid` exists and is not a zombie.
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(i) = stat.rfind(')') else { return false };
+    !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X'))
 }
 
 /// Removes namespaces of beds whose test process is gone (a test killed before its `Drop` ran),
