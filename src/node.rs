@@ -275,12 +275,20 @@ pub struct Node {
     synced: bool,
     last_primary: Option<View>,
     ord: Option<Ordering>,
+    /// The previous view's ordering, kept to answer retransmission requests of members that still
+    /// need its messages up to their cut to install the same view (its sequencer may be gone).
+    prev_ord: Option<Ordering>,
+    /// Round-robin position over the members asked for missing messages of a flush.
+    flush_nak_turn: usize,
     peers: BTreeMap<NodeId, Peer>,
     last_step: u64,
     started_at: u64,
     suspended: bool,
     coord: Option<Coord>,
     promised: ViewId,
+    /// A promise given up after it led nowhere: its ballot's `Accept` is refused (what this member
+    /// delivered since is not in the state it promised with), and a copy of its `Prepare` too.
+    released: Option<ViewId>,
     frozen_since: Option<u64>,
     accepted: Option<Install>,
     accept_from: Option<Member>,
@@ -358,12 +366,15 @@ impl Node {
             synced: true,
             last_primary: None,
             ord: None,
+            prev_ord: None,
+            flush_nak_turn: 0,
             peers: BTreeMap::new(),
             last_step: now_ms,
             started_at: now_ms,
             suspended: false,
             coord: None,
             promised: ViewId::default(),
+            released: None,
             frozen_since: None,
             accepted: None,
             accept_from: None,
@@ -1658,7 +1669,14 @@ impl Node {
             // over, and promising again would freeze the view for a decision that never comes.
             return;
         }
-        if ballot <= floor && !(ballot == self.promised && from.node() == ballot.coord) {
+        // A copy of the prepare this member promised is answered again while that promise stands
+        // (the first answer may have been lost); once a view was installed or the promise given up
+        // since, it is outdated.
+        let repeat = ballot == self.promised
+            && from.node() == ballot.coord
+            && self.frozen_since.is_some()
+            && self.released != Some(ballot);
+        if ballot <= floor && !repeat {
             self.send(
                 from.node(),
                 Body::Reject { ballot, reason: RejectReason::Outdated { promised: floor } },
@@ -1699,7 +1717,8 @@ impl Node {
     }
 
     fn on_accept(&mut self, now: u64, from: Member, ballot: ViewId, install: Install, out: &mut Vec<Output>) {
-        if !install.view.contains(self.me) || self.removed_self || self.left {
+        if !install.view.contains(self.me) || self.removed_self || self.left || self.released == Some(ballot)
+        {
             return;
         }
         if ballot < self.promised || self.view.as_ref().is_some_and(|v| v.id >= ballot) {
@@ -1731,7 +1750,11 @@ impl Node {
             // A promise that led nowhere is released after a while so the member can move on.
             if let Some(t) = self.frozen_since {
                 if now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 6 && self.coord.is_none() {
-                    self.frozen_since = Some(now);
+                    // Nobody decided the promised ballot in all this time (its coordinator failed,
+                    // or finished an older install instead): give the promise up and go on in the
+                    // current view. That ballot can no longer be accepted here.
+                    self.released = Some(self.promised);
+                    self.frozen_since = None;
                 }
             }
             return;
@@ -1748,8 +1771,20 @@ impl Node {
         } else if let (Some(v), Some(o)) = (&self.view, &self.ord) {
             if let Some(cut) = acc.cuts.get(&v.id) {
                 let (from, to, holder, vid) = (o.received + 1, cut.seq, cut.holder, v.id);
+                // The cut's holder first, then in turn every other member coming from the same view:
+                // the holder may be gone, and those that installed already keep the old view's
+                // messages to answer.
+                let mut askable: Vec<Member> = vec![holder];
+                askable.extend(
+                    acc.prev
+                        .iter()
+                        .filter(|(m, pv)| **pv == Some(vid) && **m != holder && **m != self.me)
+                        .map(|(m, _)| *m),
+                );
+                let target = askable[self.flush_nak_turn % askable.len()];
+                self.flush_nak_turn = self.flush_nak_turn.wrapping_add(1);
                 self.accepted_tx = now;
-                self.send(holder.node(), Body::Nak { view: vid, from, to }, out);
+                self.send(target.node(), Body::Nak { view: vid, from, to }, out);
             }
         }
     }
@@ -1879,6 +1914,7 @@ impl Node {
             out,
         );
         self.notify(Notification::View(new.clone()), out);
+        self.prev_ord = self.ord.take();
         self.ord = Some(Ordering::new(&new, self.me));
         self.stable_dirty = false;
 
@@ -2101,10 +2137,11 @@ impl Node {
     }
 
     fn on_nak(&mut self, from: Member, view: ViewId, lo: u64, hi: u64, out: &mut Vec<Output>) {
-        let Some(o) = &self.ord else { return };
-        if o.view != view {
-            return;
-        }
+        let o = match (&self.ord, &self.prev_ord) {
+            (Some(o), _) if o.view == view => o,
+            (_, Some(p)) if p.view == view => p,
+            _ => return,
+        };
         let mut msgs = Vec::new();
         let mut bytes = 0;
         for om in o.range(lo, hi) {
@@ -2335,22 +2372,37 @@ impl Node {
         for m in members {
             self.transfers.remove(&(group.to_string(), m));
         }
+        let listed = self.groups.get(group).is_some_and(|l| l.contains(&self.me));
+        let leave_pending = self.leave_pending(group);
         match self.my_groups.get_mut(group) {
             Some(MyGroup::Awaiting { held }) => {
                 held.clear();
                 self.finish_transfer(now, group, self.me, Vec::new(), None, out);
             }
-            Some(MyGroup::Member) if self.groups.get(group).is_some_and(|l| l.contains(&self.me)) => self
-                .notify(
+            Some(MyGroup::Member) if listed => self.notify(
+                Notification::ApplyState { group: group.to_string(), provider: self.me, state: Vec::new() },
+                out,
+            ),
+            Some(MyGroup::Joining) if listed && !leave_pending => {
+                // The table already lists us (our join was delivered in the reference lineage; the
+                // copy still on its way is a no-op): we are a member, from empty state like the rest.
+                self.my_groups.insert(group.to_string(), MyGroup::Member);
+                self.notify(
                     Notification::ApplyState {
                         group: group.to_string(),
                         provider: self.me,
                         state: Vec::new(),
                     },
                     out,
-                ),
+                );
+            }
             _ => {}
         }
+    }
+
+    /// True when this member's application left `group` and the `LeaveGroup` is not delivered yet.
+    fn leave_pending(&self, group: &str) -> bool {
+        self.outbox.iter().any(|o| matches!(&o.op, Op::LeaveGroup { group: g } if g == group))
     }
 
     /// Asks this node's application for its state, if it is a full member of the group. An application
@@ -2513,11 +2565,9 @@ impl Node {
                 // their way: that join starts its transfer when it is delivered). A join on its way
                 // with no leave before it was already delivered in the reference lineage (the table
                 // lists us): it will be a no-op, so this transfer is the one.
-                let leave_pending =
-                    self.outbox.iter().any(|o| matches!(&o.op, Op::LeaveGroup { group } if *group == g));
                 let settled = match self.my_groups.get(&g) {
                     Some(MyGroup::Member | MyGroup::Awaiting { .. }) => true,
-                    Some(MyGroup::Joining) => !leave_pending,
+                    Some(MyGroup::Joining) => !self.leave_pending(&g),
                     None => false,
                 };
                 if x == self.me && settled {

@@ -2328,6 +2328,11 @@ impl Sim {
                 let b: Vec<&str> = st.blocked.iter().map(|b| block_name(*b)).collect();
                 return Err(format!("{} is blocked ({})", fmt_member(*m), b.join(", ")));
             }
+            // A view change still in progress (e.g. an install accepted before a pause, which must be
+            // completed) may yet remove a member: L2 is about members that stay.
+            if st.changing {
+                return Err(format!("{} is in a view change", fmt_member(*m)));
+            }
             let in_g = st.groups.get(MAIN_GROUP).cloned().unwrap_or_default();
             if let Some(x) = in_main.iter().find(|x| !in_g.contains(x)) {
                 return Err(format!(
