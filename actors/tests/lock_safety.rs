@@ -19,8 +19,12 @@
 //! - **liveness**: once the faults stop, every client of every node acquires every lock again within a
 //!   deadline (no client waits forever).
 //!
-//! This runs on loopback agents with link filters (support/mod.rs), not in network namespaces.
+//! The schedule runs twice: on loopback agents with link filters (support/mod.rs), and on the
+//! network-namespace test bed (support/netns.rs: real UDP between namespaces, nftables partitions),
+//! which needs root, `ip` and `nft` and says `SKIP` without them.
 
+#[path = "support/netns.rs"]
+mod netns;
 mod support;
 
 use cohort_actors::lock::service::{self, LockError, Notice};
@@ -103,7 +107,7 @@ async fn worker(socket: PathBuf, log: PathBuf, node: String) {
                         append(&log, &json!({"ts_ms": now_ms(), "client": client, "lock": lock, "ev": "acquired"}));
                         // Use the lock for a while, unless told it is lost.
                         // Mostly short holds, now and then a long one, so that some holds span a fault.
-                        let hold = if round % 8 == 0 {
+                        let hold = if round.is_multiple_of(8) {
                             Duration::from_millis(700)
                         } else {
                             Duration::from_millis(5 + (round * 7 + u64::from(c) * 13) % 40)
@@ -142,104 +146,227 @@ async fn worker(socket: PathBuf, log: PathBuf, node: String) {
 }
 
 // --------------------------------------------------------------------------------------------------
-// The bed: agents from support::Cluster, workers, a fence script that kills both
+// The beds: agents from support::Cluster (loopback, link filters) or from support/netns.rs (network
+// namespaces, nftables partitions), plus workers and a fence script that kills both
 // --------------------------------------------------------------------------------------------------
 
-struct Workers {
+/// What the schedule needs from a test bed's agents.
+trait Agents {
+    /// The failure timeout of the agents (ms).
+    fn failure_timeout_ms(&self) -> u64;
+    /// Starts node `id`'s agent (not running).
+    fn start_agent(&mut self, id: u32);
+    /// The pid of node `id`'s agent, while it runs.
+    fn agent_pid(&self, id: u32) -> Option<u32>;
+    /// True when node `id`'s agent is not running (reaping it if it exited).
+    fn agent_dead(&mut self, id: u32) -> bool;
+    /// `kill -9` of node `id`'s agent if it runs.
+    fn kill_agent(&mut self, id: u32);
+    /// Node `id`'s client socket.
+    fn socket(&self, id: u32) -> PathBuf;
+    /// Cuts `a` off from `b` (both ways).
+    fn partition(&mut self, a: &[u32], b: &[u32]);
+    /// Restores every link.
+    fn heal(&mut self);
+    /// Node `id`'s view and whether it is primary.
+    fn view(&self, id: u32) -> Option<(Vec<(u32, u64)>, bool)>;
+    /// The command that runs a worker for node `id` (inside its namespace where there is one).
+    fn worker_command(&self, id: u32) -> Command;
+    /// Stops the agents and asserts that `cohort verify` passes over every event log.
+    fn stop_and_verify(self);
+}
+
+impl Agents for Cluster {
+    fn failure_timeout_ms(&self) -> u64 {
+        self.timing.failure_timeout_ms
+    }
+    fn start_agent(&mut self, id: u32) {
+        self.start(id);
+    }
+    fn agent_pid(&self, id: u32) -> Option<u32> {
+        self.nodes[id as usize - 1].child.as_ref().map(Child::id)
+    }
+    fn agent_dead(&mut self, id: u32) -> bool {
+        self.nodes[id as usize - 1].child.is_none() || self.exited(id).is_some()
+    }
+    fn kill_agent(&mut self, id: u32) {
+        if self.nodes[id as usize - 1].child.is_some() {
+            self.kill9(id);
+        }
+    }
+    fn socket(&self, id: u32) -> PathBuf {
+        self.nodes[id as usize - 1].socket.clone()
+    }
+    fn partition(&mut self, a: &[u32], b: &[u32]) {
+        for id in a {
+            link_filter(self, *id, b);
+        }
+        for id in b {
+            link_filter(self, *id, a);
+        }
+    }
+    fn heal(&mut self) {
+        for id in self.ids() {
+            link_filter(self, id, &[]);
+        }
+    }
+    fn view(&self, id: u32) -> Option<(Vec<(u32, u64)>, bool)> {
+        Cluster::view(self, id)
+    }
+    fn worker_command(&self, _id: u32) -> Command {
+        Command::new(std::env::current_exe().expect("the test binary"))
+    }
+    fn stop_and_verify(mut self) {
+        Cluster::stop_and_verify(&mut self);
+    }
+}
+
+/// Sets node `id`'s link filter through its client socket (a node that is down keeps none).
+fn link_filter(c: &Cluster, id: u32, cut: &[u32]) {
+    let socket = c.nodes[id as usize - 1].socket.clone();
+    let nodes: Vec<cohort::NodeId> = cut.iter().map(|n| cohort::NodeId(*n)).collect();
+    let _ = c.block_on(async move {
+        let mut client = cohort_actors::client::Client::connect(&socket, "lock-safety").await?;
+        client.set_link_filter(&nodes).await
+    });
+}
+
+impl Agents for netns::Bed {
+    fn failure_timeout_ms(&self) -> u64 {
+        self.spec.timing.failure_timeout_ms
+    }
+    fn start_agent(&mut self, id: u32) {
+        self.start(id);
+    }
+    fn agent_pid(&self, id: u32) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+    fn agent_dead(&mut self, id: u32) -> bool {
+        self.node(id).child.is_none() || self.exited(id).is_some()
+    }
+    fn kill_agent(&mut self, id: u32) {
+        if self.node(id).child.is_some() {
+            self.kill9(id);
+        }
+    }
+    fn socket(&self, id: u32) -> PathBuf {
+        self.node(id).socket.clone()
+    }
+    fn partition(&mut self, a: &[u32], b: &[u32]) {
+        netns::Bed::partition(self, &[a, b]);
+    }
+    fn heal(&mut self) {
+        netns::Bed::heal(self);
+    }
+    fn view(&self, id: u32) -> Option<(Vec<(u32, u64)>, bool)> {
+        netns::Bed::view(self, id)
+    }
+    fn worker_command(&self, id: u32) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.node(id).ns]).arg(std::env::current_exe().expect("the test binary"));
+        c
+    }
+    fn stop_and_verify(self) {
+        self.finish(&[]);
+    }
+}
+
+/// The fence script and its configuration: `off` kills the node's agent and worker (a power switch)
+/// and logs when; a file `fence-fail` in `dir` makes it fail (a broken fence device).
+fn fence_script(dir: &Path) -> String {
+    let script = dir.join("fence-kill.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Fences node $1: kills its agent and its worker (a power switch), then logs when.\n\
+             d='{d}'\n[ -f \"$d/fence-fail\" ] && {{ echo 'fence device unreachable' >&2; exit 1; }}\n\
+             for p in $(cat \"$d/node$1.pids\" 2>/dev/null); do kill -9 \"$p\" 2>/dev/null; done\n\
+             for p in $(cat \"$d/node$1.pids\" 2>/dev/null); do\n  \
+             while kill -0 \"$p\" 2>/dev/null && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do sleep 0.01; done\n\
+             done\necho \"{{\\\"node\\\": $1, \\\"ts_ms\\\": $(date +%s%3N)}}\" >> \"$d/fenced.jsonl\"\n\
+             echo \"killed node $1\" >&2\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write the fence script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "[[fencing.levels]]\n[[fencing.levels.agents]]\nname = \"kill-node\"\ncommand = \"{}\"\nargs = [\"{{node}}\"]\n\
+         action = \"off\"\ntimeout_ms = 5000\nretries = 2\n",
+        script.display()
+    )
+}
+
+/// A directory for the workers' logs, pid files and the fence script.
+fn workers_dir(kind: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("cohort-lock-safety-{kind}-{}-{}", std::process::id(), now_ms()));
+    std::fs::create_dir_all(&dir).expect("create the workers' directory");
+    dir
+}
+
+struct Bed<A: Agents> {
     dir: PathBuf,
-    children: BTreeMap<u32, Child>,
+    workers: BTreeMap<u32, Child>,
+    agents: Option<A>,
+    n: u32,
 }
 
-struct Bed {
-    // Field order matters: workers are killed before the cluster drops (and removes the directory).
-    workers: Workers,
-    cluster: Cluster,
-}
-
-impl Bed {
-    fn new(n: u32) -> Bed {
-        // The directory for pid files and logs exists before the cluster configuration names it.
-        let dir =
-            std::env::temp_dir().join(format!("cohort-lock-safety-{}-{}", std::process::id(), now_ms()));
-        std::fs::create_dir_all(&dir).expect("create the workers' directory");
-        let script = dir.join("fence-kill.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n# Fences node $1: kills its agent and its worker (a power switch), then logs when.\n\
-                 d='{d}'\n[ -f \"$d/fence-fail\" ] && {{ echo 'fence device unreachable' >&2; exit 1; }}\nfor p in $(cat \"$d/node$1.pids\" 2>/dev/null); do kill -9 \"$p\" 2>/dev/null; done\n\
-                 for p in $(cat \"$d/node$1.pids\" 2>/dev/null); do\n  \
-                 while kill -0 \"$p\" 2>/dev/null && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do sleep 0.01; done\n\
-                 done\necho \"{{\\\"node\\\": $1, \\\"ts_ms\\\": $(date +%s%3N)}}\" >> \"$d/fenced.jsonl\"\n\
-                 echo \"killed node $1\" >&2\n",
-                d = dir.display()
-            ),
-        )
-        .expect("write the fence script");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let extra = format!(
-            "[[fencing.levels]]\n[[fencing.levels.agents]]\nname = \"kill-node\"\ncommand = \"{}\"\nargs = [\"{{node}}\"]\n\
-             action = \"off\"\ntimeout_ms = 5000\nretries = 2\n",
-            script.display()
-        );
-        let cluster = Cluster::with_extra(n, Timing::FAST, &extra);
-        Bed { workers: Workers { dir, children: BTreeMap::new() }, cluster }
+impl<A: Agents> Bed<A> {
+    fn a(&mut self) -> &mut A {
+        self.agents.as_mut().expect("the agents")
     }
 
     fn dir(&self) -> &Path {
-        &self.workers.dir
+        &self.dir
     }
 
-    fn write_pids(&self, id: u32) {
+    fn write_pids(&mut self, id: u32) {
         let mut pids = Vec::new();
-        if let Some(c) = &self.cluster.nodes[id as usize - 1].child {
+        if let Some(p) = self.a().agent_pid(id) {
+            pids.push(p.to_string());
+        }
+        if let Some(c) = self.workers.get(&id) {
             pids.push(c.id().to_string());
         }
-        if let Some(c) = self.workers.children.get(&id) {
-            pids.push(c.id().to_string());
-        }
-        std::fs::write(self.dir().join(format!("node{id}.pids")), pids.join(" ")).expect("pid file");
+        std::fs::write(self.dir.join(format!("node{id}.pids")), pids.join(" ")).expect("pid file");
     }
 
     /// Starts node `id`: its agent and its worker.
     fn start(&mut self, id: u32) {
-        self.cluster.start(id);
-        let exe = std::env::current_exe().expect("the test binary");
-        let socket = self.cluster.nodes[id as usize - 1].socket.clone();
-        let stderr = std::fs::File::create(self.dir().join(format!("worker{id}.stderr"))).expect("stderr");
-        let child = Command::new(exe)
+        self.a().start_agent(id);
+        let socket = self.a().socket(id);
+        let stderr = std::fs::File::create(self.dir.join(format!("worker{id}.stderr"))).expect("stderr");
+        let child = self
+            .a()
+            .worker_command(id)
             .args(["lock_worker_process", "--exact", "--nocapture", "--test-threads=1", "-q"])
             .env("LOCK_WORKER_SOCKET", socket)
-            .env("LOCK_WORKER_LOG", self.dir().join(format!("worker{id}.jsonl")))
+            .env("LOCK_WORKER_LOG", self.dir.join(format!("worker{id}.jsonl")))
             .env("LOCK_WORKER_NODE", id.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("spawn a worker");
-        self.workers.children.insert(id, child);
+        self.workers.insert(id, child);
         self.write_pids(id);
     }
 
     /// `kill -9` of the whole node; the time is logged once both are gone.
     fn kill9(&mut self, id: u32) {
-        if let Some(mut c) = self.workers.children.remove(&id) {
+        if let Some(mut c) = self.workers.remove(&id) {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if self.cluster.nodes[id as usize - 1].child.is_some() {
-            self.cluster.kill9(id);
-        }
-        append(&self.dir().join("fenced.jsonl"), &json!({"node": id, "ts_ms": now_ms()}));
+        self.a().kill_agent(id);
+        append(&self.dir.join("fenced.jsonl"), &json!({"node": id, "ts_ms": now_ms()}));
     }
 
-    fn signal_node(&self, id: u32, sig: &str) {
-        let mut pids = Vec::new();
-        if let Some(c) = &self.cluster.nodes[id as usize - 1].child {
-            pids.push(c.id());
-        }
-        if let Some(c) = self.workers.children.get(&id) {
+    fn signal_node(&mut self, id: u32, sig: &str) {
+        let mut pids: Vec<u32> = self.a().agent_pid(id).into_iter().collect();
+        if let Some(c) = self.workers.get(&id) {
             pids.push(c.id());
         }
         for p in pids {
@@ -247,51 +374,17 @@ impl Bed {
         }
     }
 
-    fn set_link_filter(&self, id: u32, cut: &[u32]) {
-        let socket = self.cluster.nodes[id as usize - 1].socket.clone();
-        let nodes: Vec<cohort::NodeId> = cut.iter().map(|n| cohort::NodeId(*n)).collect();
-        // A node that is down keeps no filter; it starts with all links open.
-        let _ = self.cluster.block_on(async move {
-            let mut c = cohort_actors::client::Client::connect(&socket, "lock-safety").await?;
-            c.set_link_filter(&nodes).await
-        });
-    }
-
-    fn partition(&self, a: &[u32], b: &[u32]) {
-        for id in a {
-            self.set_link_filter(*id, b);
-        }
-        for id in b {
-            self.set_link_filter(*id, a);
-        }
-    }
-
-    fn heal(&self) {
-        for id in self.cluster.ids() {
-            self.set_link_filter(id, &[]);
-        }
-    }
-
-    /// The service manager: a node whose agent or worker died is restarted whole. Returns the ids
-    /// restarted.
+    /// The service manager: a node whose agent or worker died is restarted whole.
     fn supervise(&mut self) -> Vec<u32> {
         let mut restarted = Vec::new();
-        for id in self.cluster.ids() {
-            let agent_dead =
-                self.cluster.exited(id).is_some() || self.cluster.nodes[id as usize - 1].child.is_none();
-            let worker_dead = match self.workers.children.get_mut(&id) {
+        for id in 1..=self.n {
+            let agent_dead = self.a().agent_dead(id);
+            let worker_dead = match self.workers.get_mut(&id) {
                 Some(c) => c.try_wait().ok().flatten().is_some(),
                 None => true,
             };
             if agent_dead || worker_dead {
-                if let Some(mut c) = self.workers.children.remove(&id) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                if self.cluster.nodes[id as usize - 1].child.is_some() {
-                    self.cluster.kill9(id);
-                }
-                append(&self.dir().join("fenced.jsonl"), &json!({"node": id, "ts_ms": now_ms()}));
+                self.kill9(id);
                 self.start(id);
                 restarted.push(id);
             }
@@ -299,7 +392,7 @@ impl Bed {
         restarted
     }
 
-    /// Waits `d` while supervising (restarting dead nodes as a service manager would).
+    /// Waits `d` while supervising.
     fn run_for(&mut self, d: Duration) {
         let end = Instant::now() + d;
         while Instant::now() < end {
@@ -311,7 +404,7 @@ impl Bed {
     }
 
     fn read_jsonl(&self, name: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir().join(name))
+        std::fs::read_to_string(self.dir.join(name))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -319,17 +412,19 @@ impl Bed {
     }
 }
 
-impl Drop for Bed {
+impl<A: Agents> Drop for Bed<A> {
     fn drop(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.workers.children) {
+        for (_, mut c) in std::mem::take(&mut self.workers) {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The agents (and their directory) are dropped with `agents`, by their own harness.
+        self.agents.take();
         if std::thread::panicking() && std::env::var_os("COHORT_TEST_KEEP").is_some() {
-            eprintln!("COHORT_TEST_KEEP is set: keeping {}", self.workers.dir.display());
+            eprintln!("COHORT_TEST_KEEP is set: keeping {}", self.dir.display());
             return;
         }
-        let _ = std::fs::remove_dir_all(&self.workers.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -418,13 +513,47 @@ fn overlap_check_finds_a_double_holder_and_accepts_a_handover() {
 
 #[test]
 fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
-    let n = 5;
-    let mut bed = Bed::new(n);
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = workers_dir("loopback");
+    let extra = fence_script(&dir);
+    let cluster = Cluster::with_extra(5, Timing::FAST, &extra);
+    let bed = Bed { dir, workers: BTreeMap::new(), agents: Some(cluster), n: 5 };
+    run_schedule(bed);
+}
+
+/// The same schedule on the network-namespace test bed (real UDP between namespaces, partitions as
+/// nftables rules on a switch). Needs root, `ip` and `nft`; prints `SKIP` and passes without them.
+#[test]
+fn netns_exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
+    const NAME: &str = "netns_exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes";
+    if !netns::Bed::available(NAME) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = workers_dir("netns");
+    let mut spec = netns::Spec::new(5);
+    spec.policy = "fence".into();
+    spec.client_send_interval_ms = 0;
+    spec.extra_toml = fence_script(&dir);
+    let nb = netns::Bed::new("lock-safety", spec);
+    let bed = Bed { dir, workers: BTreeMap::new(), agents: Some(nb), n: 5 };
+    run_schedule(bed);
+}
+
+/// One schedule at a time in this binary (the loopback and netns harnesses have separate locks).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_schedule<A: Agents>(mut bed: Bed<A>) {
+    let n = bed.n;
     for id in 1..=n {
         bed.start(id);
     }
-    bed.cluster.wait_for_view(&[1, 2, 3, 4, 5], Duration::from_secs(20));
-    let fail_ms = bed.cluster.timing.failure_timeout_ms;
+    let form_end = Instant::now() + Duration::from_secs(30);
+    while !(1..=n).all(|id| bed.a().view(id).is_some_and(|(ms, p)| p && ms.len() == n as usize)) {
+        assert!(Instant::now() < form_end, "the cluster did not form");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fail_ms = bed.a().failure_timeout_ms();
     let detect = Duration::from_millis(fail_ms * 4);
     bed.run_for(Duration::from_secs(2));
 
@@ -433,20 +562,20 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     // lost, while the majority may not recover them (no fence, no recovery). Then the device works.
     say("fence device broken; partition {1,2} | {3,4,5}");
     std::fs::write(bed.dir().join("fence-fail"), "").expect("fence-fail");
-    bed.partition(&[1, 2], &[3, 4, 5]);
+    bed.a().partition(&[1, 2], &[3, 4, 5]);
     bed.run_for(detect);
     std::fs::remove_file(bed.dir().join("fence-fail")).expect("remove fence-fail");
     say("fence device repaired");
     bed.run_for(Duration::from_secs(1));
-    bed.heal();
+    bed.a().heal();
     say("healed");
     bed.run_for(Duration::from_secs(2));
 
     // The fault schedule: each fault lasts long enough to be detected, fenced and recovered from.
     say("partition {1,2} | {3,4,5}");
-    bed.partition(&[1, 2], &[3, 4, 5]);
+    bed.a().partition(&[1, 2], &[3, 4, 5]);
     bed.run_for(detect);
-    bed.heal();
+    bed.a().heal();
     say("healed");
     bed.run_for(Duration::from_secs(2));
 
@@ -462,12 +591,12 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     bed.run_for(Duration::from_millis(fail_ms * 2));
 
     say("partition {1,5} | {2,3,4} and a short pause of node 2");
-    bed.partition(&[1, 5], &[2, 3, 4]);
+    bed.a().partition(&[1, 5], &[2, 3, 4]);
     bed.signal_node(2, "STOP");
     bed.run_for(Duration::from_millis(fail_ms / 2));
     bed.signal_node(2, "CONT");
     bed.run_for(detect);
-    bed.heal();
+    bed.a().heal();
     say("healed");
     bed.run_for(Duration::from_secs(1));
 
@@ -479,17 +608,16 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     bed.signal_node(1, "CONT");
 
     // Faults stop here.
-    bed.heal();
+    bed.a().heal();
     let quiet_since = now_ms();
     say("faults stopped");
     // The cluster converges (nodes restarted by the service manager rejoin).
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         bed.supervise();
-        let views: Vec<_> = (1..=n).map(|id| bed.cluster.view(id)).collect();
+        let views: Vec<_> = (1..=n).map(|id| bed.a().view(id)).collect();
         let all = views.iter().all(|v| {
-            v.as_ref()
-                .is_some_and(|(ms, p)| *p && ms.len() == n as usize && Some(v) == views.first().map(|f| f))
+            v.as_ref().is_some_and(|(ms, p)| *p && ms.len() == n as usize && Some(v) == views.first())
         });
         if all {
             break;
@@ -503,7 +631,6 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     let liveness_deadline = Instant::now() + Duration::from_secs(30);
     let current: Vec<String> = bed
         .workers
-        .children
         .iter()
         .flat_map(|(id, c)| (0..CLIENTS).map(move |k| format!("n{id}c{k}p{}", c.id())))
         .collect();
@@ -529,7 +656,7 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     };
 
     // Stop the workers first (their holds end now), then the agents.
-    for (_, mut c) in std::mem::take(&mut bed.workers.children) {
+    for (_, mut c) in std::mem::take(&mut bed.workers) {
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -560,5 +687,7 @@ fn exclusive_locks_are_never_held_twice_under_partitions_pauses_and_crashes() {
     assert!(hs.len() > 100, "too few holds ({}) for the test to mean anything", hs.len());
     assert!(deaths.len() >= 2, "the schedule should have killed or fenced nodes, saw {deaths:?}");
     assert!(missing.is_empty(), "clients that never got a lock again after the faults stopped: {missing:?}");
-    bed.cluster.stop_and_verify();
+    if let Some(a) = bed.agents.take() {
+        a.stop_and_verify();
+    }
 }
