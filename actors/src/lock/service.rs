@@ -12,7 +12,14 @@
 //!   [`Op::Hello`], which releases anything an older session of the same member still held.
 //! - **Failed members**: their holds are released only when cohort says `Recovered` for them, i.e. after
 //!   they were fenced (G9). The service then multicasts [`Op::Expire`], so every replica releases them at
-//!   the same point of the total order. A view change alone never releases anything.
+//!   the same point of the total order. A view change alone never releases anything. A member whose
+//!   node is back in a primary view under a higher epoch is expired too: its agent is gone, and every
+//!   session connected to it reported its holds lost when the connection dropped.
+//! - **Reconciling**: after every delivery, primary view and unblock, the service multicasts what the
+//!   table lacks from its point of view (releases of its own holds nobody relies on, cancels of
+//!   abandoned requests, expiry of recovered or superseded members), once while it is lacking, so a
+//!   notification seen by one member only, or a multicast refused during a block, never leaves a lock
+//!   held forever.
 //! - **Clean leave**: [`LockHandle::shutdown`] multicasts [`Op::Leave`] (every hold released at once),
 //!   waits for its delivery and leaves the group.
 //! - **Losing the right to act**: when this node blocks for lack of quorum (`Blocked{no_quorum}` or
