@@ -1203,13 +1203,43 @@ impl Bed {
         (out.status.success() && text.contains("verdict: OK"), text)
     }
 
+    /// Waits until, after now, every node in `ids` delivered a message from the client of every node in
+    /// `ids`: the clients in all namespaces multicast through their agents and every member delivers
+    /// them (L2 once the faults stopped). Prints the time it took.
+    pub fn wait_messages_flow(&mut self, ids: &[u32]) {
+        let since = now_ms();
+        let want: BTreeSet<u64> = ids.iter().map(|n| u64::from(*n)).collect();
+        let deadline =
+            Duration::from_millis(20 * self.spec.client_send_interval_ms) + Duration::from_secs(15);
+        self.wait_until("a delivery from every node's client at every node", deadline, |b| {
+            ids.iter()
+                .all(|id| {
+                    let senders: BTreeSet<u64> = b
+                        .events_where(*id, "deliver", |e| e["ts_ms"].as_u64().is_some_and(|t| t >= since))
+                        .iter()
+                        .filter_map(|e| e["sender"][0].as_u64())
+                        .collect();
+                    want.is_subset(&senders)
+                })
+                .then_some(())
+        });
+        println!(
+            "NETNS [{}] after convergence every node delivered messages from every node's client within {} ms",
+            self.name,
+            now_ms() - since
+        );
+    }
+
     /// The end of every scenario: waits (L1) until every running node is in one primary view with all
-    /// of `expect_all`, stops clients and agents, asserts `cohort verify` passes, and prints the
-    /// measured times.
+    /// of `expect_all` and messages from every client reach every node, stops clients and agents,
+    /// asserts `cohort verify` passes, and prints the measured times.
     pub fn finish(mut self, expect_all: &[u32]) {
         if !expect_all.is_empty() {
             let bound = self.spec.timing.convergence_bound();
             self.wait_for_view(expect_all, bound);
+            if self.spec.client_send_interval_ms > 0 {
+                self.wait_messages_flow(expect_all);
+            }
         }
         self.stop_clients();
         let unclean = self.stop_all();
