@@ -1219,6 +1219,19 @@ impl Node {
     }
 
     fn abort_coord(&mut self, now: u64) {
+        // A coordinator that gives up its own install before committing it knows nobody will commit
+        // it (only the coordinator sends the commit; a later coordinator completes it only if every
+        // member of it accepted, and this member now refuses): its own acceptance is released.
+        if let Some(c) = self.coord.take() {
+            if matches!(c.phase, Phase::Accepting { .. })
+                && self.accepted.as_ref().is_some_and(|a| a.view.id == c.ballot)
+            {
+                self.released = Some(c.ballot);
+                self.accepted = None;
+                self.accept_from = None;
+                self.frozen_since = None;
+            }
+        }
         self.coord = None;
         // Back off by a node-dependent amount so that competing coordinators do not collide forever.
         let jitter = u64::from(self.me.node().0 % 7) * self.cfg.view_change_timeout_ms / 8;
@@ -1399,7 +1412,12 @@ impl Node {
                 .filter_map(|s| s.last_primary.as_ref().map(|v| v.id))
                 .chain(known.last_primary)
                 .max();
-            let superseded = newest_primary.is_some_and(|p| p > inst.view.id);
+            // So is an install one of whose members a primary view has removed since: that view was
+            // formed after the install was decided (a removed member is never admitted again, G8),
+            // without it, and fenced its members; completing it now would re-admit removed members.
+            let removed_since = !installed_somewhere
+                && inst.view.members.iter().any(|m| !promises.contains_key(m) && !known.admissible(*m));
+            let superseded = newest_primary.is_some_and(|p| p > inst.view.id) || removed_since;
             if !superseded && !refused_by_a_member && !installed_somewhere && !unknown.is_empty() {
                 // Undecidable from here: completing it could fork the primary history if it was never
                 // committed, dropping it could if it was. Wait for those members (or their restart).
@@ -2386,15 +2404,8 @@ impl Node {
             Some(MyGroup::Joining) if listed && !leave_pending => {
                 // The table already lists us (our join was delivered in the reference lineage; the
                 // copy still on its way is a no-op): we are a member, from empty state like the rest.
-                self.my_groups.insert(group.to_string(), MyGroup::Member);
-                self.notify(
-                    Notification::ApplyState {
-                        group: group.to_string(),
-                        provider: self.me,
-                        state: Vec::new(),
-                    },
-                    out,
-                );
+                self.my_groups.insert(group.to_string(), MyGroup::Awaiting { held: VecDeque::new() });
+                self.finish_transfer(now, group, self.me, Vec::new(), None, out);
             }
             _ => {}
         }
@@ -2559,6 +2570,29 @@ impl Node {
                 self.reset_group_state(now, &g, out);
                 continue;
             };
+            // Members of the lineage waiting for a state from an outsider get it from the provider
+            // instead: an outsider's state is not the reference lineage's (and it now waits itself).
+            let from_outsider: Vec<Member> = self
+                .transfers
+                .iter()
+                .filter(|((gg, j), (p, _))| *gg == g && outsiders.contains(p) && !outsiders.contains(j))
+                .map(|((_, j), _)| *j)
+                .collect();
+            for j in from_outsider {
+                self.transfers.insert((g.clone(), j), (provider, token));
+                let settled =
+                    matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
+                if j == self.me && settled {
+                    // As when a provider is replaced: the new state is taken at this point, after
+                    // everything held so far.
+                    self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                    self.block(now, BlockReason::StateTransfer, out);
+                    self.apply_early_state(now, &g, out);
+                }
+                if provider == self.me {
+                    self.ask_provide(&g, j, token, out);
+                }
+            }
             for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
                 self.transfers.insert((g.clone(), x), (provider, token));
                 // Not while the application left and joined again (its leave and newer join are on
