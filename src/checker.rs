@@ -971,6 +971,7 @@ impl Checker {
         g.last_members = Some(members.to_vec());
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_state_transfer(
         &mut self,
         me: Member,
