@@ -149,6 +149,9 @@ pub struct Heartbeat {
     pub leaving: bool,
     /// The sender knows it was removed.
     pub removed: bool,
+    /// The sender is frozen by a view change (it promised or accepted a ballot not yet installed).
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 /// Why a ballot is refused.

@@ -241,6 +241,8 @@ struct Peer {
     view: Option<ViewId>,
     leaving: bool,
     removed: bool,
+    /// Since when its heartbeats say it is frozen in a view change (`None` when they do not).
+    frozen_since: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -819,18 +821,27 @@ impl Node {
             view: None,
             leaving: false,
             removed: false,
+            frozen_since: None,
         });
         if from.epoch() < entry.member.epoch() {
             return false;
         }
         if from.epoch() > entry.member.epoch() {
-            *entry = Peer { member: from, last_heard: now, view: None, leaving: false, removed: false };
+            *entry = Peer {
+                member: from,
+                last_heard: now,
+                view: None,
+                leaving: false,
+                removed: false,
+                frozen_since: None,
+            };
         }
         entry.last_heard = now;
         if let Body::Heartbeat(hb) = body {
             entry.view = hb.view;
             entry.leaving = hb.leaving;
             entry.removed = hb.removed;
+            entry.frozen_since = if hb.frozen { entry.frozen_since.or(Some(now)) } else { None };
         }
         if matches!(body, Body::Leave) {
             entry.leaving = true;
@@ -889,6 +900,7 @@ impl Node {
             stable,
             leaving: self.leaving,
             removed: self.removed_self,
+            frozen: self.frozen_since.is_some(),
         }
     }
 
@@ -1165,7 +1177,13 @@ impl Node {
                         && self.peers.values().any(|p| {
                             v.contains(p.member)
                                 && live.contains(&p.member)
-                                && p.view.is_some_and(|pv| pv > v.id)
+                                && (p.view.is_some_and(|pv| pv > v.id)
+                                    // ...or a member of this view has been frozen by a change that
+                                    // is going nowhere (its coordinator gave it up): a new ballot
+                                    // settles what it accepted.
+                                    || p.frozen_since.is_some_and(|t| {
+                                        now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 4
+                                    }))
                         }))
             }
         };
