@@ -1043,6 +1043,9 @@ impl Story {
         // 3. ------------------------------------------------------------------------------------
         self.say(Tone::Step, "", "== 3. the fenced nodes were only stopped: they wake up with their old state, and the partition heals");
         let old: BTreeMap<u32, u64> = view.iter().copied().collect();
+        // State transfers the lock services applied so far: a rejoin shows as one more.
+        let transfers_before: BTreeMap<u32, usize> =
+            self.lock_log.lock().map(|l| l.transfers.clone()).unwrap_or_default();
         for m in &minority {
             if let Some(pid) = self.bed.pid(*m) {
                 signal(pid, "CONT")?;
@@ -1160,8 +1163,6 @@ impl Story {
             "",
             "== 4. the stale members come back as new members and receive the lock table by state transfer",
         );
-        let transfers_before: BTreeMap<u32, usize> =
-            self.lock_log.lock().map(|l| l.transfers.clone()).unwrap_or_default();
         for m in &minority {
             let m = *m;
             let r = self

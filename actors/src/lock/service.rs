@@ -55,6 +55,8 @@ const COMMAND_QUEUE: usize = 1024;
 const NOTICE_QUEUE: usize = 4096;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long connecting and joining may take before the attempt is abandoned and made again.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a clean shutdown waits for its `Leave` to be delivered.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -431,7 +433,10 @@ impl Service {
 
     async fn connect(&mut self) -> Option<Client> {
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
-        let mut c = Client::connect(&self.cfg.socket, &self.cfg.client_name).await.ok()?;
+        // Bounded: an agent that accepted the connection but does not answer (stopped, or being replaced)
+        // must not hold the service; the next attempt starts afresh.
+        let connecting = Client::connect(&self.cfg.socket, &self.cfg.client_name);
+        let mut c = tokio::time::timeout(CONNECT_DEADLINE, connecting).await.ok()?.ok()?;
         self.backoff = Duration::ZERO;
         let member = c.member();
         self.member = Some(member);
@@ -440,10 +445,16 @@ impl Service {
             self.set_state(ServiceState::Removed("waiting for this node's next incarnation".into()));
             return Some(c);
         }
-        match self.join(&mut c).await {
-            Ok(()) => Some(c),
-            Err(e) => {
+        match tokio::time::timeout(CONNECT_DEADLINE, self.join(&mut c)).await {
+            Ok(Ok(())) => Some(c),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot join the lock group");
+                self.set_state(ServiceState::Connecting);
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the agent did not answer the join in time; connecting again");
+                self.set_state(ServiceState::Connecting);
                 None
             }
         }
