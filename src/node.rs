@@ -1284,6 +1284,12 @@ impl Node {
             }
             Phase::Completing { waiting } => {
                 if elapsed > timeout || waiting.is_empty() {
+                    // A member that still cannot install the completed view (it misses messages up
+                    // to its cut that only a dead member held) is left out of the next change: it
+                    // is removed, fenced, and comes back as a new member.
+                    for m in waiting.clone() {
+                        self.refused.insert(m, now);
+                    }
                     self.abort_coord(now);
                     self.backoff_until = now;
                 } else if resend {
@@ -1414,11 +1420,13 @@ impl Node {
                 .copied()
                 .filter(|m| !promises.contains_key(m))
                 .filter(|m| {
-                    let restarted = self.peers.get(&m.node()).is_some_and(|p| p.member.epoch() > m.epoch())
-                        || promises
-                            .keys()
-                            .chain(std::iter::once(&self.me))
-                            .any(|q| q.node() == m.node() && q.epoch() > m.epoch());
+                    // Restarted, and its new incarnation takes part: the new incarnation's persisted
+                    // registry (in its promise) tells whether a primary view was formed since. One that
+                    // is only heard of may have formed one this coordinator knows nothing about.
+                    let restarted = promises
+                        .keys()
+                        .chain(std::iter::once(&self.me))
+                        .any(|q| q.node() == m.node() && q.epoch() > m.epoch());
                     !restarted
                 })
                 .filter(|m| known.admissible(*m))
