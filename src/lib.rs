@@ -26,6 +26,7 @@ pub mod ordering;
 pub mod quorum;
 pub mod record;
 pub mod registry;
+pub mod tripwire;
 pub mod types;
 pub mod wire;
 

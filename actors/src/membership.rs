@@ -10,6 +10,7 @@ use crate::messages::*;
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use cohort::node::{NewEpochReason, Output, SendError, Status};
+use cohort::tripwire::Tripwire;
 use cohort::{Config, Durable, Event, Member, MsgId, Node, NodeId, Notification, Record};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -106,6 +107,8 @@ pub struct MembershipActor {
     left_told: bool,
     flush_scheduled: bool,
     last_flush: Instant,
+    /// The member-local safety invariants over every record this node emits (fail-stop on a break).
+    tripwire: Tripwire,
 }
 
 impl MembershipActor {
@@ -122,6 +125,7 @@ impl MembershipActor {
         let mut out = Vec::new();
         let mut node = Node::new(cfg.clone(), node_id, durable, clock.now_ms(), &mut out);
         node.set_deferred_flush(true);
+        let node_member = node.member();
         let actor = MembershipActor {
             cfg,
             node_id,
@@ -134,6 +138,7 @@ impl MembershipActor {
             left_told: false,
             flush_scheduled: false,
             last_flush: Instant::now(),
+            tripwire: Tripwire::new(node_member),
         };
         (actor, out)
     }
@@ -160,7 +165,14 @@ impl MembershipActor {
                 Output::Send { to, bytes } => self.links.send_frame.do_send(SendFrame { to, bytes }),
                 Output::Record(r) => {
                     self.count(&r);
+                    let broken = self.tripwire.observe(&r);
                     self.links.record.do_send(AppendRecord(r));
+                    if let Some(what) = broken {
+                        // Fail-stop: the record is logged (the audit trail shows it), nothing after it
+                        // is carried out.
+                        self.fatal(format!("safety invariant broken: {what}"));
+                        return;
+                    }
                 }
                 Output::Notify(n) => {
                     if let Notification::Deliver { msg, .. } = &n {
@@ -390,6 +402,7 @@ impl Handler<ReplaceCore> for MembershipActor {
         let mut out = Vec::new();
         self.node = Node::new(self.cfg.clone(), self.node_id, msg.durable, self.clock.now_ms(), &mut out);
         self.node.set_deferred_flush(true);
+        self.tripwire = Tripwire::new(self.node.member());
         self.send_times.clear();
         self.send_order.clear();
         self.left_told = false;

@@ -555,6 +555,8 @@ struct Slot {
     app: App,
     /// A core asked for a restart with a new epoch; the boot is scheduled.
     restarting: bool,
+    /// The agent's member-local tripwire, fed the same records (it must never fire on a correct run).
+    tripwire: Option<cohort::tripwire::Tripwire>,
 }
 
 /// A message whose delivery the liveness phase waits for (L2).
@@ -764,6 +766,7 @@ impl Sim {
                 timer_at: 0,
                 app: App::default(),
                 restarting: false,
+                tripwire: None,
             })
             .collect();
         Sim {
@@ -1283,6 +1286,18 @@ impl Sim {
                 ),
             );
             return;
+        }
+        {
+            let me = r.member();
+            let slot = &mut self.slots[n as usize - 1];
+            let t = slot.tripwire.get_or_insert_with(|| cohort::tripwire::Tripwire::new(me));
+            if matches!(r.event, Event::Start { .. }) {
+                *t = cohort::tripwire::Tripwire::new(me);
+            }
+            if let Some(what) = t.observe(&r) {
+                self.fail("tripwire", format!("the agent's tripwire fired on {}: {what}", fmt_member(me)));
+                return;
+            }
         }
         if let Event::Send { msg, digest, .. } = &r.event {
             // G6 by content: the core logs a send only for bytes its application multicast.
