@@ -3,6 +3,10 @@
 //! directories; every wait has a deadline, none is a fixed sleep (the two checks that something does
 //! *not* happen wait a short bounded time, and say so).
 
+#[path = "support/paused.rs"]
+mod paused;
+use paused::ManualClock;
+
 use actix::prelude::*;
 use cohort::msg::TransferToken;
 use cohort::node::{SendError, Status};
@@ -795,24 +799,6 @@ async fn joins_and_leaves_behind_a_blocked_send_keep_their_order_and_are_bounded
 // ---------------------------------------------------------------------------------------------------
 // The fallback retry timer on a paused clock
 // ---------------------------------------------------------------------------------------------------
-
-/// A paused tokio clock that moves only when the test advances it: a blocking task held open for the
-/// guard's lifetime stops tokio from jumping the clock to the next timer whenever the runtime is idle
-/// (which, with real sockets, would fire timers while a reply is still on its way).
-struct ManualClock {
-    _hold: std::sync::mpsc::Sender<()>,
-}
-
-impl ManualClock {
-    fn start() -> ManualClock {
-        tokio::time::pause();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        tokio::task::spawn_blocking(move || {
-            let _ = rx.recv();
-        });
-        ManualClock { _hold: tx }
-    }
-}
 
 /// Drives `f` to completion with a deadline on the real clock (the tokio clock stands still).
 async fn within_real<F: std::future::Future>(what: &str, f: F) -> F::Output {

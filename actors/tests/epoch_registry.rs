@@ -10,6 +10,10 @@
 //! same data directory is refused; a corrupt or truncated state file is an error naming the file and is
 //! never reset.
 
+#[path = "support/paused.rs"]
+mod paused;
+use paused::advance_until;
+
 use actix::prelude::*;
 use cohort::{Config, Durable, Epoch, Event, NodeId};
 use cohort_actors::epoch_registry::{DataDirError, EpochRegistryActor, EPOCH_FILE, STATE_FILE};
@@ -303,21 +307,6 @@ async fn start_membership(s: &Scratch, seen: &Seen) -> Addr<MembershipActor> {
     let addr = actor.start();
     addr.do_send(ExecuteOutputs(first));
     addr
-}
-
-/// Advances the paused clock in small steps until `cond` holds or `within` of virtual time passed.
-async fn advance_until(within: Duration, cond: impl Fn() -> bool) -> bool {
-    let step = Duration::from_millis(5);
-    let mut waited = Duration::ZERO;
-    while waited < within {
-        if cond() {
-            return true;
-        }
-        tokio::time::advance(step).await;
-        tokio::task::yield_now().await;
-        waited += step;
-    }
-    cond()
 }
 
 #[actix_rt::test]

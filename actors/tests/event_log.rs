@@ -9,6 +9,10 @@
 //! to, never rewritten; `Flush` changes nothing in the content; a write that fails is reported to the
 //! supervisor once; and the log a running membership writes passes the checker `cohort verify` runs.
 
+#[path = "support/paused.rs"]
+mod paused;
+use paused::advance_until;
+
 use actix::prelude::*;
 use cohort::{
     BlockReason, Config, Delivery, Durable, Epoch, Event, FenceMethod, Member, MergeAction, NodeId, Record,
@@ -318,21 +322,6 @@ async fn a_write_that_fails_is_reported_to_the_supervisor_once() {
     let all = seen.all();
     assert_eq!(all.len(), 1, "reported once: {all:?}");
     assert!(all[0].starts_with("fatal:cannot append to event log /dev/full: "), "{all:?}");
-}
-
-/// Advances the paused clock in small steps until `cond` holds or `within` of virtual time passed.
-async fn advance_until(within: Duration, cond: impl Fn() -> bool) -> bool {
-    let step = Duration::from_millis(5);
-    let mut waited = Duration::ZERO;
-    while waited < within {
-        if cond() {
-            return true;
-        }
-        tokio::time::advance(step).await;
-        tokio::task::yield_now().await;
-        waited += step;
-    }
-    cond()
 }
 
 #[actix_rt::test]

@@ -2,6 +2,10 @@
 //! `cohort-fence-test` agent of the test bed. A probe actor records every `FenceCompleted`; tests wait
 //! for events with deadlines, never for fixed times.
 
+#[path = "support/paused.rs"]
+mod paused;
+use paused::ManualClock;
+
 use actix::prelude::*;
 use cohort::{Epoch, Member, NodeId};
 use cohort_actors::fencing::{FencingActor, NO_LEVELS_DETAIL};
@@ -398,25 +402,6 @@ async fn targets_are_fenced_concurrently_and_a_duplicate_runs_once() {
 // --------------------------------------------------------------------------------------------------
 // Timeouts and retries on a paused clock
 // --------------------------------------------------------------------------------------------------
-
-/// A paused tokio clock that moves only when the test advances it. Paused alone, tokio jumps the clock
-/// to the next timer whenever the runtime has nothing to do, which with real child processes would fire
-/// an agent's timeout while the agent is still starting. A blocking task held open for the guard's
-/// lifetime inhibits that jump (tokio's test-util does not auto-advance while one runs).
-struct ManualClock {
-    _hold: std::sync::mpsc::Sender<()>,
-}
-
-impl ManualClock {
-    fn start() -> ManualClock {
-        tokio::time::pause();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        tokio::task::spawn_blocking(move || {
-            let _ = rx.recv();
-        });
-        ManualClock { _hold: tx }
-    }
-}
 
 /// Waits on the real clock (the tokio clock is frozen) until `cond` holds or `within` passed, letting
 /// the actors and the IO driver run in between.

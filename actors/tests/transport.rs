@@ -3,6 +3,10 @@
 //! retry's backoff on a paused clock. Every wait is on an event or a counter, with a deadline; nothing
 //! sleeps to "let it settle".
 
+#[path = "support/paused.rs"]
+mod paused;
+use paused::ManualClock;
+
 use actix::prelude::*;
 use cohort::NodeId;
 use cohort_actors::crypto::{self, ClusterKey};
@@ -291,23 +295,6 @@ async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_addre
     let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"from 5"[..]));
     assert!(frames.try_recv().is_err(), "nothing from node 6");
-}
-
-/// A paused tokio clock that moves only when the test advances it: a blocking task held open for the
-/// guard's lifetime stops tokio from jumping the clock to the next timer while the runtime is idle.
-struct ManualClock {
-    _hold: std::sync::mpsc::Sender<()>,
-}
-
-impl ManualClock {
-    fn start() -> ManualClock {
-        tokio::time::pause();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        tokio::task::spawn_blocking(move || {
-            let _ = rx.recv();
-        });
-        ManualClock { _hold: tx }
-    }
 }
 
 #[actix_rt::test]
