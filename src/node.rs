@@ -1033,12 +1033,7 @@ impl Node {
             self.told_removed.pop_first();
         }
         self.told_removed.insert(m, now);
-        let action = match self.cfg.merge_policy {
-            MergePolicy::Fence => RemovedAction::AwaitFence,
-            MergePolicy::Restart => RemovedAction::Restart,
-            MergePolicy::Reset => RemovedAction::Reset,
-            MergePolicy::Wait => RemovedAction::Wait,
-        };
+        let (_, action) = merge_actions(self.cfg.merge_policy);
         self.send(m.node(), Body::Removed { view, member: m, action }, out);
     }
 
@@ -1052,12 +1047,7 @@ impl Node {
         self.merges.insert(m, now);
         let resolver = view.leader() == Some(self.me);
         let policy = self.cfg.merge_policy;
-        let (action, told) = match policy {
-            MergePolicy::Fence => (MergeAction::Fence, RemovedAction::AwaitFence),
-            MergePolicy::Restart => (MergeAction::Kill, RemovedAction::Restart),
-            MergePolicy::Reset => (MergeAction::Kill, RemovedAction::Reset),
-            MergePolicy::Wait => (MergeAction::Wait, RemovedAction::Wait),
-        };
+        let (action, told) = merge_actions(policy);
         if first {
             let logged = if resolver { action } else { MergeAction::Refuse };
             self.record(
@@ -3008,6 +2998,16 @@ impl Node {
             // once the watchdog wait passed, or when the new epoch is seen).
             self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out);
         }
+    }
+}
+
+/// What the resolver of a stateful merge does under `policy`, and what the removed member is told.
+fn merge_actions(policy: MergePolicy) -> (MergeAction, RemovedAction) {
+    match policy {
+        MergePolicy::Fence => (MergeAction::Fence, RemovedAction::AwaitFence),
+        MergePolicy::Restart => (MergeAction::Kill, RemovedAction::Restart),
+        MergePolicy::Reset => (MergeAction::Kill, RemovedAction::Reset),
+        MergePolicy::Wait => (MergeAction::Wait, RemovedAction::Wait),
     }
 }
 
