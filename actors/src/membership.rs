@@ -109,6 +109,10 @@ pub struct MembershipActor {
     last_flush: Instant,
     /// The member-local safety invariants over every record this node emits (fail-stop on a break).
     tripwire: Tripwire,
+    /// A persist is in flight: outputs produced meanwhile wait here, so they are carried out after it
+    /// and in the order the core produced them (two waits in flight would not finish in order).
+    persisting: bool,
+    backlog: Vec<Output>,
 }
 
 impl MembershipActor {
@@ -139,6 +143,8 @@ impl MembershipActor {
             flush_scheduled: false,
             last_flush: Instant::now(),
             tripwire: Tripwire::new(node_member),
+            persisting: false,
+            backlog: Vec::new(),
         };
         (actor, out)
     }
@@ -149,16 +155,28 @@ impl MembershipActor {
     }
 
     fn execute(&mut self, outs: Vec<Output>, ctx: &mut Context<Self>) {
+        if self.persisting {
+            self.backlog.extend(outs);
+            return;
+        }
         let mut iter = outs.into_iter();
         while let Some(o) = iter.next() {
             match o {
                 Output::Persist(d) => {
                     let rest: Vec<Output> = iter.collect();
+                    self.persisting = true;
                     let fut = self.links.persist.send(PersistDurable(d));
-                    ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
-                        Ok(Ok(())) => act.execute(rest, ctx),
-                        Ok(Err(e)) => act.fatal(format!("cannot persist durable state: {e}")),
-                        Err(e) => act.fatal(format!("epoch registry unavailable: {e}")),
+                    ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
+                        act.persisting = false;
+                        match res {
+                            Ok(Ok(())) => {
+                                let mut rest = rest;
+                                rest.append(&mut act.backlog);
+                                act.execute(rest, ctx)
+                            }
+                            Ok(Err(e)) => act.fatal(format!("cannot persist durable state: {e}")),
+                            Err(e) => act.fatal(format!("epoch registry unavailable: {e}")),
+                        }
                     }));
                     return;
                 }
