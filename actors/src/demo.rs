@@ -307,6 +307,21 @@ fn fence_agent(dir: &Path, cohort: &Path) -> anyhow::Result<(PathBuf, Vec<String
     Ok((script, vec!["{plug}".into()], "a shell script sending SIGSTOP (cohort-fence-test not found)".into()))
 }
 
+/// The demo's own diagnostic log (its lock services' `tracing` events) goes to `path`, beside the agents'
+/// stderr files, so a run kept with `--keep` can be examined. `RUST_LOG` overrides the level (`info`).
+fn diagnostics_to(path: &Path) {
+    let Ok(file) = std::fs::File::create(path) else { return };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 fn write_bed(opts: &DemoOptions) -> anyhow::Result<(Bed, String)> {
     let cohort = std::env::current_exe().context("cannot find the cohort binary")?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -500,6 +515,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let (bed, fence_desc) = write_bed(&opts)?;
+        diagnostics_to(&bed.dir.join("demo.log"));
         let n = opts.nodes;
         let minority: Vec<u32> = (1..=(n - 1) / 2).collect();
         let majority: Vec<u32> = ((n - 1) / 2 + 1..=n).collect();

@@ -121,9 +121,6 @@ fn demo_with_the_reset_policy_tells_the_whole_story_and_passes_verify() {
 }
 
 #[test]
-#[ignore = "flaky (3 of 4 direct runs failed on 2026-11-29): after the operator's kill -9 and restart, \
-            one node's lock service sometimes never reconnects to its new agent; open in issue 5. \
-            Run with --ignored to reproduce."]
 fn demo_with_the_wait_policy_has_the_operator_acknowledge_and_passes_verify() {
     check_story(
         "wait",

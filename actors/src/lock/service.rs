@@ -346,6 +346,9 @@ struct Service {
     /// Unanswered multicasts by request number.
     sends: BTreeMap<u64, Purpose>,
     backoff: Duration,
+    /// When the next connection attempt is due. A fixed instant, not a fresh sleep per loop turn: commands
+    /// arriving faster than the backoff (a status poll) must not postpone the reconnection for ever.
+    retry_at: Instant,
     leaving: Option<oneshot::Sender<()>>,
 }
 
@@ -371,6 +374,7 @@ impl Service {
             reconciling: BTreeSet::new(),
             sends: BTreeMap::new(),
             backoff: Duration::ZERO,
+            retry_at: Instant::now(),
             leaving: None,
         }
     }
@@ -385,8 +389,11 @@ impl Service {
             match client.as_mut() {
                 None => {
                     tokio::select! {
-                        _ = tokio::time::sleep(self.backoff) => {
+                        _ = tokio::time::sleep_until(self.retry_at) => {
                             client = self.connect().await;
+                            if client.is_none() {
+                                self.retry_at = Instant::now() + self.backoff;
+                            }
                         }
                         cmd = rx.recv() => match cmd {
                             Some(cmd) => self.on_command(None, cmd).await,
@@ -413,6 +420,7 @@ impl Service {
                     if let Some(e) = lost {
                         tracing::warn!(error = %e, "lost the connection to the agent");
                         client = None;
+                        self.retry_at = Instant::now();
                         self.disconnected(&format!("connection to the agent lost: {e}"));
                     }
                 }
@@ -436,17 +444,33 @@ impl Service {
         // Bounded: an agent that accepted the connection but does not answer (stopped, or being replaced)
         // must not hold the service; the next attempt starts afresh.
         let connecting = Client::connect(&self.cfg.socket, &self.cfg.client_name);
-        let mut c = tokio::time::timeout(CONNECT_DEADLINE, connecting).await.ok()?.ok()?;
-        self.backoff = Duration::ZERO;
+        let mut c = match tokio::time::timeout(CONNECT_DEADLINE, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, retry_in = ?self.backoff, "cannot connect to the agent");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(retry_in = ?self.backoff, "the agent did not answer the hello in time");
+                return None;
+            }
+        };
         let member = c.member();
+        tracing::debug!(%member, "connected to the agent");
         self.member = Some(member);
         if self.removed.contains(&member) {
             // The agent still runs the removed incarnation; wait for its next one on this connection.
+            self.backoff = Duration::ZERO;
             self.set_state(ServiceState::Removed("waiting for this node's next incarnation".into()));
             return Some(c);
         }
         match tokio::time::timeout(CONNECT_DEADLINE, self.join(&mut c)).await {
-            Ok(Ok(())) => Some(c),
+            Ok(Ok(())) => {
+                // Only a completed join resets the backoff: an agent that accepts and then refuses the
+                // join is retried at the growing interval, not in a tight loop.
+                self.backoff = Duration::ZERO;
+                Some(c)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot join the lock group");
                 self.set_state(ServiceState::Connecting);
