@@ -212,6 +212,58 @@ pub struct FlushState {
     /// Its position in the primary history: the last primary view it was in and how far it delivered
     /// there (for its current view if that is primary, the cut will move it further).
     pub history: (Option<ViewId>, u64),
+    /// An install an earlier incarnation of its node accepted and persisted, whose fate that incarnation
+    /// took with it (see `Durable::accepted`).
+    #[serde(default)]
+    pub inherited: Option<AcceptedInstall>,
+}
+
+/// What a node persists of an install it accepted (see `Durable::accepted`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedInstall {
+    /// The install's view.
+    pub view: ViewId,
+    /// Its registry: the removals and epochs the install would make.
+    pub registry: Registry,
+    /// The install's members: a commit needed every one of them to accept it.
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+impl AcceptedInstall {
+    /// True when the promise `s` of `from` makes assuming this install unnecessary: `from`'s node ran a
+    /// member of the install (that member or a later incarnation) and holds no acceptance of it, neither
+    /// in memory nor inherited. Either that member never accepted it (a member persists its acceptance
+    /// before sending it, and a commit needs every member's), so it was never committed; or the member
+    /// went on to accept or install a later view, whose coordinator saw this acceptance in its promise
+    /// and settled the install then (completing it if it may have been committed; the registry of that
+    /// later view, which the member keeps, carries the outcome).
+    pub fn refuted_by(&self, from: Member, s: &FlushState) -> bool {
+        let ran_a_member = self.members.iter().any(|q| q.node() == from.node() && q.epoch() <= from.epoch());
+        ran_a_member
+            && s.accepted.as_ref().is_none_or(|a| a.view.id != self.view)
+            && s.inherited.as_ref().is_none_or(|a| a.view != self.view)
+    }
+
+    /// The removals and epochs of this install to assume, given `known` primary views. The install may
+    /// have been committed by members that are all gone, so its removals hold, except for a member that a
+    /// primary view newer than the install contains: a committed install's removals are never admitted
+    /// again (G8), so that newer view proves the install was not committed, as far as that member goes.
+    pub fn assumed_removals<'a>(&self, known: impl IntoIterator<Item = &'a View>) -> Registry {
+        // (A participant's promise can also prove that the install was never committed at all, see
+        // `AcceptedInstall::refuted_by`.)
+        let mut r = self.registry.clone();
+        r.last_primary = None;
+        r.last_primary_view = None;
+        for v in known {
+            if v.primary && v.id > self.view {
+                for &m in &v.members {
+                    r.readmit(m);
+                }
+            }
+        }
+        r
+    }
 }
 
 /// The cut of one previous view: every member coming from it delivers exactly up to `seq`.

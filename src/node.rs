@@ -11,8 +11,8 @@
 
 use crate::config::{Config, FencingMode, MergePolicy};
 use crate::msg::{
-    Body, Cut, DataMsg, FlushState, Heartbeat, Install, Op, OrderedMsg, RejectReason, RemovedAction,
-    TransferToken,
+    AcceptedInstall, Body, Cut, DataMsg, FlushState, Heartbeat, Install, Op, OrderedMsg, RejectReason,
+    RemovedAction, TransferToken,
 };
 use crate::ordering::Ordering;
 use crate::quorum::{self, QuorumInput};
@@ -38,12 +38,27 @@ pub struct Durable {
     pub max_installed_seq: u64,
     /// The registry as last installed.
     pub registry: Registry,
+    /// The newest install this node accepted and has not yet seen superseded by a view it installed:
+    /// persisted before the acceptance is sent, as a Paxos acceptor persists what it accepted. An
+    /// incarnation that starts over it cannot tell whether that install was committed (its installers
+    /// may all be gone), so it never promises a ballot at or below it and offers it in its promises
+    /// ([`FlushState::inherited`]); the coordinator then takes the install's removals as made, except
+    /// for members a newer primary view contains ([`AcceptedInstall::assumed_removals`]). A member that
+    /// install removed is then never admitted again with its old epoch (G8).
+    #[serde(default)]
+    pub accepted: Option<AcceptedInstall>,
 }
 
 impl Durable {
     /// Durable state of a node that never ran, at `epoch`.
     pub fn fresh(epoch: Epoch) -> Durable {
-        Durable { epoch, max_view_seq: 0, max_installed_seq: 0, registry: Registry::default() }
+        Durable {
+            epoch,
+            max_view_seq: 0,
+            max_installed_seq: 0,
+            registry: Registry::default(),
+            accepted: None,
+        }
     }
 }
 
@@ -293,6 +308,9 @@ pub struct Node {
     released: Option<ViewId>,
     frozen_since: Option<u64>,
     accepted: Option<Install>,
+    /// An install an earlier incarnation of this node accepted (from [`Durable::accepted`]), until a
+    /// view after it is installed here.
+    inherited: Option<AcceptedInstall>,
     accept_from: Option<Member>,
     accepted_tx: u64,
     backoff_until: u64,
@@ -343,7 +361,18 @@ const MAX_RETRANSMIT_BATCH_BYTES: usize = 256 * 1024;
 impl Node {
     /// Creates the state machine of `node` under `durable.epoch`, which the host has already persisted.
     /// Emits the `start` record.
-    pub fn new(cfg: Arc<Config>, node: NodeId, durable: Durable, now_ms: u64, out: &mut Vec<Output>) -> Node {
+    pub fn new(
+        cfg: Arc<Config>,
+        node: NodeId,
+        mut durable: Durable,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> Node {
+        // What an earlier incarnation accepted stays on disk until a view after it is installed here.
+        let inherited = durable.accepted.clone();
+        if let Some(a) = &inherited {
+            durable.max_installed_seq = durable.max_installed_seq.max(a.view.seq);
+        }
         let me = Member(node, durable.epoch);
         let seed = (u64::from(node.0) << 40) ^ (durable.epoch.0 << 20);
         let max_packet = cfg.max_message_bytes.max(cfg.max_state_bytes) + 64 * 1024;
@@ -379,6 +408,7 @@ impl Node {
             released: None,
             frozen_since: None,
             accepted: None,
+            inherited,
             accept_from: None,
             accepted_tx: 0,
             backoff_until: 0,
@@ -1459,10 +1489,27 @@ impl Node {
             }
         }
 
-        // 2. The merged registry must admit every member (G8); otherwise drop them and retry.
+        // 2. The merged registry must admit every member (G8); otherwise drop them and retry. Installs
+        //    accepted by earlier incarnations of the participants count as made (see `Durable::accepted`).
         let mut registry = self.durable.registry.clone();
         for s in promises.values() {
             registry.merge(&s.registry);
+        }
+        let known: Vec<&View> = promises
+            .values()
+            .filter_map(|s| s.last_primary.as_ref())
+            .chain(self.last_primary.as_ref())
+            .chain(registry.last_primary_view.as_ref())
+            .collect();
+        let assumed: Vec<Registry> = promises
+            .values()
+            .filter_map(|s| s.inherited.as_ref())
+            .chain(self.inherited.as_ref())
+            .filter(|a| !promises.iter().any(|(from, s)| a.refuted_by(*from, s)))
+            .map(|a| a.assumed_removals(known.iter().copied()))
+            .collect();
+        for r in &assumed {
+            registry.merge(r);
         }
         let inadmissible: Vec<Member> = c
             .members
@@ -1676,6 +1723,7 @@ impl Node {
                 (Some(v), Some(o)) if v.primary && self.synced => (Some(v.id), o.delivered),
                 _ => self.history,
             },
+            inherited: self.inherited.clone(),
         }
     }
 
@@ -1799,6 +1847,12 @@ impl Node {
         let ballot = acc.view.id;
         if self.accept_complete() {
             if let Some(c) = self.accept_from {
+                if self.durable.accepted.as_ref().is_none_or(|a| a.view != ballot) {
+                    // Durable before it is sent (see `Durable::accepted`).
+                    let (registry, members) = (acc.registry.clone(), acc.view.members.clone());
+                    self.durable.accepted = Some(AcceptedInstall { view: ballot, registry, members });
+                    self.persist(out);
+                }
                 self.accepted_tx = now;
                 self.send(c.node(), Body::Accepted { ballot }, out);
             }
@@ -1933,6 +1987,12 @@ impl Node {
             inst.seen_all || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
         self.durable.registry.merge(&inst.registry);
         self.durable.max_installed_seq = self.durable.max_installed_seq.max(new.id.seq);
+        if self.durable.accepted.as_ref().is_some_and(|a| a.view <= new.id) {
+            self.durable.accepted = None;
+        }
+        if self.inherited.as_ref().is_some_and(|a| a.view <= new.id) {
+            self.inherited = None;
+        }
         self.persist(out);
         self.record(
             now,

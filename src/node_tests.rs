@@ -228,6 +228,64 @@ fn minority_blocks_and_stateful_merge_is_refused_after_heal() {
 }
 
 #[test]
+fn an_acceptance_is_durable_and_a_restarted_acceptor_keeps_its_removals() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    let before = net.view_of(3).expect("the formed view");
+    let old1 = before.members.iter().copied().find(|m| m.node() == NodeId(1)).expect("node 1's member");
+    net.partition(&[1], &[2, 3]);
+    // Step until node 3 has accepted the view without node 1 (its disk says so) but not installed it.
+    let mut caught = None;
+    for _ in 0..3000 {
+        net.run(1);
+        let installed = net.view_of(3).is_some_and(|v| v.id > before.id);
+        if let Some(acc) = net.disks[&3].accepted.clone() {
+            assert!(!installed || net.view_of(3).is_some_and(|v| v.id <= acc.view), "kept after install");
+            if !installed {
+                caught = Some(acc);
+                break;
+            }
+        }
+        assert!(!installed, "node 3 installed the new view without ever persisting its acceptance");
+    }
+    let acc = caught.expect("node 3 accepted the view without node 1 within 3 s");
+    assert!(!acc.registry.admissible(old1), "the persisted acceptance carries the removal of {old1}");
+    // Node 3 crashes right after sending its acceptance; its next incarnation starts from its disk.
+    net.nodes.remove(&3);
+    net.start(3);
+    let n3 = &net.nodes[&3];
+    assert_eq!(n3.me.epoch(), Epoch(2));
+    assert_eq!(n3.flush_state().inherited, Some(acc.clone()), "the new incarnation does not offer it");
+    assert!(n3.durable.max_installed_seq >= acc.view.seq, "it may promise a ballot below the acceptance");
+    // A coordinator assumes the removal, unless a primary view newer than the install contains the member.
+    assert!(!acc.assumed_removals(std::iter::empty()).admissible(old1));
+    assert!(!acc.assumed_removals([&before]).admissible(old1), "an older primary view proves nothing");
+    let mut newer = before.clone();
+    newer.id = ViewId { seq: acc.view.seq + 1, coord: NodeId(1) };
+    assert!(acc.assumed_removals([&newer]).admissible(old1));
+    // The install is completed or superseded; once a view after it is installed the disk forgets it.
+    net.run(3000);
+    let v = net.view_of(3).expect("a view");
+    assert!(v.id > acc.view, "node 3 installed nothing after the acceptance: {v:?}");
+    assert!(net.disks[&3].accepted.is_none() && net.nodes[&3].inherited.is_none());
+    assert!(!v.contains(old1), "{old1}, removed by the install node 3 accepted, is back: {v:?}");
+}
+
+#[test]
+fn installing_a_view_clears_the_durable_acceptance() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    net.partition(&[1], &[2, 3]);
+    net.run(1500);
+    let v = net.view_of(3).expect("view");
+    assert_eq!(v.members.len(), 2, "the view without node 1: {v:?}");
+    for id in [2, 3] {
+        assert!(net.disks[&id].accepted.is_none(), "node {id} still has {:?}", net.disks[&id].accepted);
+        assert!(net.disks[&id].max_installed_seq >= v.id.seq);
+    }
+}
+
+#[test]
 fn a_lone_member_delivers_its_safe_messages() {
     let mut net = Net::new(&[1], |_| {});
     net.run(500);

@@ -119,6 +119,19 @@ impl Registry {
         Admission::Fresh
     }
 
+    /// Forgets whatever would keep `m` out of a view: its removal and anything newer about its node.
+    /// Only for a registry that is an assumption (an install that may not have been committed, see
+    /// `AcceptedInstall::assumed_removals`) contradicted by a primary view containing `m`; the registry
+    /// of installed views is never wound back.
+    pub fn readmit(&mut self, m: Member) {
+        let Some(rec) = self.nodes.get_mut(&m.node()) else { return };
+        if rec.removed_up_to >= m.epoch() {
+            rec.removed_up_to = Epoch(m.epoch().0.saturating_sub(1));
+        }
+        rec.highest_epoch = rec.highest_epoch.min(m.epoch());
+        rec.removals.retain(|r| r.member.epoch() < m.epoch());
+    }
+
     /// True when `m` may be in a primary view.
     pub fn admissible(&self, m: Member) -> bool {
         matches!(self.classify(m), Admission::Fresh)
