@@ -183,7 +183,8 @@ async fn without_its_peer_a_node_of_two_probes_it_and_stays_blocked_without_quor
     let log = Log::default();
     let _addr = start(config(&[1, 2]), &log);
     assert!(
-        advance_until(&log, Duration::from_secs(2), |l| l.position("record:view(non-primary)").is_some()).await,
+        advance_until(&log, Duration::from_secs(2), |l| l.position("record:view(non-primary)").is_some())
+            .await,
         "no view: {:?}",
         log.lines()
     );
@@ -198,7 +199,9 @@ async fn a_clean_leave_of_a_lone_node_is_reported_to_the_supervisor() {
     tokio::time::pause();
     let log = Log::default();
     let addr = start(config(&[1]), &log);
-    assert!(advance_until(&log, Duration::from_secs(2), |l| l.position("record:view(primary)").is_some()).await);
+    assert!(
+        advance_until(&log, Duration::from_secs(2), |l| l.position("record:view(primary)").is_some()).await
+    );
     addr.send(LeaveCluster).await.expect("leave");
     assert!(
         advance_until(&log, Duration::from_millis(500), |l| l.position("left").is_some()).await,

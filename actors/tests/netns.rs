@@ -88,9 +88,8 @@ fn seed_story(name: &str, policy: &str) {
     };
     for n in [1, 2] {
         // The resolver logs the policy's action; every other primary member logs `refuse`.
-        let ev = bed.wait_event(&[3, 4, 5], "stateful_merge", D, |e| {
-            about(e, "member", n) && e["action"] == action
-        });
+        let ev = bed
+            .wait_event(&[3, 4, 5], "stateful_merge", D, |e| about(e, "member", n) && e["action"] == action);
         assert_eq!(
             ev["member"][1].as_u64(),
             Some(epoch_of(&before, n)),

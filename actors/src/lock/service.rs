@@ -545,7 +545,12 @@ impl Service {
     }
 
     async fn send(&mut self, c: &mut Client, op: &Op, purpose: Purpose) -> Result<(), ClientError> {
-        let req = c.send_nowait(&self.cfg.group, op.encode(), Delivery::Agreed).await?;
+        // Safe, not agreed: an operation is applied (and a grant given) on a member only once every
+        // member of the view has it, so whatever a member that is then cut off and fenced granted, the
+        // members that go on applied too (G10). With agreed delivery the sequencer could grant its own
+        // request cut off from the rest, who never saw it and granted the same lock before the fence
+        // stopped the first holder (the lock safety test caught this).
+        let req = c.send_nowait(&self.cfg.group, op.encode(), Delivery::Safe).await?;
         self.sends.insert(req, purpose);
         Ok(())
     }
