@@ -2495,6 +2495,31 @@ impl Node {
     /// Asks this node's application for its state, if it is a full member of the group. An application
     /// that already left (its `LeaveGroup` is still on its way) has nothing to give: its leave will be
     /// delivered at the same point everywhere and move the transfer to another provider.
+    /// A transfer of `group` to `joiner` from `provider`, decided by a view's `Sync`: recorded; this member,
+    /// when it is the joiner and `settled` in the group, waits for the state from this point on; the
+    /// provider is asked for it.
+    #[allow(clippy::too_many_arguments)]
+    fn start_sync_transfer(
+        &mut self,
+        now: u64,
+        group: &str,
+        joiner: Member,
+        provider: Member,
+        token: TransferToken,
+        settled: bool,
+        out: &mut Vec<Output>,
+    ) {
+        self.transfers.insert((group.to_string(), joiner), (provider, token));
+        if joiner == self.me && settled {
+            self.my_groups.insert(group.to_string(), MyGroup::Awaiting { held: VecDeque::new() });
+            self.block(now, BlockReason::StateTransfer, out);
+            self.apply_early_state(now, group, out);
+        }
+        if provider == self.me {
+            self.ask_provide(group, joiner, token, out);
+        }
+    }
+
     fn ask_provide(&mut self, group: &str, joiner: Member, token: TransferToken, out: &mut Vec<Output>) {
         if matches!(self.my_groups.get(group), Some(MyGroup::Member)) {
             self.notify(Notification::ProvideState { group: group.to_string(), joiner, token }, out);
@@ -2655,40 +2680,24 @@ impl Node {
                 .map(|((_, j), _)| *j)
                 .collect();
             for j in from_outsider {
-                self.transfers.insert((g.clone(), j), (provider, token));
+                // As when a provider is replaced: the new state is taken at this point, after
+                // everything held so far.
                 let settled =
                     matches!(self.my_groups.get(&g), Some(MyGroup::Member | MyGroup::Awaiting { .. }));
-                if j == self.me && settled {
-                    // As when a provider is replaced: the new state is taken at this point, after
-                    // everything held so far.
-                    self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
-                    self.block(now, BlockReason::StateTransfer, out);
-                    self.apply_early_state(now, &g, out);
-                }
-                if provider == self.me {
-                    self.ask_provide(&g, j, token, out);
-                }
+                self.start_sync_transfer(now, &g, j, provider, token, settled, out);
             }
             for x in list.iter().copied().filter(|m| outsiders.contains(m)) {
-                self.transfers.insert((g.clone(), x), (provider, token));
                 // Not while the application left and joined again (its leave and newer join are on
                 // their way: that join starts its transfer when it is delivered). A join on its way
                 // with no leave before it was already delivered in the reference lineage (the table
-                // lists us): it will be a no-op, so this transfer is the one.
+                // lists us): it will be a no-op, so this transfer is the one. Held messages, if any,
+                // come before this point and are part of the state asked for.
                 let settled = match self.my_groups.get(&g) {
                     Some(MyGroup::Member | MyGroup::Awaiting { .. }) => true,
                     Some(MyGroup::Joining) => !self.leave_pending(&g),
                     None => false,
                 };
-                if x == self.me && settled {
-                    // Held messages, if any, come before this point and are part of the state asked for.
-                    self.my_groups.insert(g.clone(), MyGroup::Awaiting { held: VecDeque::new() });
-                    self.block(now, BlockReason::StateTransfer, out);
-                    self.apply_early_state(now, &g, out);
-                }
-                if provider == self.me {
-                    self.ask_provide(&g, x, token, out);
-                }
+                self.start_sync_transfer(now, &g, x, provider, token, settled, out);
             }
         }
     }
