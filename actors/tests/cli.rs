@@ -3,33 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A directory under the system temp dir, removed on drop (also when the test fails).
-struct TempDir(PathBuf);
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cohort-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
+impl Scratch {
     fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.0.join(name);
         std::fs::write(&p, text).expect("write temp file");
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -150,7 +133,7 @@ fn a_bad_value_exits_2_with_one_line_naming_the_key() {
     let o = run(base().args(["--node-id", "9"]));
     assert_one_line_usage_error(&o, &["`node.id`", "9", "flag:--node-id", "1, 2, 3"]);
 
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     let typo = dir.file("typo.toml", "[timing]\nheartbeat_ms = 50\n");
     let o = run(base().arg("--config").arg(&typo));
     assert_one_line_usage_error(
@@ -183,7 +166,7 @@ fn a_bad_flag_exits_2_with_one_line() {
 
 #[test]
 fn client_commands_without_a_socket_say_how_to_name_one() {
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     if Path::new("/etc/cohort/cohort.toml").exists() {
         return; // The system file names a socket on this machine.
     }
@@ -194,7 +177,7 @@ fn client_commands_without_a_socket_say_how_to_name_one() {
 #[test]
 fn keygen_writes_a_private_key_and_replaces_it_only_with_force() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     let key = dir.0.join("cluster.key");
     let o = run(cohort().arg("keygen").arg("--out").arg(&key));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -240,7 +223,7 @@ fn send(ts: u64, msg: &str) -> String {
 }
 
 /// Two nodes that form one primary view and both deliver two messages of node 1 in the same order.
-fn good_logs(dir: &TempDir) -> (PathBuf, PathBuf) {
+fn good_logs(dir: &Scratch) -> (PathBuf, PathBuf) {
     let both = "[[1,1],[2,1]]";
     let n1 = [
         start(1, 1000),
@@ -261,7 +244,7 @@ fn good_logs(dir: &TempDir) -> (PathBuf, PathBuf) {
 
 #[test]
 fn verify_accepts_good_logs() {
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     let (n1, n2) = good_logs(&dir);
     let o = run(cohort().arg("verify").arg(&n1).arg(&n2));
     let out = stdout(&o);
@@ -274,7 +257,7 @@ fn verify_accepts_good_logs() {
 
 #[test]
 fn verify_reports_views_going_backwards_as_g2_and_exits_1() {
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     let both = "[[1,1],[2,1]]";
     let n1 = [start(1, 1000), view(1, 1010, V2, both), view(1, 1020, V1, "[]")];
     let n2 = [start(2, 1001), view(2, 1011, V2, both)];
@@ -289,7 +272,7 @@ fn verify_reports_views_going_backwards_as_g2_and_exits_1() {
 
 #[test]
 fn verify_names_the_file_and_line_of_a_bad_record() {
-    let dir = TempDir::new();
+    let dir = Scratch::new("cli");
     let (n1, _) = good_logs(&dir);
     let bad = dir.file("bad.jsonl", &format!("{}\n{{\"ts_ms\": \"soon\"}}\n", start(3, 1)));
     let o = run(cohort().arg("verify").arg(&n1).arg(&bad));

@@ -25,25 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A scratch directory removed on drop (also when the test fails); the data directory is `data/` in it.
-struct Scratch(PathBuf);
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("cohort-registry-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create scratch dir");
-        Scratch(p)
-    }
     fn data(&self) -> PathBuf {
         self.0.join("data")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -28,24 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct Scratch(PathBuf);
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("cohort-evlog-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create scratch dir");
-        Scratch(p)
-    }
     fn log(&self) -> PathBuf {
         self.0.join("events.jsonl")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -25,22 +25,11 @@ use tokio::sync::mpsc;
 
 const FENCE_TEST: &str = env!("CARGO_BIN_EXE_cohort-fence-test");
 
-/// A temporary directory removed on drop (also when the test fails).
-struct TempDir(PathBuf);
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("cohort-fencing-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
+impl Scratch {
     /// Writes an executable `#!/bin/sh` script.
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.0.join(name);
@@ -54,12 +43,6 @@ impl TempDir {
 
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.0.join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -159,7 +142,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 #[actix_rt::test]
 async fn successful_agent_is_reported_with_its_level_and_name() {
-    let dir = TempDir::new("success");
+    let dir = Scratch::new("success");
     let s = dir.script("ok.sh", "echo \"powered off $1\" >&2\nexit 0");
     let mut a = agent("ipmi", &s, 5_000, 0);
     a.args = vec!["{node}".into()];
@@ -176,7 +159,7 @@ async fn successful_agent_is_reported_with_its_level_and_name() {
 
 #[actix_rt::test]
 async fn failed_agent_is_retried_until_it_succeeds() {
-    let dir = TempDir::new("retry");
+    let dir = Scratch::new("retry");
     let count = dir.path().join("count");
     let s = dir.script(
         "flaky.sh",
@@ -196,7 +179,7 @@ async fn failed_agent_is_retried_until_it_succeeds() {
 
 #[actix_rt::test]
 async fn agent_failing_every_attempt_reports_exit_status_stderr_and_attempts() {
-    let dir = TempDir::new("exhaust");
+    let dir = Scratch::new("exhaust");
     let runs = dir.path().join("runs");
     let s = dir
         .script("bad.sh", &format!("echo run >> '{}'\necho 'ipmi unreachable' >&2\nexit 3", runs.display()));
@@ -211,7 +194,7 @@ async fn agent_failing_every_attempt_reports_exit_status_stderr_and_attempts() {
 
 #[actix_rt::test]
 async fn timeout_kills_a_hanging_agent_and_its_children() {
-    let dir = TempDir::new("timeout");
+    let dir = Scratch::new("timeout");
     let s = dir.script(
         "hang.sh",
         &format!(
@@ -243,7 +226,7 @@ async fn timeout_kills_a_hanging_agent_and_its_children() {
 
 #[actix_rt::test]
 async fn level_one_failing_falls_back_to_level_two() {
-    let dir = TempDir::new("levels");
+    let dir = Scratch::new("levels");
     let bad = dir.script("ipmi.sh", "echo 'ipmi: no route to host' >&2\nexit 1");
     let good = dir.script("pdu.sh", "echo 'outlet 7 off'");
     let mut h = Harness::start(vec![
@@ -261,7 +244,7 @@ async fn level_one_failing_falls_back_to_level_two() {
 
 #[actix_rt::test]
 async fn every_failure_is_listed_when_all_levels_fail() {
-    let dir = TempDir::new("allfail");
+    let dir = Scratch::new("allfail");
     let bad = dir.script("ipmi.sh", "echo 'bad password' >&2\nexit 1");
     let hang = dir.script("pdu.sh", "exec sleep 60");
     let mut h = Harness::start(vec![
@@ -276,7 +259,7 @@ async fn every_failure_is_listed_when_all_levels_fail() {
 
 #[actix_rt::test]
 async fn a_level_needs_every_agent_to_succeed() {
-    let dir = TempDir::new("allagents");
+    let dir = Scratch::new("allagents");
     let good = dir.script("psu-a.sh", "echo 'psu a off'");
     let bad = dir.script("psu-b.sh", "echo 'psu b stuck' >&2\nexit 1");
     let mut h =
@@ -297,7 +280,7 @@ async fn a_level_needs_every_agent_to_succeed() {
 
 #[actix_rt::test]
 async fn stdin_options_and_environment_reach_the_agent() {
-    let dir = TempDir::new("stdin");
+    let dir = Scratch::new("stdin");
     let s = dir.script("cat.sh", "cat > \"$OUT_DIR/stdin.txt\"");
     let mut a = agent("pdu", &s, 5_000, 0);
     a.stdin = [("action", "{action}"), ("plug", "{plug}"), ("nodename", "node{node}"), ("login", "admin")]
@@ -318,7 +301,7 @@ async fn stdin_options_and_environment_reach_the_agent() {
 
 #[actix_rt::test]
 async fn arguments_are_substituted() {
-    let dir = TempDir::new("args");
+    let dir = Scratch::new("args");
     let s = dir.script("args.sh", &format!("echo \"$@\" > '{}/args.txt'", dir.path().display()));
     let mut a = agent("ipmi", &s, 5_000, 0);
     a.action = "reboot".into();
@@ -361,7 +344,7 @@ async fn missing_program_is_a_failure_not_a_crash() {
 
 #[actix_rt::test]
 async fn targets_are_fenced_concurrently_and_a_duplicate_runs_once() {
-    let dir = TempDir::new("concurrent");
+    let dir = Scratch::new("concurrent");
     let d = dir.path().display().to_string();
     // Each run records itself, then waits until the test releases it.
     let s = dir.script(
@@ -430,7 +413,7 @@ fn sh_agent(name: &str, script: &str, timeout_ms: u64, retries: u32) -> FenceAge
 #[actix_rt::test]
 async fn on_a_paused_clock_an_agent_is_killed_at_its_timeout_not_before_retried_then_level_two_runs() {
     let _clock = ManualClock::start();
-    let dir = TempDir::new("paused");
+    let dir = Scratch::new("paused");
     let runs = dir.path().join("runs");
     // Each attempt records its pid and then hangs (`exec` keeps the pid: it is the process group).
     let hang = sh_agent("ipmi", &format!("echo $$ >> '{}'; exec sleep 600", runs.display()), 30_000, 1);
@@ -485,7 +468,7 @@ async fn on_a_paused_clock_an_agent_is_killed_at_its_timeout_not_before_retried_
 #[actix_rt::test]
 async fn on_a_paused_clock_failed_attempts_and_levels_follow_each_other_without_waiting() {
     let _clock = ManualClock::start();
-    let dir = TempDir::new("paused-fast");
+    let dir = Scratch::new("paused-fast");
     let runs = dir.path().join("runs");
     let bad =
         sh_agent("ipmi", &format!("echo x >> '{}'; echo 'no route' >&2; exit 1", runs.display()), 30_000, 2);
@@ -512,7 +495,7 @@ async fn on_a_paused_clock_failed_attempts_and_levels_follow_each_other_without_
 // The test bed's agent: cohort-fence-test
 // --------------------------------------------------------------------------------------------------
 
-fn spawn_sleep(dir: &TempDir, node: u32) -> Proc {
+fn spawn_sleep(dir: &Scratch, node: u32) -> Proc {
     let child = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().expect("spawn sleep");
     std::fs::write(dir.path().join(format!("node{node}.pid")), format!("{}\n", child.id()))
         .expect("pid file");
@@ -549,7 +532,7 @@ fn exit_of(p: &mut Proc, within: Duration) -> Option<std::process::ExitStatus> {
 
 #[test]
 fn fence_test_agent_off_kills_the_node_process() {
-    let dir = TempDir::new("bin-off");
+    let dir = Scratch::new("bin-off");
     let mut node = spawn_sleep(&dir, 3);
     let stdin = format!("pidfile_dir={}\n", dir.path().display());
     let (code, stderr) = run_fence_test(&["-o", "off", "-n", "3"], &stdin);
@@ -562,7 +545,7 @@ fn fence_test_agent_off_kills_the_node_process() {
 
 #[test]
 fn fence_test_agent_reads_every_option_from_stdin() {
-    let dir = TempDir::new("bin-stdin");
+    let dir = Scratch::new("bin-stdin");
     let mut node = spawn_sleep(&dir, 4);
     let stdin = format!(
         "# from the FencingActor\naction=off\nport=4\npidfile_dir={}\nnodename=x\n",
@@ -575,7 +558,7 @@ fn fence_test_agent_reads_every_option_from_stdin() {
 
 #[test]
 fn fence_test_agent_stop_status_and_on() {
-    let dir = TempDir::new("bin-stop");
+    let dir = Scratch::new("bin-stop");
     let node = spawn_sleep(&dir, 2);
     let pid = node.0.id();
     let d = dir.path().display().to_string();
@@ -594,7 +577,7 @@ fn fence_test_agent_stop_status_and_on() {
 
 #[test]
 fn fence_test_agent_fails_on_purpose_with_fence_fail() {
-    let dir = TempDir::new("bin-fail");
+    let dir = Scratch::new("bin-fail");
     let mut node = spawn_sleep(&dir, 3);
     std::fs::write(dir.path().join("fence-fail"), b"").expect("fence-fail");
     let stdin = format!("pidfile_dir={}\n", dir.path().display());
@@ -606,7 +589,7 @@ fn fence_test_agent_fails_on_purpose_with_fence_fail() {
 
 #[test]
 fn fence_test_agent_refuses_bad_input() {
-    let dir = TempDir::new("bin-bad");
+    let dir = Scratch::new("bin-bad");
     let d = dir.path().display().to_string();
     std::fs::write(dir.path().join("node5.pid"), b"1\n").expect("pid file");
     let (code, stderr) = run_fence_test(&["-o", "off", "-n", "5", "-d", &d], "");
@@ -623,7 +606,7 @@ fn fence_test_agent_refuses_bad_input() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("test bed and demo (NOT for production)"));
 }
 
-fn fence_test_agent_config(dir: &TempDir, timeout_ms: u64, retries: u32) -> FenceAgent {
+fn fence_test_agent_config(dir: &Scratch, timeout_ms: u64, retries: u32) -> FenceAgent {
     let mut a = agent("testbed", Path::new(FENCE_TEST), timeout_ms, retries);
     a.args = ["-o", "{action}", "-n", "{plug}"].into_iter().map(String::from).collect();
     a.stdin = [("pidfile_dir".to_string(), dir.path().display().to_string())].into_iter().collect();
@@ -632,7 +615,7 @@ fn fence_test_agent_config(dir: &TempDir, timeout_ms: u64, retries: u32) -> Fenc
 
 #[actix_rt::test]
 async fn fencing_actor_fences_with_the_test_bed_agent() {
-    let dir = TempDir::new("bin-actor");
+    let dir = Scratch::new("bin-actor");
     let mut node = spawn_sleep(&dir, 3);
     std::fs::write(dir.path().join("fence-fail-once"), b"").expect("fence-fail-once");
     let mut h = Harness::start(vec![level(vec![fence_test_agent_config(&dir, 5_000, 1)])]);
@@ -649,7 +632,7 @@ async fn fencing_actor_fences_with_the_test_bed_agent() {
 
 #[actix_rt::test]
 async fn fencing_actor_times_out_a_hanging_test_bed_agent() {
-    let dir = TempDir::new("bin-hang");
+    let dir = Scratch::new("bin-hang");
     let mut node = spawn_sleep(&dir, 3);
     std::fs::write(dir.path().join("fence-hang"), b"").expect("fence-hang");
     let mut h = Harness::start(vec![level(vec![fence_test_agent_config(&dir, 400, 0)])]);

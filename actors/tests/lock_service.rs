@@ -5,25 +5,11 @@ mod paused;
 
 use cohort_actors::lock::service::{self, ServiceConfig, ServiceState};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("cohort-{tag}-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 /// While the agent is down, an application polls the service more often than its reconnection backoff
 /// (the demo polls every few milliseconds while it waits for the services to become active). The
@@ -32,7 +18,7 @@ impl Drop for TempDir {
 #[tokio::test(flavor = "current_thread")]
 async fn frequent_commands_do_not_postpone_reconnection() {
     let _clock = paused::ManualClock::start();
-    let dir = TempDir::new("lock-reconnect");
+    let dir = Scratch::new("lock-reconnect");
     let socket = dir.0.join("cohort.sock");
     let (handle, task) = service::spawn(ServiceConfig::new(&socket));
 
