@@ -311,14 +311,10 @@ fn fence_agent(dir: &Path, cohort: &Path) -> anyhow::Result<(PathBuf, Vec<String
 /// stderr files, so a run kept with `--keep` can be examined. `RUST_LOG` overrides the level (`info`).
 fn diagnostics_to(path: &Path) {
     let Ok(file) = std::fs::File::create(path) else { return };
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(file))
         .with_ansi(false)
-        .with_env_filter(filter)
+        .with_env_filter(crate::telemetry::filter("info"))
         .try_init();
 }
 

@@ -14,12 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// subscriber was installed, does nothing. An invalid `level` falls back to `info` (the configuration
 /// loader rejects invalid levels before this is reached).
 pub fn init(level: &str) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let filter = filter(level);
     // `try_init` fails only when a global subscriber is already set, which is exactly the idempotence
     // wanted here.
     // Colours only on a terminal: under a service manager stderr goes to a journal or a file.
@@ -28,6 +23,16 @@ pub fn init(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();
+}
+
+/// `RUST_LOG` when set and valid, else `level`, else `info`.
+pub fn filter(level: &str) -> EnvFilter {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"))
 }
 
 #[cfg(test)]
