@@ -388,6 +388,17 @@ async fn targets_are_fenced_concurrently_and_a_duplicate_runs_once() {
 
 /// Waits on the real clock (the tokio clock is frozen) until `cond` holds or `within` passed, letting
 /// the actors and the IO driver run in between.
+/// The next fence report, waited for in real time (up to `DEADLINE`) while the paused clock stands.
+async fn real_wait_report(h: &mut Harness) -> Option<FenceCompleted> {
+    let mut report = None;
+    real_wait(DEADLINE, || {
+        report = report.take().or_else(|| h.reports.try_recv().ok());
+        report.is_some()
+    })
+    .await;
+    report
+}
+
 async fn real_wait(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + within;
     loop {
@@ -444,16 +455,7 @@ async fn on_a_paused_clock_an_agent_is_killed_at_its_timeout_not_before_retried_
 
     // The retry times out too; level 2 runs and succeeds.
     tokio::time::advance(Duration::from_millis(30_001)).await;
-    let mut report = None;
-    assert!(
-        real_wait(DEADLINE, || {
-            report = report.take().or_else(|| h.reports.try_recv().ok());
-            report.is_some()
-        })
-        .await,
-        "no report"
-    );
-    let r = report.expect("report");
+    let r = real_wait_report(&mut h).await.expect("no report");
     assert!(!alive(second), "the second attempt {second} still runs");
     assert!(r.ok, "{}", r.detail);
     assert_eq!(
@@ -476,16 +478,7 @@ async fn on_a_paused_clock_failed_attempts_and_levels_follow_each_other_without_
     let mut h = Harness::start(vec![level(vec![bad]), level(vec![good])]);
     let t0 = tokio::time::Instant::now();
     h.fence(member(7, 3));
-    let mut report = None;
-    assert!(
-        real_wait(DEADLINE, || {
-            report = report.take().or_else(|| h.reports.try_recv().ok());
-            report.is_some()
-        })
-        .await,
-        "no report while the clock stood still"
-    );
-    let r = report.expect("report");
+    let r = real_wait_report(&mut h).await.expect("no report while the clock stood still");
     assert_eq!(r.detail, "level 2 pdu: ok: outlet 7 off (after level 1 ipmi: exit 1: no route (3 attempts))");
     assert_eq!(dir.read("runs").lines().count(), 3, "three attempts of level 1");
     assert_eq!(t0.elapsed(), Duration::ZERO, "no timer is involved when agents fail fast");
