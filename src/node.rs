@@ -260,6 +260,13 @@ struct Peer {
     frozen_since: Option<u64>,
 }
 
+impl Peer {
+    /// A member first heard at `now`, nothing known about it yet.
+    fn heard(member: Member, now: u64) -> Peer {
+        Peer { member, last_heard: now, view: None, leaving: false, removed: false, frozen_since: None }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum MyGroup {
     /// Join sent, not yet delivered.
@@ -845,26 +852,12 @@ impl Node {
 
     /// Updates liveness for `from`; returns false when the datagram must be ignored (an older epoch).
     fn note_peer(&mut self, now: u64, from: Member, body: &Body) -> bool {
-        let entry = self.peers.entry(from.node()).or_insert(Peer {
-            member: from,
-            last_heard: now,
-            view: None,
-            leaving: false,
-            removed: false,
-            frozen_since: None,
-        });
+        let entry = self.peers.entry(from.node()).or_insert_with(|| Peer::heard(from, now));
         if from.epoch() < entry.member.epoch() {
             return false;
         }
         if from.epoch() > entry.member.epoch() {
-            *entry = Peer {
-                member: from,
-                last_heard: now,
-                view: None,
-                leaving: false,
-                removed: false,
-                frozen_since: None,
-            };
+            *entry = Peer::heard(from, now);
         }
         entry.last_heard = now;
         if let Body::Heartbeat(hb) = body {
