@@ -483,7 +483,8 @@ enum Ev {
     /// The service manager starts the agent again (if `gen` is still the node's exit generation).
     ServiceStart { node: u32, gen: u64 },
     /// The host asks the agent to stop cleanly (SIGTERM); `restart`: `systemctl restart`, else `stop`.
-    Stop { node: u32, restart: bool },
+    /// A stop the random injector scheduled (`random`) is void once the faults are off.
+    Stop { node: u32, restart: bool, random: bool },
     /// The agent's shutdown deadline (`leave_deadline`, one failure timeout) passes for incarnation `inc`.
     LeaveDeadline { node: u32, inc: u64 },
 }
@@ -1227,7 +1228,11 @@ impl Sim {
             }
             Ev::Flap { a, b, gen } => self.on_flap(a, b, gen),
             Ev::ServiceStart { node, gen } => self.on_service_start(node, gen),
-            Ev::Stop { node, restart } => self.stop(node, restart),
+            Ev::Stop { node, restart, random } => {
+                if !random || self.faults_on {
+                    self.stop(node, restart)
+                }
+            }
             Ev::LeaveDeadline { node, inc } => self.on_leave_deadline(node, inc),
             Ev::RandomFault { gen } => {
                 if self.faults_on && gen == self.fault_gen {
@@ -1734,10 +1739,8 @@ impl Sim {
         if self.slots.iter().all(|s| s.core.is_none()) {
             // A cold start. It is a clean one when the cluster was stopped cleanly from a settled state and
             // every node's last member left cleanly: then L6 forbids any fence request or `recovered`.
-            let all_clean = self
-                .slots
-                .iter()
-                .all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
+            let all_clean =
+                self.slots.iter().all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
             self.cold_start_clean = self.stop_all_from_settled && all_clean;
             self.note(format!(
                 "cold start: every node is down{}",
@@ -1907,7 +1910,11 @@ impl Sim {
 
     /// Epochs node `n` has started, in the order it started them.
     pub fn epochs_started(&self, n: u32) -> Vec<Epoch> {
-        self.log.iter().filter(|r| r.node.0 == n && matches!(r.event, Event::Start { .. })).map(|r| r.epoch).collect()
+        self.log
+            .iter()
+            .filter(|r| r.node.0 == n && matches!(r.event, Event::Start { .. }))
+            .map(|r| r.epoch)
+            .collect()
     }
 
     /// A fault (crash, pause, partition) happened: a clean cold start is over.
@@ -1922,12 +1929,20 @@ impl Sim {
     fn l6_violation(&self, r: &Record) -> Option<String> {
         let who = format!("n{}e{}", r.node.0, r.epoch.0);
         match &r.event {
-            Event::View { view, failed, .. } => failed.iter().find(|m| self.clean_leavers.contains(m)).map(|m| {
-                format!("{who} installed view {view} listing {} as failed, but it left cleanly", fmt_member(*m))
-            }),
+            Event::View { view, failed, .. } => {
+                failed.iter().find(|m| self.clean_leavers.contains(m)).map(|m| {
+                    format!(
+                        "{who} installed view {view} listing {} as failed, but it left cleanly",
+                        fmt_member(*m)
+                    )
+                })
+            }
             Event::FenceRequest { target, reason } => {
                 if self.clean_leavers.contains(target) {
-                    Some(format!("{who} requested a fence of {} ({reason}), which left cleanly", fmt_member(*target)))
+                    Some(format!(
+                        "{who} requested a fence of {} ({reason}), which left cleanly",
+                        fmt_member(*target)
+                    ))
                 } else if self.cold_start_clean {
                     Some(format!(
                         "{who} requested a fence of {} ({reason}) in a cold start after the whole cluster stopped cleanly",
@@ -1939,7 +1954,10 @@ impl Sim {
             }
             Event::Recovered { view, failed } => {
                 if let Some(m) = failed.iter().find(|m| self.clean_leavers.contains(m)) {
-                    Some(format!("{who} announced {} recovered in {view}, but it left cleanly", fmt_member(*m)))
+                    Some(format!(
+                        "{who} announced {} recovered in {view}, but it left cleanly",
+                        fmt_member(*m)
+                    ))
                 } else if self.cold_start_clean {
                     Some(format!(
                         "{who} announced {} recovered in {view} in a cold start after the whole cluster stopped cleanly",
@@ -2002,8 +2020,12 @@ impl Sim {
         // A real agent's runtime may read its socket before its late timer fires: the seed decides how
         // many of the first waiting datagrams come before the tick.
         let leading = held.iter().take_while(|h| matches!(h, Held::Datagram(_))).count();
-        let before = if leading == 0 || self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(1..=leading.min(16)) };
-        self.note(format!("resume n{n} ({} inputs waited; {before} datagrams read before the late timer)", held.len()));
+        let before =
+            if leading == 0 || self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(1..=leading.min(16)) };
+        self.note(format!(
+            "resume n{n} ({} inputs waited; {before} datagrams read before the late timer)",
+            held.len()
+        ));
         let mut ticked = false;
         for (i, h) in held.into_iter().enumerate() {
             if !ticked && i == before {
@@ -2047,7 +2069,8 @@ impl Sim {
         let me = core.member();
         let peers: Vec<Member> =
             core.view().map(|v| v.members.iter().copied().filter(|m| *m != me).collect()).unwrap_or_default();
-        let heard = peers.iter().any(|m| self.member_of(m.node().0) == Some(*m) && !self.is_cut(n, m.node().0));
+        let heard =
+            peers.iter().any(|m| self.member_of(m.node().0) == Some(*m) && !self.is_cut(n, m.node().0));
         if heard {
             self.clean_leavers.insert(me);
             self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
@@ -2072,7 +2095,7 @@ impl Sim {
             return;
         }
         if slot.paused {
-            self.schedule(self.now + 10, Ev::Stop { node: n, restart });
+            self.schedule(self.now + 10, Ev::Stop { node: n, restart, random: false });
             return;
         }
         self.slot_mut(n).stopping = Some(restart);
@@ -2091,7 +2114,7 @@ impl Sim {
         ));
         let mut t = self.now;
         for &n in order {
-            self.schedule(t, Ev::Stop { node: n, restart: false });
+            self.schedule(t, Ev::Stop { node: n, restart: false, random: false });
             t += self.rng.gen_range(gap_ms.0..=gap_ms.1.max(gap_ms.0));
         }
     }
@@ -2197,7 +2220,10 @@ impl Sim {
                 self.note(format!("fence of {} by n{requester} hangs forever", fmt_member(target)));
             }
             FenceBehaviour::Noop => {
-                self.note(format!("fence of {} by n{requester} reports success but does nothing", fmt_member(target)));
+                self.note(format!(
+                    "fence of {} by n{requester} reports success but does nothing",
+                    fmt_member(target)
+                ));
                 report(self, true, "reported fenced (the target was not touched)".into());
             }
         }
@@ -2475,7 +2501,7 @@ impl Sim {
                     for _ in 0..k {
                         let x = up[self.rng.gen_range(0..up.len())];
                         let restart = self.opts.service.is_some() && self.rng.gen_bool(0.5);
-                        self.schedule(t, Ev::Stop { node: x, restart });
+                        self.schedule(t, Ev::Stop { node: x, restart, random: true });
                         t += self.rng.gen_range(0..=100);
                     }
                 }
