@@ -20,6 +20,7 @@
 
 pub mod checker;
 pub mod config;
+pub mod inquiry;
 pub mod msg;
 pub mod node;
 pub mod ordering;

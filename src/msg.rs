@@ -134,6 +134,19 @@ pub enum Body {
     /// record the receiver as left, never as failed (L6). The leaver retransmits its `Leave` until every
     /// member of its view acknowledged it or it sees a view without itself.
     LeaveAck,
+    /// Sent under epoch 0 by a node about to start a new incarnation (`src/inquiry.rs`): which epochs
+    /// of my node have you seen?
+    EpochQuery {
+        /// Echoed in the answer.
+        nonce: u64,
+    },
+    /// The answer: the highest epoch the sender knows for the querying node.
+    EpochAnswer {
+        /// The query's nonce.
+        nonce: u64,
+        /// The highest epoch known for the querying node (0 if none).
+        highest: Epoch,
+    },
 }
 
 /// A heartbeat's content.

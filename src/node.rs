@@ -641,6 +641,12 @@ impl Node {
         if !self.cfg.is_configured(from.node()) || from.node() == self.me.node() {
             return;
         }
+        if let Body::EpochQuery { nonce } = env.body {
+            // A node about to start a new incarnation asks which epochs of it were seen (G12).
+            let highest = self.highest_known_epoch(from.node());
+            self.send(from.node(), Body::EpochAnswer { nonce, highest }, out);
+            return;
+        }
         if !self.note_peer(now, from, &env.body) {
             // An epoch below the one known for its node (a wiped data directory, a restored backup):
             // tell it at once, so it moves past every epoch the cluster has seen instead of being
@@ -1060,6 +1066,7 @@ impl Node {
                 self.note_leaver(from, out);
                 self.send(from.node(), Body::LeaveAck, out);
             }
+            Body::EpochQuery { .. } | Body::EpochAnswer { .. } => {}
             Body::LeaveAck => {
                 if self.leaving && !self.left {
                     self.leave_acks.insert(from.node());
@@ -1245,6 +1252,20 @@ impl Node {
                 self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
             }
         }
+    }
+
+    /// The highest epoch this member knows for `node`: heard, in its registry, its view, known left.
+    pub fn highest_known_epoch(&self, node: NodeId) -> Epoch {
+        let mut e = crate::inquiry::known_epoch_on_disk(&self.durable, node);
+        if let Some(p) = self.peers.get(&node) {
+            e = e.max(p.member.epoch());
+        }
+        for m in self.view.iter().flat_map(|v| v.members.iter()).chain(self.told_stale.keys()) {
+            if m.node() == node {
+                e = e.max(m.epoch());
+            }
+        }
+        e
     }
 
     /// Tells `m`, whose node is known under a newer epoch, to restart above every epoch known for it.

@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 use cohort::checker::Checker;
+use cohort::inquiry::EpochInquiry;
 use cohort::msg::TransferToken;
 use cohort::node::{Durable, NewEpochReason, Node, Notification, Output, SendError, Status};
 use cohort::record::{BlockReason, Event, FenceMethod, MergeAction, Record, TransferRole};
@@ -472,8 +473,10 @@ enum Ev {
     FenceRun { requester: u32, inc: u64, target: Member, behaviour: FenceBehaviour },
     /// The fence agent's report reaches `requester`.
     FenceReport { requester: u32, inc: u64, target: Member, ok: bool, detail: String },
-    /// The node boots (if it is down) with an epoch of at least `min_epoch`.
-    Boot { node: u32, min_epoch: Epoch, why: &'static str },
+    /// The node boots (if it is down) with an epoch of at least `min_epoch`. `inquire`: it asks the
+    /// cluster for its epochs first, as an agent starting from its data directory does; an agent whose
+    /// running core asked for a new epoch (`NewEpoch`) knows it already and starts the new core at once.
+    Boot { node: u32, min_epoch: Epoch, why: &'static str, inquire: bool },
     /// A pause ends (if `gen` is still the node's pause generation).
     Resume { node: u32, gen: u64 },
     /// A flapping link changes state.
@@ -487,6 +490,8 @@ enum Ev {
     Stop { node: u32, restart: bool, random: bool },
     /// The agent's shutdown deadline (`leave_deadline`, one failure timeout) passes for incarnation `inc`.
     LeaveDeadline { node: u32, inc: u64 },
+    /// The epoch inquiry of a starting agent (incarnation `inc`) is due.
+    Inquire { node: u32, inc: u64 },
 }
 
 struct Queued {
@@ -650,6 +655,9 @@ struct Slot {
     restarting: bool,
     /// The agent's member-local tripwire, fed the same records (it must never fire on a correct run).
     tripwire: Option<cohort::tripwire::Tripwire>,
+    /// The agent is starting: it asks the cluster which epochs of its node were seen before it picks
+    /// one (`cohort::inquiry`); the lowest acceptable epoch and why it boots.
+    inquiry: Option<(EpochInquiry, Epoch, String)>,
 }
 
 /// A message whose delivery the liveness phase waits for (L2).
@@ -879,6 +887,7 @@ impl Sim {
                 app: App::default(),
                 restarting: false,
                 tripwire: None,
+                inquiry: None,
             })
             .collect();
         Sim {
@@ -1216,9 +1225,12 @@ impl Sim {
             Ev::FenceReport { requester, inc, target, ok, detail } => {
                 self.on_fence_report(requester, inc, target, ok, detail)
             }
-            Ev::Boot { node, min_epoch, why } => {
-                if self.slot(node).core.is_none() {
+            Ev::Boot { node, min_epoch, why, inquire } => {
+                if self.slot(node).core.is_none() && inquire {
                     self.start_with(node, min_epoch, why);
+                } else if self.slot(node).core.is_none() {
+                    self.slot_mut(node).inquiry = None;
+                    self.boot_with(node, min_epoch, why);
                 }
             }
             Ev::Resume { node, gen } => {
@@ -1234,6 +1246,7 @@ impl Sim {
                 }
             }
             Ev::LeaveDeadline { node, inc } => self.on_leave_deadline(node, inc),
+            Ev::Inquire { node, inc } => self.on_inquire(node, inc),
             Ev::RandomFault { gen } => {
                 if self.faults_on && gen == self.fault_gen {
                     self.random_fault();
@@ -1247,6 +1260,16 @@ impl Sim {
 
     fn on_datagram(&mut self, from: u32, to: u32, bytes: Vec<u8>) {
         let slot = self.slot(to);
+        if slot.core.is_none() && slot.inquiry.is_some() && !self.is_cut(from, to) {
+            let now = self.now;
+            let mut out = Vec::new();
+            let decided = match self.slot_mut(to).inquiry.as_mut() {
+                Some((q, _, _)) => q.receive(now, &bytes, &mut out),
+                None => None,
+            };
+            self.carry_inquiry(to, out, decided);
+            return;
+        }
         if slot.core.is_none() {
             self.drop_dgram(from, to, bytes.len(), "down");
             return;
@@ -1386,7 +1409,8 @@ impl Sim {
             match reason {
                 NewEpochReason::Reset => {
                     self.exit(n, Exit::NewEpoch, "reset in place: state dropped");
-                    self.start_with(n, min_epoch, "reset with a new epoch");
+                    // As the agent's `ReplaceCore`: the running core knew its epochs; no inquiry.
+                    self.boot_with(n, min_epoch, "reset with a new epoch");
                 }
                 NewEpochReason::Restart | NewEpochReason::MovePast => {
                     let why = if reason == NewEpochReason::Restart {
@@ -1397,7 +1421,7 @@ impl Sim {
                     self.exit(n, Exit::NewEpoch, why);
                     self.slot_mut(n).restarting = true;
                     let at = self.now + self.opts.restart_delay_ms;
-                    self.schedule(at, Ev::Boot { node: n, min_epoch, why: "restarted with a new epoch" });
+                    self.schedule(at, Ev::Boot { node: n, min_epoch, why: "restarted with a new epoch", inquire: false });
                 }
             }
         }
@@ -1727,12 +1751,64 @@ impl Sim {
 
     /// Boots node `n` at the given time (if it is down then).
     pub fn start_at(&mut self, n: u32, at: u64) {
-        self.schedule(at, Ev::Boot { node: n, min_epoch: Epoch(0), why: "boot" });
+        self.schedule(at, Ev::Boot { node: n, min_epoch: Epoch(0), why: "boot", inquire: true });
     }
 
     /// Boots node `n` with an epoch of at least `min_epoch`: the epoch is persisted before the core exists
     /// (G12), the application starts empty and joins its groups.
     fn start_with(&mut self, n: u32, min_epoch: Epoch, why: &str) {
+        // Like the agent, first ask the cluster which epochs of this node it has seen (G12: a wiped or
+        // restored data directory must not bring back an epoch that was used).
+        let now = self.now;
+        let disk = self.slot(n).disk.clone();
+        let nonce = now + 1;
+        let q = EpochInquiry::new(Arc::clone(&self.cfg), NodeId(n), disk, nonce, now);
+        let slot = self.slot_mut(n);
+        slot.inc += 1;
+        slot.inquiry = Some((q, min_epoch, why.to_string()));
+        let inc = slot.inc;
+        self.schedule(now, Ev::Inquire { node: n, inc });
+    }
+
+    fn on_inquire(&mut self, n: u32, inc: u64) {
+        if self.slot(n).inc != inc || self.slot(n).core.is_some() {
+            return;
+        }
+        let now = self.now;
+        let mut out = Vec::new();
+        let (decided, next) = match self.slot_mut(n).inquiry.as_mut() {
+            Some((q, _, _)) => (q.tick(now, &mut out), q.next_wakeup_ms()),
+            None => return,
+        };
+        self.carry_inquiry(n, out, decided);
+        if decided.is_none() {
+            self.schedule(next.max(now + 1), Ev::Inquire { node: n, inc });
+        }
+    }
+
+    /// Sends what the inquiry of node `n` asked to send; boots the node once the inquiry decided.
+    fn carry_inquiry(&mut self, n: u32, out: Vec<Output>, decided: Option<Epoch>) {
+        for o in out {
+            if let Output::Send { to, bytes } = o {
+                self.net_send(n, to.0, bytes);
+            }
+        }
+        if let Some(learned) = decided {
+            if let Some((q, min_epoch, why)) = self.slot_mut(n).inquiry.take() {
+                if learned.0 > self.slot(n).disk.epoch.0 + 1 {
+                    self.note(format!(
+                        "n{n}: the cluster has seen epoch {} of this node, above its disk's {}: boots above it",
+                        learned.0 - 1,
+                        self.slot(n).disk.epoch.0
+                    ));
+                }
+                drop(q);
+                self.boot_with(n, Epoch(min_epoch.0.max(learned.0)), &why);
+            }
+        }
+    }
+
+    fn boot_with(&mut self, n: u32, min_epoch: Epoch, why: &str) {
         let now = self.now;
         let cfg = Arc::clone(&self.cfg);
         let epoch = Epoch((self.slot(n).disk.epoch.0 + 1).max(min_epoch.0));
@@ -1797,6 +1873,12 @@ impl Sim {
     pub fn exit(&mut self, n: u32, kind: Exit, why: &str) {
         let now = self.now;
         let slot = self.slot_mut(n);
+        if slot.core.is_none() && slot.inquiry.take().is_some() {
+            // It dies before it picked an epoch: nothing of it ran.
+            slot.inc += 1;
+            self.note(format!("n{n} stops while it asks for its epoch ({why})"));
+            return;
+        }
         let Some(core) = slot.core.take() else { return };
         let m = core.member();
         slot.inc += 1;
@@ -1923,13 +2005,14 @@ impl Sim {
         self.stop_all_from_settled = false;
     }
 
-    /// L6, checked on every record: a member that left cleanly is never listed as failed in a view,
-    /// never the target of a fence request and never `recovered`; and a cluster that stopped cleanly
-    /// cold-starts with no fence request and no `recovered` at all.
+    /// L6, checked on every record: a member that left cleanly is never listed as failed in a primary
+    /// view, never the target of a fence request and never `recovered`; and a cluster that stopped
+    /// cleanly cold-starts with no fence request and no `recovered` at all. (A non-primary view's
+    /// `failed` list is only what a cut-off member could not hear; it removes nobody.)
     fn l6_violation(&self, r: &Record) -> Option<String> {
         let who = format!("n{}e{}", r.node.0, r.epoch.0);
         match &r.event {
-            Event::View { view, failed, .. } => {
+            Event::View { view, failed, primary: true, .. } => {
                 failed.iter().find(|m| self.clean_leavers.contains(m)).map(|m| {
                     format!(
                         "{who} installed view {view} listing {} as failed, but it left cleanly",
@@ -2058,20 +2141,27 @@ impl Sim {
     /// (`actors/src/supervisor.rs`, `leave_deadline`) it gives up after one failure timeout, writes a
     /// `stop` record and exits anyway.
     ///
-    /// L6 then applies to the member when its leave was actually sent: it was in a view with other
-    /// members and its link to at least one of them that is up (running or paused, which holds the
-    /// datagram in its buffer) was not cut at that moment. A member cut off from every other member of
-    /// its view when it is asked to stop cannot tell anyone, and its removal as failed is then correct;
-    /// one that is cut off later, while it waits, still counts (its `Leave` went out before the cut, and a
-    /// lost one must be retransmitted).
+    /// L6 then applies to the member when its leave could reach everyone who could remove it: it was in
+    /// a view with other members and its links to all of them that are up (running or paused, which
+    /// holds the datagram in its buffer) were not cut at that moment. A member cut off from some of them
+    /// when it is asked to stop may already have been removed as failed by a view they are forming, and
+    /// that removal is then correct; one that is cut off later, while it waits, still counts (its
+    /// `Leave` went out before the cut, and a lost one must be retransmitted). A member alone in its view counts too: its leave is on its own
+    /// disk, and its next incarnation reports it to the view that replaces the old primary one.
     pub fn leave(&mut self, n: u32) {
         let Some(core) = self.slot(n).core.as_ref() else { return };
         let me = core.member();
         let peers: Vec<Member> =
             core.view().map(|v| v.members.iter().copied().filter(|m| *m != me).collect()).unwrap_or_default();
-        let heard =
-            peers.iter().any(|m| self.member_of(m.node().0) == Some(*m) && !self.is_cut(n, m.node().0));
-        if heard {
+        // Its view's members that are up (running or paused, which holds the datagram in its buffer):
+        // it must reach every one of them. One it is cut off from may already be forming a view that
+        // removes it as failed, before any `Leave` could reach it (it was partitioned away first).
+        let up: Vec<&Member> = peers.iter().filter(|m| self.member_of(m.node().0) == Some(**m)).collect();
+        let heard = !up.is_empty() && up.iter().all(|m| !self.is_cut(n, m.node().0));
+        // Alone in its view (the others stopped before it), nobody can be told, and nobody needs to be:
+        // the leave is on its own disk, and its next incarnation reports it.
+        let alone = core.view().is_some() && peers.is_empty();
+        if heard || alone {
             self.clean_leavers.insert(me);
             self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
         } else {
@@ -2180,7 +2270,7 @@ impl Sim {
                         if let (Some(d), None) = (self.opts.reboot_after_kill_ms, &self.opts.service) {
                             self.schedule(
                                 self.now + d,
-                                Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing" },
+                                Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing", inquire: true },
                             );
                         }
                         report(self, true, "power-cycled".into());
@@ -2476,7 +2566,7 @@ impl Sim {
                         let after = self.rng.gen_range(100..=1500);
                         self.schedule(
                             self.now + after,
-                            Ev::Boot { node: x, min_epoch: Epoch(0), why: "restart after crash" },
+                            Ev::Boot { node: x, min_epoch: Epoch(0), why: "restart after crash", inquire: true },
                         );
                     }
                 }

@@ -111,7 +111,6 @@ fn scale_run_of_sixty_four_nodes_keeps_every_guarantee() {
 }
 
 #[test]
-#[ignore = "issue 9: clean stops (L6) and wiped or restored disks (G12) fail on the current core; red until the core fixes"]
 fn random_runs_in_the_world_agents_live_in_keep_every_guarantee() {
     // Service managers (keeping, wiping or restoring data directories), clean stops of subsets and
     // whole-cluster stops with cold starts, on top of every fault. `COHORT_WORLD_SEEDS` sets the count.

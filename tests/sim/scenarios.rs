@@ -621,13 +621,11 @@ fn zombie_mid_view_change_once(test: &str, seed: u64, paused: u32) {
 }
 
 #[test]
-#[ignore = "issue 9: a paused member acts on stale packets when it wakes (G13); red until the core needs fresh confirmation after a stall"]
 fn paused_member_waking_mid_view_change_delivers_nothing_in_its_old_view() {
     zombie_mid_view_change("paused_member_waking_mid_view_change_delivers_nothing_in_its_old_view", 901, 2);
 }
 
 #[test]
-#[ignore = "issue 9: a paused sequencer orders and delivers in its dead view on stale packets (G13); red until the core fix"]
 fn paused_sequencer_waking_mid_view_change_orders_and_delivers_nothing_in_its_old_view() {
     zombie_mid_view_change(
         "paused_sequencer_waking_mid_view_change_orders_and_delivers_nothing_in_its_old_view",
@@ -660,7 +658,6 @@ fn majority_untouched(s: &Sim) -> Result<(), String> {
 }
 
 #[test]
-#[ignore = "issue 9: participants accept proposals that drop members they still hear (L5); red until the core fix"]
 fn heal_after_fencing_removes_and_fences_no_majority_member() {
     for seed in seeds(903) {
         heal_after_fencing_once(seed);
@@ -742,28 +739,24 @@ fn stop_all_then_start_all_once(test: &str, seed: u64, order: Vec<u32>, gap_ms: 
 }
 
 #[test]
-#[ignore = "issue 9: clean leaves are classified as failures or stateful merges (L6); red until the core fix"]
 fn whole_cluster_stopped_in_order_cold_starts_without_fencing_or_recovery() {
     let t = "whole_cluster_stopped_in_order_cold_starts_without_fencing_or_recovery";
     stop_all_then_start_all(t, 904, vec![1, 2, 3, 4, 5], 150);
 }
 
 #[test]
-#[ignore = "issue 9: clean leaves are classified as failures or stateful merges (L6); red until the core fix"]
 fn whole_cluster_stopped_in_reverse_order_cold_starts_without_fencing_or_recovery() {
     let t = "whole_cluster_stopped_in_reverse_order_cold_starts_without_fencing_or_recovery";
     stop_all_then_start_all(t, 905, vec![5, 4, 3, 2, 1], 150);
 }
 
 #[test]
-#[ignore = "issue 9: a cold start after a clean whole-cluster stop announces `recovered` for the left members (L6); red until the core fix"]
 fn whole_cluster_stopped_at_once_cold_starts_without_fencing_or_recovery() {
     let t = "whole_cluster_stopped_at_once_cold_starts_without_fencing_or_recovery";
     stop_all_then_start_all(t, 906, vec![1, 2, 3, 4, 5], 0);
 }
 
 #[test]
-#[ignore = "issue 9: a leaver's heartbeat races the install and is taken for a stateful merge (L6); red until the core fix"]
 fn twenty_clean_restarts_of_one_node_are_never_a_stateful_merge_or_a_fence() {
     let t = "twenty_clean_restarts_of_one_node_are_never_a_stateful_merge_or_a_fence";
     let mut o = opts(t, 907, 3);
@@ -852,14 +845,12 @@ fn disk_comes_back_older(test: &str, seed: u64, older: Step) {
 }
 
 #[test]
-#[ignore = "issue 9: a wiped node starts again as epoch 1, an epoch already in the log (G12); red until the core/agent decide how it learns its epoch"]
 fn wiped_node_comes_back_with_an_epoch_above_every_one_it_used() {
     let t = "wiped_node_comes_back_with_an_epoch_above_every_one_it_used";
     disk_comes_back_older(t, 908, Step::WipeDisk(4));
 }
 
 #[test]
-#[ignore = "issue 9: a node restored from a backup reuses an epoch already in the log (G12); red until the core/agent fix"]
 fn node_restored_from_an_older_backup_comes_back_with_an_epoch_above_every_one_it_used() {
     let t = "node_restored_from_an_older_backup_comes_back_with_an_epoch_above_every_one_it_used";
     disk_comes_back_older(t, 909, Step::RestoreBackup(4, 1));
