@@ -12,9 +12,10 @@ mod harness;
 #[path = "../tests/sim/scenario.rs"]
 mod scenario;
 
-use campaign::{run_random, CampaignOptions};
+use campaign::{class_of, run_random, CampaignOptions, WorldKinds};
 use cohort::MergePolicy;
 use harness::{Failure, FaultKinds};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,10 +38,15 @@ USAGE
 CAMPAIGN OPTIONS
     --seeds A..B      run seeds A through B, both included (default 1..1000); a single number runs one
                       seed; A..=B is accepted too
-    --nodes N         cluster size (default 5; 3 to 9 routinely, 64 with --scale)
+    --nodes N         cluster size (default 5; 3, 5, 7, 9 and 16 routinely, 64 with --scale)
     --faults KINDS    all (default), none, or a comma list of net,partition,oneway,flap,crash,pause
+    --world KINDS     world events the seeds may draw: none (default), all, or a comma list of
+                      service (a service manager restarts exited agents, half of the seeds),
+                      disk (with service: some restarts find the data directory wiped or an older
+                      backup restored), stop (clean stops of random subsets, half of the seeds),
+                      stopall (a whole-cluster clean stop and cold start, a third of the seeds)
     --policy P        merge policy fence, restart, reset, wait, or mixed (default: each seed draws one)
-    --safety-ms MS    length of the safety phase in simulated ms (default 3000)
+    --safety-ms MS    length of the safety phase (faults on) in simulated ms (default 3000)
     --threads N       worker threads (default 2)
     --scale           slower timings for big clusters (use with --nodes 64)
     --verbose         print one line per finished run
@@ -56,6 +62,7 @@ STORY
 
 EXAMPLES
     cargo run --release --example sim -- --seeds 1..5000 --nodes 5 --faults all
+    cargo run --release --example sim -- --seeds 8817000..8817300 --nodes 9 --safety-ms 10000 --world all --keep-going
     cargo run --release --example sim -- --seeds 4242 --trace          # replay one seed, every event
     cargo run --release --example sim -- --faults partition,pause --policy wait --verbose
     cargo run --release --example sim -- --story --policy restart
@@ -71,6 +78,7 @@ struct Args {
     seeds_given: bool,
     nodes: u32,
     faults: FaultKinds,
+    world: WorldKinds,
     policy: Option<MergePolicy>,
     safety_ms: u64,
     threads: usize,
@@ -115,6 +123,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         seeds_given: false,
         nodes: 5,
         faults: FaultKinds::all(),
+        world: WorldKinds::none(),
         policy: None,
         safety_ms: 3000,
         threads: 2,
@@ -146,6 +155,9 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--faults" => {
                 a.faults = FaultKinds::parse(&value("--faults")?).map_err(|e| format!("--faults: {e}"))?
+            }
+            "--world" => {
+                a.world = WorldKinds::parse(&value("--world")?).map_err(|e| format!("--world: {e}"))?
             }
             "--policy" => {
                 a.policy = parse_policy(&value("--policy")?)?;
@@ -247,20 +259,32 @@ fn story(args: &Args) -> ExitCode {
     }
 }
 
+/// Figures of one run class (which world events the seeds drew).
+#[derive(Default)]
+struct ClassFigures {
+    runs: u64,
+    by_guarantee: BTreeMap<String, u64>,
+    worst_convergence_ms: u64,
+    /// The lowest failing seed and its replay command.
+    lowest: Option<(u64, String)>,
+}
+
 /// A random campaign over a range of seeds on worker threads sharing one seed counter.
 fn campaign(args: &Args) -> ExitCode {
-    let total = args.to - args.from + 1;
+    let total = (args.to - args.from).saturating_add(1);
     let mut o = CampaignOptions::standard();
     o.nodes = args.nodes;
     o.faults = args.faults;
+    o.world = args.world;
     o.policy = args.policy;
     o.safety_ms = args.safety_ms;
     o.scale = args.scale;
     o.verbose = args.trace;
     let mut hint = format!(
-        "cargo run --release --example sim -- --nodes {} --faults {} --policy {} --safety-ms {}",
+        "cargo run --release --example sim -- --nodes {} --faults {} --world {} --policy {} --safety-ms {}",
         args.nodes,
         args.faults,
+        args.world,
         args.policy.map_or("mixed", |p| p.name()),
         args.safety_ms
     );
@@ -270,12 +294,14 @@ fn campaign(args: &Args) -> ExitCode {
     hint.push_str(" --trace --threads 1 --seeds {seed}");
     o.replay_hint = hint;
     println!(
-        "cohort sim: seeds {}..{} ({total} runs), {} nodes, faults {}, policy {}, {} threads",
+        "cohort sim: seeds {}..{} ({total} runs), {} nodes, faults {}, world {}, policy {}, safety phase {} ms, {} threads",
         args.from,
         args.to,
         args.nodes,
         args.faults,
+        args.world,
         args.policy.map_or("mixed", |p| p.name()),
+        args.safety_ms,
         args.threads
     );
     let o = Arc::new(o);
@@ -290,9 +316,11 @@ fn campaign(args: &Args) -> ExitCode {
     let keep_going = args.keep_going;
     let violations = Arc::new(AtomicU64::new(0));
     let from = args.from;
+    let classes: Arc<Mutex<BTreeMap<String, ClassFigures>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let workers: Vec<_> = (0..args.threads)
         .map(|_| {
             let violations = Arc::clone(&violations);
+            let classes = Arc::clone(&classes);
             let (o, next, done, worst, sim_ms, stop, failure) = (
                 Arc::clone(&o),
                 Arc::clone(&next),
@@ -311,7 +339,25 @@ fn campaign(args: &Args) -> ExitCode {
                     break;
                 }
                 let seed = from + i;
-                match run_random(seed, &o) {
+                let result = run_random(seed, &o);
+                if let Ok(mut c) = classes.lock() {
+                    let class = match &result {
+                        Ok(r) => r.class.clone(),
+                        Err(_) => class_of(seed, &o),
+                    };
+                    let f = c.entry(class).or_default();
+                    f.runs += 1;
+                    match &result {
+                        Ok(r) => f.worst_convergence_ms = f.worst_convergence_ms.max(r.convergence_ms),
+                        Err(e) => {
+                            *f.by_guarantee.entry(e.guarantee.clone()).or_default() += 1;
+                            if f.lowest.as_ref().is_none_or(|(s, _)| seed < *s) {
+                                f.lowest = Some((seed, e.replay.clone()));
+                            }
+                        }
+                    }
+                }
+                match result {
                     Ok(r) => {
                         worst.fetch_max(r.convergence_ms, Ordering::Relaxed);
                         sim_ms.fetch_add(r.sim_ms, Ordering::Relaxed);
@@ -376,6 +422,26 @@ fn campaign(args: &Args) -> ExitCode {
     }
     let secs = start.elapsed().as_secs_f64();
     let d = done.load(Ordering::Relaxed);
+    if let Ok(c) = classes.lock() {
+        println!(
+            "per run class ({} nodes, safety phase {} ms, world {}):",
+            args.nodes, args.safety_ms, args.world
+        );
+        for (class, f) in c.iter() {
+            let v: u64 = f.by_guarantee.values().sum();
+            let by: Vec<String> = f.by_guarantee.iter().map(|(g, k)| format!("{g}: {k}")).collect();
+            println!(
+                "  {class:<28} {:>6} runs {:>5} violations{}  slowest convergence {} ms",
+                f.runs,
+                v,
+                if by.is_empty() { String::new() } else { format!(" ({})", by.join(", ")) },
+                f.worst_convergence_ms
+            );
+            if let Some((_, replay)) = &f.lowest {
+                println!("  {:<28} replay: {replay}", "");
+            }
+        }
+    }
     let taken = failure.lock().ok().and_then(|mut f| f.take());
     match taken {
         None => {

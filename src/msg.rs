@@ -130,6 +130,10 @@ pub enum Body {
         /// The lowest acceptable epoch.
         min_epoch: Epoch,
     },
+    /// The receiver's `Leave` is on the sender's disk: the sender and every view it forms or joins
+    /// record the receiver as left, never as failed (L6). The leaver retransmits its `Leave` until every
+    /// member of its view acknowledged it or it sees a view without itself.
+    LeaveAck,
 }
 
 /// A heartbeat's content.
@@ -152,6 +156,13 @@ pub struct Heartbeat {
     /// The sender is frozen by a view change (it promised or accepted a ballot not yet installed).
     #[serde(default)]
     pub frozen: bool,
+    /// Non-zero after the sender's own scheduling stalled: a nonce it asks every receiver to echo
+    /// (`echo`) so that it learns, from an answer sent after the stall, where its view stands (G13).
+    #[serde(default)]
+    pub probe: u64,
+    /// The `probe` nonce of the receiver this heartbeat answers; zero in ordinary heartbeats.
+    #[serde(default)]
+    pub echo: u64,
 }
 
 /// Why a ballot is refused.
@@ -168,6 +179,13 @@ pub enum RejectReason {
         removed: Vec<Member>,
         /// Members with stale epochs.
         stale: Vec<Member>,
+    },
+    /// The proposal leaves out members of this member's primary view that it still hears: a join or
+    /// a merge only adds members, and a member leaves a primary view only by not being heard for the
+    /// failure timeout by the members that form the next view, by leaving, or by being refused (L5).
+    Drops {
+        /// The members left out that it hears.
+        heard: Vec<Member>,
     },
 }
 
@@ -209,6 +227,10 @@ pub struct FlushState {
     pub seen_all: bool,
     /// It is leaving cleanly.
     pub leaving: bool,
+    /// Members it knows left cleanly (their `Leave` reached it, or its own node's earlier incarnation
+    /// left): a coordinator records them as left, not failed, when the new view removes them (L6).
+    #[serde(default)]
+    pub left: Vec<Member>,
     /// Its position in the primary history: the last primary view it was in and how far it delivered
     /// there (for its current view if that is primary, the cut will move it further).
     pub history: (Option<ViewId>, u64),

@@ -47,6 +47,12 @@ pub struct Durable {
     /// install removed is then never admitted again with its old epoch (G8).
     #[serde(default)]
     pub accepted: Option<AcceptedInstall>,
+    /// Members known to have left cleanly, at most one (the newest) per node: this node's own earlier
+    /// incarnation once its leave began, and every member whose `Leave` reached this node (persisted
+    /// before the `LeaveAck`). A view that removes one of them records it as left, not failed, also
+    /// when the leave happened outside any primary view or the whole cluster stopped (L6).
+    #[serde(default)]
+    pub left: Vec<Member>,
 }
 
 impl Durable {
@@ -58,7 +64,29 @@ impl Durable {
             max_installed_seq: 0,
             registry: Registry::default(),
             accepted: None,
+            left: Vec::new(),
         }
+    }
+
+    /// Records that `m` left cleanly; false if that was known already. Keeps the newest per node.
+    pub fn note_left(&mut self, m: Member) -> bool {
+        match self.left.iter_mut().find(|q| q.node() == m.node()) {
+            Some(q) if q.epoch() >= m.epoch() => false,
+            Some(q) => {
+                *q = m;
+                true
+            }
+            None => {
+                self.left.push(m);
+                self.left.sort();
+                true
+            }
+        }
+    }
+
+    /// True when `m` is known to have left cleanly.
+    pub fn has_left(&self, m: Member) -> bool {
+        self.left.contains(&m)
     }
 }
 
@@ -221,6 +249,15 @@ pub struct Status {
     pub peers: Vec<(Member, u64)>,
     /// The registry.
     pub registry: Registry,
+    /// True while this member, after a stall of its own scheduling, waits for its view to be confirmed
+    /// by answers sent after the stall; it orders and delivers nothing meanwhile (G13).
+    pub stalled: bool,
+    /// Members whose epoch was below the one known for their node, told to move past it.
+    pub told_to_move_past: Vec<Member>,
+    /// Members known to have left cleanly (this node's own earlier incarnation included).
+    pub known_left: Vec<Member>,
+    /// Why this incarnation started in place of an earlier one, when the host said so.
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -247,6 +284,19 @@ struct Coord {
     phase: Phase,
     phase_start: u64,
     last_tx: u64,
+}
+
+/// A stall of this member's own scheduling (a pause), while it waits for fresh confirmation of its
+/// view. See `Node::step` and `Node::try_confirm`.
+#[derive(Clone, Debug)]
+struct Stall {
+    /// The nonce its heartbeats carry as `probe` until it is confirmed.
+    nonce: u64,
+    /// When the stall was noticed.
+    at: u64,
+    /// Per peer node: the member that echoed the nonce, the view it reported then, and whether it was
+    /// frozen by a view change. Every echo was sent after the stall.
+    echoes: BTreeMap<NodeId, (Member, Option<ViewId>, bool)>,
 }
 
 #[derive(Clone, Debug)]
@@ -307,7 +357,10 @@ pub struct Node {
     peers: BTreeMap<NodeId, Peer>,
     last_step: u64,
     started_at: u64,
-    suspended: bool,
+    /// Set when this member's own scheduling stalled for longer than it can trust; it orders and
+    /// delivers nothing until a quorum of its view confirms, in answers to a probe sent after the
+    /// stall, that the view still stands (G13).
+    stall: Option<Stall>,
     coord: Option<Coord>,
     promised: ViewId,
     /// A promise given up after it led nowhere: its ballot's `Accept` is refused (what this member
@@ -315,6 +368,9 @@ pub struct Node {
     released: Option<ViewId>,
     frozen_since: Option<u64>,
     accepted: Option<Install>,
+    /// When `accepted` was stored: a `Commit` for it is trusted during a stall only if the acceptance
+    /// came after the stall began (it cannot then be a commit that waited in the socket buffer).
+    accepted_at: u64,
     /// An install an earlier incarnation of this node accepted (from [`Durable::accepted`]), until a
     /// view after it is installed here.
     inherited: Option<AcceptedInstall>,
@@ -346,10 +402,18 @@ pub struct Node {
     merges: BTreeMap<Member, u64>,
     /// Removed members told so from outside a primary view (when last told), for rate limiting.
     told_removed: BTreeMap<Member, u64>,
-    merge_fence_requested: BTreeSet<Member>,
+    /// Members with an epoch below the known one told to move past it (when last told), for rate
+    /// limiting and `cohort status`.
+    told_stale: BTreeMap<Member, u64>,
+    origin: Option<String>,
+    /// Stateful merges the resolver requested fencing of, and when it last did.
+    merge_fence_requested: BTreeMap<Member, u64>,
     removed_self: bool,
     new_epoch_requested: bool,
     leaving: bool,
+    /// Nodes whose member acknowledged this member's `Leave`.
+    leave_acks: BTreeSet<NodeId>,
+    leave_tx: u64,
     left: bool,
     last_primary_ms: Option<u64>,
     self_fenced: bool,
@@ -409,12 +473,13 @@ impl Node {
             peers: BTreeMap::new(),
             last_step: now_ms,
             started_at: now_ms,
-            suspended: false,
+            stall: None,
             coord: None,
             promised: ViewId::default(),
             released: None,
             frozen_since: None,
             accepted: None,
+            accepted_at: 0,
             inherited,
             accept_from: None,
             accepted_tx: 0,
@@ -442,10 +507,14 @@ impl Node {
             recovered_announced: BTreeSet::new(),
             merges: BTreeMap::new(),
             told_removed: BTreeMap::new(),
-            merge_fence_requested: BTreeSet::new(),
+            told_stale: BTreeMap::new(),
+            origin: None,
+            merge_fence_requested: BTreeMap::new(),
             removed_self: false,
             new_epoch_requested: false,
             leaving: false,
+            leave_acks: BTreeSet::new(),
+            leave_tx: 0,
             left: false,
             last_primary_ms: None,
             self_fenced: false,
@@ -503,7 +572,16 @@ impl Node {
                 .map(|p| (p.member, self.last_step.saturating_sub(p.last_heard)))
                 .collect(),
             registry: self.durable.registry.clone(),
+            stalled: self.stall.is_some(),
+            told_to_move_past: self.told_stale.keys().copied().collect(),
+            known_left: self.durable.left.clone(),
+            origin: self.origin.clone(),
         }
+    }
+
+    /// Says why this incarnation started in place of an earlier one (shown by `status`).
+    pub fn set_origin(&mut self, why: String) {
+        self.origin = Some(why);
     }
 
     /// True when this member holds ordered message `seq` of its current view `view` (for the
@@ -539,6 +617,7 @@ impl Node {
         self.drive_fencing(now, out);
         self.drive_transfers(now, out);
         self.drive_watchdog(now, out);
+        self.drive_leave(now, out);
         self.pump(now, out);
         self.drain_loopback(now, out);
     }
@@ -563,6 +642,10 @@ impl Node {
             return;
         }
         if !self.note_peer(now, from, &env.body) {
+            // An epoch below the one known for its node (a wiped data directory, a restored backup):
+            // tell it at once, so it moves past every epoch the cluster has seen instead of being
+            // ignored forever.
+            self.tell_stale(now, from, out);
             return;
         }
         self.dispatch(now, from, env.body, out);
@@ -723,18 +806,55 @@ impl Node {
             return;
         }
         self.leaving = true;
+        // Durable first: the next incarnation of this node tells the cluster that this one left, also
+        // if nobody received its `Leave` (L6).
+        self.durable.note_left(self.me);
+        self.persist(out);
         let alone = self.view.as_ref().is_none_or(|v| v.members.len() <= 1);
         if alone {
             self.finish_leave(now, out);
             return;
         }
-        if let Some(v) = self.view.clone() {
-            let me = self.me;
-            for m in v.members.iter().filter(|m| **m != me) {
-                self.send(m.node(), Body::Leave, out);
-            }
-        }
+        self.leave_acks.clear();
+        self.send_leave(now, out);
         self.send_heartbeats(now, out);
+    }
+
+    /// Sends `Leave` to every member of the view that has not acknowledged it yet.
+    fn send_leave(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(v) = self.view.clone() else { return };
+        let me = self.me;
+        let to: Vec<NodeId> = v
+            .members
+            .iter()
+            .filter(|m| **m != me && !self.leave_acks.contains(&m.node()))
+            .map(|m| m.node())
+            .collect();
+        self.leave_tx = now;
+        self.send_many(&to, Body::Leave, out);
+    }
+
+    /// A leaving member: retransmits its `Leave`, and is done once every other member of its view has
+    /// it on disk (they record it as left whatever happens next, even if they lose quorum).
+    fn drive_leave(&mut self, now: u64, out: &mut Vec<Output>) {
+        if !self.leaving || self.left {
+            return;
+        }
+        let Some(v) = self.view.clone() else { return };
+        let me = self.me;
+        if v.members.iter().all(|m| *m == me || self.leave_acks.contains(&m.node())) {
+            self.finish_leave(now, out);
+        } else if now.saturating_sub(self.leave_tx) >= self.cfg.retransmit_interval_ms {
+            self.send_leave(now, out);
+        }
+    }
+
+    /// A member's `Leave` (or a heartbeat saying it is leaving) arrived: remember it on disk.
+    fn note_leaver(&mut self, from: Member, out: &mut Vec<Output>) {
+        self.leavers.insert(from);
+        if self.durable.note_left(from) {
+            self.persist(out);
+        }
     }
 
     fn finish_leave(&mut self, now: u64, out: &mut Vec<Output>) {
@@ -750,7 +870,8 @@ impl Node {
 
     /// Notes the time of a step; a gap longer than half the failure timeout means this node itself was
     /// not scheduled (a pause): it must not suspect everyone for that gap, and it must not deliver or
-    /// order anything until it has heard from its view again.
+    /// order anything until its view is confirmed by answers sent after the stall (G13). Packets that
+    /// arrive now prove nothing: they may have waited in the socket buffer since before the pause.
     fn step(&mut self, now: u64) {
         let gap = now.saturating_sub(self.last_step);
         if gap > self.cfg.failure_timeout_ms / 2 {
@@ -758,11 +879,53 @@ impl Node {
                 p.last_heard = p.last_heard.max(now.saturating_sub(self.cfg.failure_timeout_ms / 2));
             }
             if self.view.as_ref().is_some_and(|v| v.members.len() > 1) {
-                self.suspended = true;
+                // A fresh nonce per stall: an echo of an earlier one was sent before this stall.
+                self.stall = Some(Stall { nonce: now.max(1), at: now, echoes: BTreeMap::new() });
             }
             self.next_hb = now;
         }
         self.last_step = self.last_step.max(now);
+    }
+
+    /// After a stall: an echo of the stall's nonce came back. The current view is confirmed once
+    /// members of it that hold quorum together with this member answered, after the stall, that it is
+    /// still their view and that no view change froze them; then no primary view without this member
+    /// can have been committed before their answers (it would need the acceptance of one of them), so
+    /// nothing this member delivers from here on follows its removal's recovery (G13). An install this
+    /// member accepted before the stall is installed only on the same evidence for its view (its
+    /// members answer from inside it), never on a `Commit` that may have waited in the socket buffer.
+    fn try_confirm(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(st) = &self.stall else { return };
+        if let Some(acc) = &self.accepted {
+            if self.view.as_ref().is_none_or(|v| v.id < acc.view.id)
+                && self.confirmed_by(st, &acc.view)
+                && self.accept_complete()
+            {
+                let inst = acc.clone();
+                // `install` calls back here for the installed view.
+                self.install(now, inst, out);
+                return;
+            }
+        }
+        if self.view.as_ref().is_none_or(|v| self.confirmed_by(st, v)) {
+            self.stall = None;
+        }
+    }
+
+    /// True when answers to the stall's probe show `v` standing: members of `v` that hold quorum
+    /// together with this member reported it as their view, not frozen by a change.
+    fn confirmed_by(&self, st: &Stall, v: &View) -> bool {
+        if v.members.len() <= 1 {
+            return true;
+        }
+        let mut present: Vec<NodeId> = vec![self.me.node()];
+        for (node, (m, view, frozen)) in &st.echoes {
+            if v.contains(*m) && *view == Some(v.id) && !*frozen {
+                present.push(*node);
+            }
+        }
+        present.len() > 1
+            && quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &present, seen_all_once: true })
     }
 
     fn new_id(&mut self) -> MsgId {
@@ -893,7 +1056,15 @@ impl Node {
             }
             Body::StateAck { group, token } => self.on_state_ack(now, from, group, token, out),
             Body::Leave => {
-                self.leavers.insert(from);
+                // On disk before the acknowledgement (outputs are carried out in order).
+                self.note_leaver(from, out);
+                self.send(from.node(), Body::LeaveAck, out);
+            }
+            Body::LeaveAck => {
+                if self.leaving && !self.left {
+                    self.leave_acks.insert(from.node());
+                    self.drive_leave(now, out);
+                }
             }
             Body::Removed { view, member, action } => self.on_removed(now, view, member, action, out),
             Body::MovePast { member, min_epoch } => {
@@ -924,6 +1095,8 @@ impl Node {
             leaving: self.leaving,
             removed: self.removed_self,
             frozen: self.frozen_since.is_some(),
+            probe: self.stall.as_ref().map_or(0, |st| st.nonce),
+            echo: 0,
         }
     }
 
@@ -994,17 +1167,37 @@ impl Node {
         if !in_view {
             self.check_admission(now, from, out);
         }
+        if hb.leaving {
+            self.note_leaver(from, out);
+        }
+        if hb.probe != 0 && hb.echo == 0 {
+            // A peer's scheduling stalled: answer at once, from here and now, where this member stands.
+            // (Not to an answer: two stalled members would echo each other's echoes forever.)
+            let mut echo = self.heartbeat();
+            echo.echo = hb.probe;
+            self.send(from.node(), Body::Heartbeat(echo), out);
+        }
+        if let Some(st) = self.stall.as_mut() {
+            if hb.echo == st.nonce {
+                st.echoes.insert(from.node(), (from, hb.view, hb.frozen));
+                self.try_confirm(now, out);
+            }
+        }
         // A member that accepted an install and sees a member of that view already in it knows the
-        // view was committed.
+        // view was committed. Not during a stall: that heartbeat may have waited in the socket buffer
+        // since before it (`try_confirm` installs on fresh answers instead).
         if let Some(acc) = &self.accepted {
-            if hb.view == Some(acc.view.id) && acc.view.contains(from) && self.accept_complete() {
+            if self.stall.is_none()
+                && hb.view == Some(acc.view.id)
+                && acc.view.contains(from)
+                && self.accept_complete()
+            {
                 let inst = acc.clone();
                 self.install(now, inst, out);
             }
         }
         let my_view = self.view.as_ref().map(|v| v.id);
         if in_view && hb.view == my_view {
-            self.suspended = false;
             if let Some(o) = self.ord.as_mut() {
                 if from == o.sequencer {
                     o.ordered_hint = o.ordered_hint.max(hb.ordered);
@@ -1026,8 +1219,15 @@ impl Node {
     /// Called when a member outside this member's view is heard. On the primary side this is where a
     /// stateful merge is caught (G8): a removed member is refused and told so.
     fn check_admission(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
+        let leaving = self.leavers.contains(&m)
+            || self.durable.has_left(m)
+            || self.peers.get(&m.node()).is_some_and(|p| p.member == m && p.leaving);
         match self.durable.registry.classify(m) {
             Admission::Fresh => {}
+            // A member that left cleanly keeps heartbeating (marked leaving) until it sees the view
+            // without it or has every acknowledgement; those heartbeats race the install. It wants no
+            // view, carries no state anyone relies on, and is never a stateful merge (L6).
+            Admission::StatefulMerge(_) if leaving => {}
             Admission::StatefulMerge(removal) => {
                 if self.is_primary() {
                     self.handle_stateful_merge(now, m, out);
@@ -1045,6 +1245,21 @@ impl Node {
                 self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
             }
         }
+    }
+
+    /// Tells `m`, whose node is known under a newer epoch, to restart above every epoch known for it.
+    fn tell_stale(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
+        let known = self.peers.get(&m.node()).map_or(Epoch(0), |p| p.member.epoch());
+        let min_epoch = Epoch(known.max(self.durable.registry.known_epoch(m.node())).0 + 1);
+        let last = self.told_stale.get(&m).copied();
+        if last.is_some_and(|t| now.saturating_sub(t) < self.cfg.heartbeat_interval_ms) {
+            return;
+        }
+        if self.told_stale.len() >= 64 {
+            self.told_stale.pop_first();
+        }
+        self.told_stale.insert(m, now);
+        self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
     }
 
     fn tell_removed_from_outside(&mut self, now: u64, m: Member, view: ViewId, out: &mut Vec<Output>) {
@@ -1087,8 +1302,17 @@ impl Node {
         if resolver && policy == MergePolicy::Fence {
             // A zombie showing up again after an earlier fence (e.g. one that only paused it) is
             // fenced again, once per detection round; an in-flight fence of it is not a reason to skip.
-            let again = self.merge_fence_requested.insert(m) || !self.fence_inflight.contains_key(&m);
+            // Retries back off like other fences (twice the failure timeout), so a zombie that keeps
+            // showing up is not fenced at every discovery round.
+            let again = match self.merge_fence_requested.get(&m) {
+                None => true,
+                Some(t) => {
+                    !self.fence_inflight.contains_key(&m)
+                        && now.saturating_sub(*t) >= self.cfg.failure_timeout_ms * 2
+                }
+            };
             if again {
+                self.merge_fence_requested.insert(m, now);
                 self.fence_inflight.remove(&m);
                 self.request_fence(now, m, "stateful_merge", out);
             }
@@ -1163,6 +1387,19 @@ impl Node {
         }
         v.sort();
         v
+    }
+
+    /// True when this member still hears view member `m`: heard within the failure timeout under that
+    /// epoch, not leaving, not removed, admissible and not suspected.
+    fn still_hears(&self, now: u64, m: Member) -> bool {
+        self.peers.get(&m.node()).is_some_and(|p| {
+            p.member == m
+                && self.alive(now, p)
+                && !p.leaving
+                && !p.removed
+                && !self.leavers.contains(&m)
+                && self.durable.registry.admissible(m)
+        }) && !self.suspected(now, m)
     }
 
     fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
@@ -1372,6 +1609,13 @@ impl Node {
                 self.max_seq_seen = self.max_seq_seen.max(promised.seq);
                 self.abort_coord(now);
             }
+            RejectReason::Drops { .. } => {
+                // The rejecting member still hears members this proposal left out. Try again shortly:
+                // by then this node hears them too (they answer its discovery probes), or that member
+                // has stopped hearing them for the failure timeout.
+                self.abort_coord(now);
+                self.backoff_until = now + self.cfg.heartbeat_interval_ms;
+            }
             RejectReason::Inadmissible { removed, stale } => {
                 if removed.contains(&self.me) || stale.contains(&self.me) {
                     // We learn we were removed; the rejecting member also sends us a Removed notice
@@ -1563,7 +1807,11 @@ impl Node {
                     .copied()
                     .filter(|m| {
                         !view.contains(*m)
-                            && (self.leavers.contains(m) || promises.get(m).is_some_and(|s| s.leaving))
+                            && (self.leavers.contains(m)
+                                || self.durable.has_left(*m)
+                                || self.peers.get(&m.node()).is_some_and(|p| p.member == *m && p.leaving)
+                                || promises.get(m).is_some_and(|s| s.leaving)
+                                || promises.values().any(|s| s.left.contains(m)))
                     })
                     .collect()
             })
@@ -1710,6 +1958,13 @@ impl Node {
             max_seq: self.max_seq_seen.max(self.durable.max_view_seq),
             seen_all: self.seen_all,
             leaving: self.leaving,
+            left: {
+                let mut l = self.durable.left.clone();
+                l.extend(self.leavers.iter().copied());
+                l.sort();
+                l.dedup();
+                l
+            },
             // A member that has not yet applied the group table of its lineage (its view's `Sync`
             // was not delivered) offers the position of the table it still has: an older one.
             history: match (&self.view, &self.ord) {
@@ -1781,6 +2036,24 @@ impl Node {
             );
             return;
         }
+        // A proposal from outside this member's primary view (a joining, merging or restarted node)
+        // only adds members: one that leaves out members of that view this member still hears is
+        // refused (L5). After a heal, a restarted node that heard only part of the primary side first
+        // must not form a view that throws the others out (they would be fenced). Members of the view
+        // itself propose only without members they stopped hearing or that would not answer.
+        let heard: Vec<Member> = match self.view.as_ref().filter(|v| v.primary && !v.contains(from)) {
+            Some(v) => v
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != self.me && !members.contains(m) && self.still_hears(now, *m))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !heard.is_empty() {
+            self.send(from.node(), Body::Reject { ballot, reason: RejectReason::Drops { heard } }, out);
+            return;
+        }
         // A coordinator with a lower ballot running concurrently here gives way.
         if self.coord.as_ref().is_some_and(|c| c.ballot < ballot) {
             self.coord = None;
@@ -1805,6 +2078,7 @@ impl Node {
         self.promised = ballot;
         self.frozen_since.get_or_insert(now);
         self.accepted = Some(install);
+        self.accepted_at = now;
         self.accept_from = Some(from);
         self.accepted_tx = 0;
         self.drive_participant(now, out);
@@ -1881,6 +2155,11 @@ impl Node {
             return;
         }
         if !self.accept_complete() {
+            return;
+        }
+        if self.stall.as_ref().is_some_and(|st| self.accepted_at <= st.at) {
+            // Accepted before this member stalled: the commit may have waited in the socket buffer
+            // while a later view without this member was formed (G13). Fresh answers decide instead.
             return;
         }
         let inst = acc.clone();
@@ -1972,7 +2251,6 @@ impl Node {
         self.accepted = None;
         self.accept_from = None;
         self.frozen_since = None;
-        self.suspended = false;
         if self.coord.as_ref().is_some_and(|c| c.ballot <= new.id) {
             self.coord = None;
         }
@@ -2047,6 +2325,9 @@ impl Node {
         } else {
             self.block(now, BlockReason::NoQuorum, out);
         }
+        // Installed during a stall (on a commit accepted after it): answers already in may confirm it,
+        // and a view of this member alone needs no answer.
+        self.try_confirm(now, out);
     }
 
     // ----------------------------------------------------------------------------------------------
@@ -2054,7 +2335,12 @@ impl Node {
     // ----------------------------------------------------------------------------------------------
 
     fn active(&self) -> bool {
-        self.is_primary() && self.frozen_since.is_none() && !self.suspended && self.ord.is_some()
+        self.is_primary()
+            && self.frozen_since.is_none()
+            && self.stall.is_none()
+            && !self.removed_self
+            && !self.self_fenced
+            && self.ord.is_some()
     }
 
     /// Sends queued messages to the sequencer, multicasts newly ordered ones, delivers what can be.
@@ -2877,6 +3163,22 @@ impl Node {
         if self.fence_inflight.contains_key(&target) {
             return;
         }
+        if target.node() == self.me.node() && target.epoch() < self.me.epoch() {
+            // An earlier incarnation of this very node: this agent runs instead of it, so it is gone.
+            // Fencing it would power off the fencer itself.
+            self.record(
+                now,
+                Event::FenceResult {
+                    target,
+                    ok: true,
+                    method: FenceMethod::Restarted,
+                    detail: "the fencer is a newer incarnation of the same node".into(),
+                },
+                out,
+            );
+            self.fenced(now, target, FenceMethod::Restarted, out);
+            return;
+        }
         self.fence_inflight.insert(target, now);
         self.fence_failed_at.remove(&target);
         self.record(now, Event::FenceRequest { target, reason: reason.to_string() }, out);
@@ -3032,7 +3334,7 @@ impl Node {
         let Some(v) = &self.view else { return false };
         // A member told that a primary view removed it is outside the primary history, whatever view
         // it still holds.
-        if !v.primary || self.frozen_since.is_some() || self.removed_self {
+        if !v.primary || self.frozen_since.is_some() || self.removed_self || self.stall.is_some() {
             return false;
         }
         let present: Vec<NodeId> =

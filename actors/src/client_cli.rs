@@ -467,6 +467,15 @@ fn render_status(s: &Value) -> String {
     }
     let _ = writeln!(o, "pending fences:   {}", list_or_none(&s["pending_fences"], member_str));
     let _ = writeln!(o, "stateful merges:  {}", list_or_none(&s["stateful_merges"], member_str));
+    if s["stalled"].as_bool() == Some(true) {
+        let _ = writeln!(o, "stalled:          yes: waiting for the view to be confirmed after a pause");
+    }
+    if s["told_to_move_past"].as_array().is_some_and(|a| !a.is_empty()) {
+        let _ = writeln!(o, "told to move past: {}", list_or_none(&s["told_to_move_past"], member_str));
+    }
+    if let Some(origin) = s["origin"].as_str() {
+        let _ = writeln!(o, "started because:  {origin}");
+    }
     if let Some(v) = s.get("view").filter(|v| !v.is_null()) {
         let _ = writeln!(o, "members:");
         for m in v["members"].as_array().into_iter().flatten() {

@@ -418,7 +418,22 @@ impl Handler<ReplaceCore> for MembershipActor {
     fn handle(&mut self, msg: ReplaceCore, ctx: &mut Context<Self>) {
         tracing::warn!(epoch = msg.durable.epoch.0, reason = ?msg.reason, "starting a new incarnation");
         let mut out = Vec::new();
+        let before = self.node.member();
         self.node = Node::new(self.cfg.clone(), self.node_id, msg.durable, self.clock.now_ms(), &mut out);
+        self.node.set_origin(match msg.reason {
+            NewEpochReason::MovePast => format!(
+                "epoch {} was below an epoch the cluster had seen for this node (a wiped or restored data \
+                 directory): moved past it",
+                before.epoch().0
+            ),
+            NewEpochReason::Restart => {
+                format!("epoch {} was refused as a stateful merge (policy restart)", before.epoch().0)
+            }
+            NewEpochReason::Reset => format!(
+                "epoch {} reset in place (stateful merge under policy reset, or a watchdog self-fence)",
+                before.epoch().0
+            ),
+        });
         self.node.set_deferred_flush(true);
         self.tripwire = Tripwire::new(self.node.member());
         self.send_times.clear();

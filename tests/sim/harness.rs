@@ -39,8 +39,15 @@ pub const MAIN_GROUP: &str = "g";
 /// A second group some clients join, leave and join again, to exercise state transfer repeatedly.
 pub const SIDE_GROUP: &str = "h";
 
-/// Most datagrams held for a paused node (its socket buffer); later ones are dropped.
-const HELD_DATAGRAMS_MAX: usize = 4096;
+/// A paused node's socket receive buffer, in bytes: the agent asks the kernel for 4 MiB
+/// (`actors/src/transport.rs`, `SOCKET_BUFFER_BYTES`). Datagrams that arrive while it is full are dropped,
+/// as the kernel drops them; the ones already queued stay, in arrival order.
+pub const HELD_BYTES_MAX: usize = 4 << 20;
+/// The same buffer counted in datagrams (the kernel also charges per-packet overhead, so a buffer full
+/// of small datagrams holds fewer than its byte size suggests).
+pub const HELD_DATAGRAMS_MAX: usize = 16_384;
+/// How many snapshots of each node's disk the backup model keeps (the oldest is dropped first).
+const BACKUPS_MAX: usize = 16;
 
 // ------------------------------------------------------------------------------------------------------
 // Options
@@ -59,6 +66,9 @@ pub enum FenceBehaviour {
     Fail,
     /// The agent never answers.
     Hang,
+    /// The agent reports success but leaves the target running: a fence device wired to the wrong
+    /// outlet, or a kill that cannot reach a stopped process. Whatever the target then does is a zombie's.
+    Noop,
     /// The agent fails with this probability and otherwise kills, as [`FenceBehaviour::Kill`].
     Flaky(f64),
 }
@@ -70,6 +80,7 @@ impl fmt::Display for FenceBehaviour {
             FenceBehaviour::Pause(ms) => write!(f, "pause({ms}ms)"),
             FenceBehaviour::Fail => write!(f, "fail"),
             FenceBehaviour::Hang => write!(f, "hang"),
+            FenceBehaviour::Noop => write!(f, "noop"),
             FenceBehaviour::Flaky(p) => write!(f, "flaky({p})"),
         }
     }
@@ -129,6 +140,62 @@ impl ClientParams {
     }
 }
 
+/// What the service manager does with the node's data directory when it starts the agent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskOnRestart {
+    /// Keep it (the normal case).
+    Keep,
+    /// Wipe it: the agent starts with a fresh `Durable` (epoch 0 on disk, so it boots as epoch 1).
+    Wipe,
+    /// Restore an older backup of it (a snapshot taken at an earlier start or persist).
+    Backup,
+}
+
+impl fmt::Display for DiskOnRestart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskOnRestart::Keep => write!(f, "keep"),
+            DiskOnRestart::Wipe => write!(f, "wipe"),
+            DiskOnRestart::Backup => write!(f, "backup"),
+        }
+    }
+}
+
+/// A service manager like systemd with `Restart=always`: it starts the agent again after it exited.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceManager {
+    /// Range of the delay between the exit and the new start (`RestartSec`, plus the host's boot time
+    /// after a power-cycle).
+    pub delay_ms: (u64, u64),
+    /// Also restart after a clean exit (the agent left the cluster on SIGTERM, not stopped by the
+    /// operator): `systemctl restart`, `Restart=always`.
+    pub after_clean_exit: bool,
+    /// Probability that a restart finds the data directory wiped.
+    pub wipe_ratio: f64,
+    /// Probability that a restart finds an older backup of the data directory restored.
+    pub backup_ratio: f64,
+}
+
+impl ServiceManager {
+    /// Restarts every exit after 50 to 400 ms, keeping the data directory.
+    pub fn always() -> ServiceManager {
+        ServiceManager { delay_ms: (50, 400), after_clean_exit: true, wipe_ratio: 0.0, backup_ratio: 0.0 }
+    }
+}
+
+/// Why an agent's process ended (what a service manager sees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Killed (`kill -9`, a crash, a power-cycle by a fence agent).
+    Crash,
+    /// The core asked for a new epoch (`NewEpoch` restart, move past a stale epoch).
+    NewEpoch,
+    /// A clean exit after a leave (SIGTERM): the service manager restarts it if `after_clean_exit`.
+    Clean,
+    /// The operator stopped the service (`systemctl stop`): never restarted by the service manager.
+    Stopped,
+}
+
 /// Everything that defines one simulated run besides the steps driving it.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -147,6 +214,8 @@ pub struct SimOptions {
     pub reboot_after_kill_ms: Option<u64>,
     /// How long a process restart takes when a core asks for a new epoch with `Restart` or `MovePast`.
     pub restart_delay_ms: u64,
+    /// A service manager that starts agents again after they exit (`None`: only the cases above).
+    pub service: Option<ServiceManager>,
     /// The network.
     pub net: NetParams,
     /// The application clients.
@@ -157,6 +226,8 @@ pub struct SimOptions {
     pub traffic_lines: usize,
     /// Print every trace line as it happens.
     pub verbose: bool,
+    /// Keep every `deliver` record's (time, member, view) for scenario assertions ([`Sim::deliveries`]).
+    pub keep_deliveries: bool,
     /// Keep a readable timeline of the interesting events (for `--story`).
     pub timeline: bool,
     /// The command that replays this run: printed after `COHORT_SEED=<seed>` on failure, or with its
@@ -175,12 +246,14 @@ impl SimOptions {
             fence_delay_ms: (10, 60),
             reboot_after_kill_ms: Some(300),
             restart_delay_ms: 30,
+            service: None,
             net: NetParams::calm(),
             client: ClientParams::standard(),
             trace_lines: 200,
             traffic_lines: 40,
             // `COHORT_VERBOSE=1` prints every trace line of every run as it happens.
             verbose: std::env::var("COHORT_VERBOSE").is_ok_and(|v| v == "1"),
+            keep_deliveries: false,
             timeline: false,
             replay_hint: "cargo test --test sim -- --nocapture".into(),
         }
@@ -405,8 +478,15 @@ enum Ev {
     Resume { node: u32, gen: u64 },
     /// A flapping link changes state.
     Flap { a: u32, b: u32, gen: u64 },
-    /// The random fault injector acts.
-    RandomFault,
+    /// The random fault injector acts (if `gen` is still the injector's generation).
+    RandomFault { gen: u64 },
+    /// The service manager starts the agent again (if `gen` is still the node's exit generation).
+    ServiceStart { node: u32, gen: u64 },
+    /// The host asks the agent to stop cleanly (SIGTERM); `restart`: `systemctl restart`, else `stop`.
+    /// A stop the random injector scheduled (`random`) is void once the faults are off.
+    Stop { node: u32, restart: bool, random: bool },
+    /// The agent's shutdown deadline (`leave_deadline`, one failure timeout) passes for incarnation `inc`.
+    LeaveDeadline { node: u32, inc: u64 },
 }
 
 struct Queued {
@@ -549,7 +629,20 @@ struct Slot {
     disk: Durable,
     paused: bool,
     pause_gen: u64,
+    /// What arrived while paused: the socket buffer's datagrams and the fence agent's reports.
     held: VecDeque<Held>,
+    /// Bytes of the datagrams in `held` (bounded by [`HELD_BYTES_MAX`]).
+    held_bytes: usize,
+    /// Datagrams in `held`.
+    held_datagrams: usize,
+    /// Bumped at every exit: a service manager start scheduled for an earlier exit is void.
+    exit_gen: u64,
+    /// Snapshots of the disk (time taken, contents), oldest first, for restores from backup.
+    backups: VecDeque<(u64, Durable)>,
+    /// The host asked this incarnation to stop: restart it afterwards (`systemctl restart`) or not.
+    stopping: Option<bool>,
+    /// The operator stopped the service: the service manager leaves it down until someone starts it.
+    stopped_by_operator: bool,
     /// When the armed `Wake` event fires (0: none armed).
     timer_at: u64,
     app: App,
@@ -727,6 +820,9 @@ pub struct Sim {
     watched: BTreeMap<u64, Watched>,
     /// Random fault injection is on.
     faults_on: bool,
+    fault_gen: u64,
+    /// The random injector also stops nodes cleanly (`systemctl stop` or `restart`).
+    pub random_stops: bool,
     fault_kinds: FaultKinds,
     fault_gap_ms: (u64, u64),
     /// Counters.
@@ -735,6 +831,16 @@ pub struct Sim {
     crashed_at: BTreeMap<Member, u64>,
     /// When the network was last healed (for L4 merge times).
     pub healed_at: Option<u64>,
+    /// Members that left cleanly (L6): the host asked them to leave while they were in a view with other
+    /// members and could reach at least one of them. See [`Sim::leave`].
+    clean_leavers: BTreeSet<Member>,
+    /// The cluster stopped cleanly (every node's last member a clean leaver, stopped from a settled
+    /// cluster) and is cold-starting: no `fence_request` and no `recovered` may appear until the next fault.
+    cold_start_clean: bool,
+    /// The whole-cluster stop in progress began with the cluster settled.
+    stop_all_from_settled: bool,
+    /// `deliver` records as (time, member, view), when `opts.keep_deliveries`.
+    deliveries: Vec<(u64, Member, ViewId)>,
 }
 
 impl Sim {
@@ -763,6 +869,12 @@ impl Sim {
                 paused: false,
                 pause_gen: 0,
                 held: VecDeque::new(),
+                held_bytes: 0,
+                held_datagrams: 0,
+                exit_gen: 0,
+                backups: VecDeque::new(),
+                stopping: None,
+                stopped_by_operator: false,
                 timer_at: 0,
                 app: App::default(),
                 restarting: false,
@@ -793,11 +905,17 @@ impl Sim {
             positions: BTreeMap::new(),
             watched: BTreeMap::new(),
             faults_on: false,
+            fault_gen: 0,
+            random_stops: false,
             fault_kinds: FaultKinds::none(),
             fault_gap_ms: (100, 400),
             stats: SimStats::default(),
             crashed_at: BTreeMap::new(),
             healed_at: None,
+            clean_leavers: BTreeSet::new(),
+            cold_start_clean: false,
+            stop_all_from_settled: false,
+            deliveries: Vec::new(),
         }
     }
 
@@ -1109,12 +1227,19 @@ impl Sim {
                 }
             }
             Ev::Flap { a, b, gen } => self.on_flap(a, b, gen),
-            Ev::RandomFault => {
-                if self.faults_on {
+            Ev::ServiceStart { node, gen } => self.on_service_start(node, gen),
+            Ev::Stop { node, restart, random } => {
+                if !random || self.faults_on {
+                    self.stop(node, restart)
+                }
+            }
+            Ev::LeaveDeadline { node, inc } => self.on_leave_deadline(node, inc),
+            Ev::RandomFault { gen } => {
+                if self.faults_on && gen == self.fault_gen {
                     self.random_fault();
                     let (lo, hi) = self.fault_gap_ms;
                     let gap = self.rng.gen_range(lo..=hi.max(lo));
-                    self.schedule(self.now + gap, Ev::RandomFault);
+                    self.schedule(self.now + gap, Ev::RandomFault { gen });
                 }
             }
         }
@@ -1132,10 +1257,13 @@ impl Sim {
             return;
         }
         if slot.paused {
-            if slot.held.len() >= HELD_DATAGRAMS_MAX {
-                self.drop_dgram(from, to, bytes.len(), "paused, buffer full");
+            if slot.held_datagrams >= HELD_DATAGRAMS_MAX || slot.held_bytes + bytes.len() > HELD_BYTES_MAX {
+                self.drop_dgram(from, to, bytes.len(), "paused, socket buffer full");
             } else {
-                self.slot_mut(to).held.push_back(Held::Datagram(bytes));
+                let slot = self.slot_mut(to);
+                slot.held_bytes += bytes.len();
+                slot.held_datagrams += 1;
+                slot.held.push_back(Held::Datagram(bytes));
             }
             return;
         }
@@ -1190,7 +1318,7 @@ impl Sim {
     fn after_step(&mut self, n: u32) {
         let left = self.slot(n).core.as_ref().is_some_and(Node::has_left);
         if left {
-            self.crash(n, "left cleanly; the agent exits");
+            self.exit(n, Exit::Clean, "left cleanly; the agent exits");
             return;
         }
         self.arm(n);
@@ -1223,6 +1351,7 @@ impl Sim {
                         return;
                     }
                     self.slot_mut(n).disk = d;
+                    self.snapshot_disk(n, false);
                 }
                 Output::Record(r) => self.on_record(n, r),
                 Output::Notify(nf) => {
@@ -1256,7 +1385,7 @@ impl Sim {
             }
             match reason {
                 NewEpochReason::Reset => {
-                    self.crash(n, "reset in place: state dropped");
+                    self.exit(n, Exit::NewEpoch, "reset in place: state dropped");
                     self.start_with(n, min_epoch, "reset with a new epoch");
                 }
                 NewEpochReason::Restart | NewEpochReason::MovePast => {
@@ -1265,7 +1394,7 @@ impl Sim {
                     } else {
                         "restart to move past a stale epoch"
                     };
-                    self.crash(n, why);
+                    self.exit(n, Exit::NewEpoch, why);
                     self.slot_mut(n).restarting = true;
                     let at = self.now + self.opts.restart_delay_ms;
                     self.schedule(at, Ev::Boot { node: n, min_epoch, why: "restarted with a new epoch" });
@@ -1313,7 +1442,17 @@ impl Sim {
                 }
             }
         }
+        if self.opts.keep_deliveries {
+            if let Event::Deliver { view, .. } = &r.event {
+                self.deliveries.push((r.ts_ms, r.member(), *view));
+            }
+        }
         let violations = self.checker.observe(&r);
+        if let Some(why) = self.l6_violation(&r) {
+            self.push_trace(TraceWhat::Record(r.clone()));
+            self.fail("L6", why);
+            return;
+        }
         if self.opts.timeline {
             self.timeline_record(&r);
         }
@@ -1500,6 +1639,7 @@ impl Sim {
             }
         }
         let rest = sides.len();
+        self.fault_happened();
         self.cut.clear();
         for a in 1..=n {
             for b in 1..=n {
@@ -1515,6 +1655,7 @@ impl Sim {
 
     /// Cuts the link from `a` to `b` only.
     pub fn one_way(&mut self, a: u32, b: u32) {
+        self.fault_happened();
         self.cut.insert((a, b));
         self.note(format!("one-way partition: n{a} -> n{b} dropped, n{b} -> n{a} fine"));
     }
@@ -1529,6 +1670,7 @@ impl Sim {
 
     /// Makes the link between `a` and `b` go down and up every `period_ms` for `for_ms`.
     pub fn flap(&mut self, a: u32, b: u32, period_ms: u64, for_ms: u64) {
+        self.fault_happened();
         self.flap_gen += 1;
         let key = (a.min(b), a.max(b));
         let gen = self.flap_gen;
@@ -1594,18 +1736,38 @@ impl Sim {
         let now = self.now;
         let cfg = Arc::clone(&self.cfg);
         let epoch = Epoch((self.slot(n).disk.epoch.0 + 1).max(min_epoch.0));
+        if self.slots.iter().all(|s| s.core.is_none()) {
+            // A cold start. It is a clean one when the cluster was stopped cleanly from a settled state and
+            // every node's last member left cleanly: then L6 forbids any fence request or `recovered`.
+            let all_clean =
+                self.slots.iter().all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
+            self.cold_start_clean = self.stop_all_from_settled && all_clean;
+            self.note(format!(
+                "cold start: every node is down{}",
+                if self.cold_start_clean {
+                    "; the cluster stopped cleanly, so no fence request and no `recovered` may follow (L6)"
+                } else {
+                    ""
+                }
+            ));
+        }
         let side = self.rng.gen_bool(self.opts.client.side_group_ratio.clamp(0.0, 1.0));
         let slot = self.slot_mut(n);
         slot.disk.epoch = epoch;
         slot.inc += 1;
         slot.paused = false;
         slot.held.clear();
+        slot.held_bytes = 0;
+        slot.held_datagrams = 0;
         slot.restarting = false;
+        slot.stopping = None;
+        slot.stopped_by_operator = false;
         slot.app = App::default();
         let durable = slot.disk.clone();
         let inc = slot.inc;
         self.stats.starts += 1;
         self.note(format!("start n{n} epoch {} ({why})", epoch.0));
+        self.snapshot_disk(n, true);
         let mut out = Vec::new();
         let core = Node::new(cfg, NodeId(n), durable, now, &mut out);
         self.slot_mut(n).core = Some(core);
@@ -1622,21 +1784,201 @@ impl Sim {
         self.after_step(n);
     }
 
-    /// Kills node `n`'s process: the core and the application are gone, the disk stays.
+    /// Kills node `n`'s process: the core and the application are gone, the disk stays. A service
+    /// manager, if configured, starts it again.
     pub fn crash(&mut self, n: u32, why: &str) {
+        self.exit(n, Exit::Crash, why);
+    }
+
+    /// Node `n`'s process ends for the reason `kind`: the core and the application are gone, the disk
+    /// stays. The service manager (if any) schedules a new start unless the operator stopped the service
+    /// or the exit was clean and it does not restart clean exits; a `NewEpoch` exit is restarted by
+    /// [`Sim::carry_out`] itself.
+    pub fn exit(&mut self, n: u32, kind: Exit, why: &str) {
         let now = self.now;
         let slot = self.slot_mut(n);
         let Some(core) = slot.core.take() else { return };
         let m = core.member();
         slot.inc += 1;
+        slot.exit_gen += 1;
+        let gen = slot.exit_gen;
         slot.paused = false;
         slot.held.clear();
+        slot.held_bytes = 0;
+        slot.held_datagrams = 0;
         slot.timer_at = 0;
         slot.app = App::default();
+        let stopping = slot.stopping.take();
+        let restart = match kind {
+            Exit::Crash => true,
+            Exit::NewEpoch | Exit::Stopped => false,
+            Exit::Clean => stopping.unwrap_or(self.opts.service.as_ref().is_some_and(|s| s.after_clean_exit)),
+        };
+        if kind == Exit::Stopped || (kind == Exit::Clean && stopping == Some(false)) {
+            self.slot_mut(n).stopped_by_operator = true;
+        }
         self.stats.crashes += 1;
         self.checker.member_stopped(m, now);
-        self.crashed_at.insert(m, now);
+        if kind == Exit::Crash {
+            self.crashed_at.insert(m, now);
+            self.fault_happened();
+        }
         self.note(format!("crash n{n} ({} stops: {why})", fmt_member(m)));
+        // `systemctl restart` restarts even without `Restart=always`.
+        let delay = match (&self.opts.service, stopping) {
+            (Some(svc), _) if restart => Some(svc.delay_ms),
+            (None, Some(true)) => Some((self.opts.restart_delay_ms, self.opts.restart_delay_ms)),
+            _ => None,
+        };
+        if let Some((lo, hi)) = delay {
+            let d = self.rng.gen_range(lo..=hi.max(lo));
+            self.schedule(now + d, Ev::ServiceStart { node: n, gen });
+        }
+    }
+
+    /// The service manager starts node `n` again, with its data directory kept, wiped or restored from
+    /// an older backup as the options draw.
+    fn on_service_start(&mut self, n: u32, gen: u64) {
+        let slot = self.slot(n);
+        if slot.exit_gen != gen || slot.core.is_some() || slot.stopped_by_operator {
+            return;
+        }
+        let Some(svc) = self.opts.service.clone() else {
+            self.start_with(n, Epoch(0), "restarted (systemctl restart)");
+            return;
+        };
+        let r: f64 = self.rng.gen();
+        let disk = if r < svc.wipe_ratio {
+            DiskOnRestart::Wipe
+        } else if r < svc.wipe_ratio + svc.backup_ratio {
+            DiskOnRestart::Backup
+        } else {
+            DiskOnRestart::Keep
+        };
+        match disk {
+            DiskOnRestart::Keep => {}
+            DiskOnRestart::Wipe => self.wipe_disk(n),
+            DiskOnRestart::Backup => {
+                let cur = self.slot(n).disk.epoch;
+                let older: Vec<Epoch> =
+                    self.slot(n).backups.iter().map(|(_, d)| d.epoch).filter(|e| *e < cur).collect();
+                if !older.is_empty() {
+                    let e = older[self.rng.gen_range(0..older.len())];
+                    self.restore_backup(n, e);
+                }
+            }
+        }
+        self.start_with(n, Epoch(0), "started again by the service manager");
+    }
+
+    /// Keeps a snapshot of node `n`'s disk for later restores: always at a start, and at most every
+    /// 500 ms of persists otherwise.
+    fn snapshot_disk(&mut self, n: u32, always: bool) {
+        let now = self.now;
+        let slot = self.slot_mut(n);
+        if !always && slot.backups.back().is_some_and(|(t, _)| now < t + 500) {
+            return;
+        }
+        if slot.backups.len() >= BACKUPS_MAX {
+            slot.backups.pop_front();
+        }
+        let d = slot.disk.clone();
+        slot.backups.push_back((now, d));
+    }
+
+    /// The operator wipes node `n`'s data directory (the node must be down): its next start is epoch 1.
+    pub fn wipe_disk(&mut self, n: u32) {
+        let was = self.slot(n).disk.epoch;
+        self.slot_mut(n).disk = Durable::fresh(Epoch(0));
+        self.note(format!("n{n}: data directory wiped (it held epoch {})", was.0));
+    }
+
+    /// The operator restores the newest backup of node `n`'s data directory that holds `epoch`. Returns
+    /// false when there is none.
+    pub fn restore_backup(&mut self, n: u32, epoch: Epoch) -> bool {
+        let was = self.slot(n).disk.epoch;
+        let Some((t, d)) = self.slot(n).backups.iter().rev().find(|(_, d)| d.epoch == epoch).cloned() else {
+            return false;
+        };
+        self.slot_mut(n).disk = d;
+        self.note(format!(
+            "n{n}: data directory restored from the backup of t={t} (epoch {}; it held epoch {})",
+            epoch.0, was.0
+        ));
+        true
+    }
+
+    /// Epochs node `n` has started, in the order it started them.
+    pub fn epochs_started(&self, n: u32) -> Vec<Epoch> {
+        self.log
+            .iter()
+            .filter(|r| r.node.0 == n && matches!(r.event, Event::Start { .. }))
+            .map(|r| r.epoch)
+            .collect()
+    }
+
+    /// A fault (crash, pause, partition) happened: a clean cold start is over.
+    fn fault_happened(&mut self) {
+        self.cold_start_clean = false;
+        self.stop_all_from_settled = false;
+    }
+
+    /// L6, checked on every record: a member that left cleanly is never listed as failed in a view,
+    /// never the target of a fence request and never `recovered`; and a cluster that stopped cleanly
+    /// cold-starts with no fence request and no `recovered` at all.
+    fn l6_violation(&self, r: &Record) -> Option<String> {
+        let who = format!("n{}e{}", r.node.0, r.epoch.0);
+        match &r.event {
+            Event::View { view, failed, .. } => {
+                failed.iter().find(|m| self.clean_leavers.contains(m)).map(|m| {
+                    format!(
+                        "{who} installed view {view} listing {} as failed, but it left cleanly",
+                        fmt_member(*m)
+                    )
+                })
+            }
+            Event::FenceRequest { target, reason } => {
+                if self.clean_leavers.contains(target) {
+                    Some(format!(
+                        "{who} requested a fence of {} ({reason}), which left cleanly",
+                        fmt_member(*target)
+                    ))
+                } else if self.cold_start_clean {
+                    Some(format!(
+                        "{who} requested a fence of {} ({reason}) in a cold start after the whole cluster stopped cleanly",
+                        fmt_member(*target)
+                    ))
+                } else {
+                    None
+                }
+            }
+            Event::Recovered { view, failed } => {
+                if let Some(m) = failed.iter().find(|m| self.clean_leavers.contains(m)) {
+                    Some(format!(
+                        "{who} announced {} recovered in {view}, but it left cleanly",
+                        fmt_member(*m)
+                    ))
+                } else if self.cold_start_clean {
+                    Some(format!(
+                        "{who} announced {} recovered in {view} in a cold start after the whole cluster stopped cleanly",
+                        fmt_members(failed)
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Members the harness counts as clean leavers (L6).
+    pub fn clean_leavers(&self) -> &BTreeSet<Member> {
+        &self.clean_leavers
+    }
+
+    /// `deliver` records as (time, member, view), when `opts.keep_deliveries`.
+    pub fn deliveries(&self) -> &[(u64, Member, ViewId)] {
+        &self.deliveries
     }
 
     /// Restarts node `n`: a process restart if it runs (crash, then boot with a new epoch), a boot if not.
@@ -1657,6 +1999,7 @@ impl Sim {
         slot.paused = true;
         slot.pause_gen += 1;
         let gen = slot.pause_gen;
+        self.fault_happened();
         self.stats.pauses += 1;
         self.note(format!("pause n{n} for {ms}ms ({why})"));
         self.schedule(now + ms, Ev::Resume { node: n, gen });
@@ -1671,10 +2014,24 @@ impl Sim {
         }
         slot.paused = false;
         slot.timer_at = 0;
+        slot.held_bytes = 0;
+        slot.held_datagrams = 0;
         let held: Vec<Held> = slot.held.drain(..).collect();
-        self.note(format!("resume n{n} ({} inputs waited)", held.len()));
-        self.step(n, |core, now, out| core.tick(now, out));
-        for h in held {
+        // A real agent's runtime may read its socket before its late timer fires: the seed decides how
+        // many of the first waiting datagrams come before the tick.
+        let leading = held.iter().take_while(|h| matches!(h, Held::Datagram(_))).count();
+        let before =
+            if leading == 0 || self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(1..=leading.min(16)) };
+        self.note(format!(
+            "resume n{n} ({} inputs waited; {before} datagrams read before the late timer)",
+            held.len()
+        ));
+        let mut ticked = false;
+        for (i, h) in held.into_iter().enumerate() {
+            if !ticked && i == before {
+                ticked = true;
+                self.step(n, |core, now, out| core.tick(now, out));
+            }
             if self.failure.is_some() || self.slot(n).core.is_none() || self.slot(n).paused {
                 break;
             }
@@ -1685,6 +2042,9 @@ impl Sim {
                 }
             }
         }
+        if !ticked && self.failure.is_none() && self.slot(n).core.is_some() && !self.slot(n).paused {
+            self.step(n, |core, now, out| core.tick(now, out));
+        }
     }
 
     /// The operator acknowledges on node `on` that node `target` is fenced.
@@ -1693,10 +2053,91 @@ impl Sim {
         self.step(on, |core, now, out| core.fence_ack(now, NodeId(target), out));
     }
 
-    /// Node `n` leaves the cluster cleanly.
+    /// Node `n` leaves the cluster cleanly (SIGTERM without a service manager's intent): the core's
+    /// `leave`, the process exits when the core reports `has_left`, and like the real agent
+    /// (`actors/src/supervisor.rs`, `leave_deadline`) it gives up after one failure timeout, writes a
+    /// `stop` record and exits anyway.
+    ///
+    /// L6 then applies to the member when its leave was actually sent: it was in a view with other
+    /// members and its link to at least one of them that is up (running or paused, which holds the
+    /// datagram in its buffer) was not cut at that moment. A member cut off from every other member of
+    /// its view when it is asked to stop cannot tell anyone, and its removal as failed is then correct;
+    /// one that is cut off later, while it waits, still counts (its `Leave` went out before the cut, and a
+    /// lost one must be retransmitted).
     pub fn leave(&mut self, n: u32) {
-        self.note(format!("n{n} leaves cleanly"));
+        let Some(core) = self.slot(n).core.as_ref() else { return };
+        let me = core.member();
+        let peers: Vec<Member> =
+            core.view().map(|v| v.members.iter().copied().filter(|m| *m != me).collect()).unwrap_or_default();
+        let heard =
+            peers.iter().any(|m| self.member_of(m.node().0) == Some(*m) && !self.is_cut(n, m.node().0));
+        if heard {
+            self.clean_leavers.insert(me);
+            self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
+        } else {
+            self.note(format!(
+                "n{n} leaves cleanly, but {} reaches no other member of its view: not counted for L6",
+                fmt_member(me)
+            ));
+        }
+        let inc = self.slot(n).inc;
+        let deadline = self.now + self.cfg.failure_timeout_ms.max(1);
+        self.schedule(deadline, Ev::LeaveDeadline { node: n, inc });
         self.step(n, |core, now, out| core.leave(now, out));
+    }
+
+    /// The host sends SIGTERM to node `n`'s agent: a clean leave ([`Sim::leave`]), then the process
+    /// exits. `restart`: `systemctl restart` (the service manager starts it again); else `systemctl stop`
+    /// (it stays down until started). A paused process handles the signal once it resumes.
+    pub fn stop(&mut self, n: u32, restart: bool) {
+        let slot = self.slot(n);
+        if slot.core.is_none() || slot.stopping.is_some() {
+            return;
+        }
+        if slot.paused {
+            self.schedule(self.now + 10, Ev::Stop { node: n, restart, random: false });
+            return;
+        }
+        self.slot_mut(n).stopping = Some(restart);
+        self.note(format!("host: systemctl {} on n{n} (SIGTERM)", if restart { "restart" } else { "stop" }));
+        self.leave(n);
+    }
+
+    /// The whole cluster stops cleanly: every node gets `systemctl stop`, in this order, each after a gap
+    /// drawn from `gap_ms` (0 and 0: all at once). Whether the cluster was settled when the stop began
+    /// decides whether the cold start that follows must be free of fencing (L6).
+    pub fn stop_all(&mut self, order: &[u32], gap_ms: (u64, u64)) {
+        self.stop_all_from_settled = self.settled().is_ok();
+        self.note(format!(
+            "operator stops the whole cluster in the order {order:?} (gaps {}..={} ms; cluster settled: {})",
+            gap_ms.0, gap_ms.1, self.stop_all_from_settled
+        ));
+        let mut t = self.now;
+        for &n in order {
+            self.schedule(t, Ev::Stop { node: n, restart: false, random: false });
+            t += self.rng.gen_range(gap_ms.0..=gap_ms.1.max(gap_ms.0));
+        }
+    }
+
+    fn on_leave_deadline(&mut self, n: u32, inc: u64) {
+        let slot = self.slot(n);
+        if slot.inc != inc || slot.core.is_none() {
+            return;
+        }
+        if slot.paused {
+            // A stopped process does not run its shutdown timer.
+            self.schedule(self.now + 10, Ev::LeaveDeadline { node: n, inc });
+            return;
+        }
+        let Some(me) = self.member_of(n) else { return };
+        let r = Record {
+            ts_ms: self.now,
+            node: NodeId(n),
+            epoch: me.epoch(),
+            event: Event::Stop { reason: "terminate: leave not acknowledged within the deadline".into() },
+        };
+        self.on_record(n, r);
+        self.exit(n, Exit::Clean, "leave deadline passed; the agent exits anyway");
     }
 
     // --------------------------------------------------------------------------------------------------
@@ -1735,7 +2176,8 @@ impl Sim {
                 match running {
                     Some(m) if m == target => {
                         self.crash(t, &format!("fenced by n{requester}: power-cycled"));
-                        if let Some(d) = self.opts.reboot_after_kill_ms {
+                        // With a service manager the host's boot starts the agent (see `exit`).
+                        if let (Some(d), None) = (self.opts.reboot_after_kill_ms, &self.opts.service) {
                             self.schedule(
                                 self.now + d,
                                 Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing" },
@@ -1776,6 +2218,13 @@ impl Sim {
             }
             FenceBehaviour::Hang => {
                 self.note(format!("fence of {} by n{requester} hangs forever", fmt_member(target)));
+            }
+            FenceBehaviour::Noop => {
+                self.note(format!(
+                    "fence of {} by n{requester} reports success but does nothing",
+                    fmt_member(target)
+                ));
+                report(self, true, "reported fenced (the target was not touched)".into());
             }
         }
     }
@@ -1941,7 +2390,9 @@ impl Sim {
         self.fault_gap_ms = gap_ms;
         let (lo, hi) = gap_ms;
         let first = self.rng.gen_range(lo..=hi.max(lo));
-        self.schedule(self.now + first, Ev::RandomFault);
+        self.fault_gen += 1;
+        let gen = self.fault_gen;
+        self.schedule(self.now + first, Ev::RandomFault { gen });
         self.note(format!("random faults on: {kinds}"));
     }
 
@@ -1965,6 +2416,9 @@ impl Sim {
         }
         if k.pause {
             menu.extend(["pause", "pause"]);
+        }
+        if self.random_stops {
+            menu.push("stop");
         }
         if menu.is_empty() {
             return;
@@ -2017,7 +2471,8 @@ impl Sim {
                 if up.len() > 1 {
                     let x = up[self.rng.gen_range(0..up.len())];
                     self.crash(x, "random fault");
-                    if self.rng.gen_bool(0.7) {
+                    // With a service manager the crash is restarted by it (see `exit`).
+                    if self.opts.service.is_none() && self.rng.gen_bool(0.7) {
                         let after = self.rng.gen_range(100..=1500);
                         self.schedule(
                             self.now + after,
@@ -2032,6 +2487,23 @@ impl Sim {
                 if !down.is_empty() {
                     let x = down[self.rng.gen_range(0..down.len())];
                     self.start_with(x, Epoch(0), "restart after crash");
+                }
+            }
+            "stop" => {
+                // A clean stop of one to half of the running nodes, each a little after the previous:
+                // `systemctl restart` when a service manager runs the agents (half of the time), else
+                // `systemctl stop` (the node stays down until a random restart or the liveness phase).
+                let up: Vec<u32> =
+                    (1..=n).filter(|&x| self.is_up(x) && self.slot(x).stopping.is_none()).collect();
+                if !up.is_empty() {
+                    let k = self.rng.gen_range(1..=(up.len() / 2).max(1));
+                    let mut t = self.now;
+                    for _ in 0..k {
+                        let x = up[self.rng.gen_range(0..up.len())];
+                        let restart = self.opts.service.is_some() && self.rng.gen_bool(0.5);
+                        self.schedule(t, Ev::Stop { node: x, restart, random: true });
+                        t += self.rng.gen_range(0..=100);
+                    }
                 }
             }
             "pause" => {

@@ -43,6 +43,12 @@ pub enum RecordPat {
     Blocked { node: u32, reason: BlockReason },
     /// A `start` of this node at this epoch.
     Start { node: u32, epoch: u64 },
+    /// Any `fence_request`, whoever the target.
+    AnyFenceRequest,
+    /// Any `recovered`, whoever it names.
+    AnyRecovered,
+    /// A `view` record listing a member of this node as failed.
+    FailedInView { node: u32 },
 }
 
 impl RecordPat {
@@ -73,6 +79,11 @@ impl RecordPat {
             (RecordPat::Start { node, epoch }, Event::Start { .. }) => {
                 r.node.0 == *node && r.epoch.0 == *epoch
             }
+            (RecordPat::AnyFenceRequest, Event::FenceRequest { .. }) => true,
+            (RecordPat::AnyRecovered, Event::Recovered { .. }) => true,
+            (RecordPat::FailedInView { node }, Event::View { failed, .. }) => {
+                failed.iter().any(|m| m.node().0 == *node)
+            }
             _ => false,
         }
     }
@@ -98,6 +109,9 @@ impl fmt::Display for RecordPat {
             }
             RecordPat::Blocked { node, reason } => write!(f, "blocked {reason:?} by node {node}"),
             RecordPat::Start { node, epoch } => write!(f, "start of node {node} epoch {epoch}"),
+            RecordPat::AnyFenceRequest => write!(f, "any fence_request"),
+            RecordPat::AnyRecovered => write!(f, "any recovered"),
+            RecordPat::FailedInView { node } => write!(f, "a view listing node {node} as failed"),
         }
     }
 }
@@ -119,6 +133,13 @@ pub enum Cond {
     Up(u32),
     /// The node's core knows it was removed.
     RemovedSelf(u32),
+    /// Every node is down.
+    AllDown,
+    /// The node is up and not paused.
+    Running(u32),
+    /// One primary view of every running member, nobody blocked or changing views, every member in
+    /// the main group (see [`Sim::settled`]).
+    Settled,
     /// The node's core is in the middle of a view change.
     Changing(u32),
     /// Every running node other than this one is in a primary view without it.
@@ -135,6 +156,9 @@ impl fmt::Display for Cond {
             Cond::Down(n) => write!(f, "node {n} is down"),
             Cond::Up(n) => write!(f, "node {n} is up"),
             Cond::RemovedSelf(n) => write!(f, "node {n} knows it was removed"),
+            Cond::AllDown => write!(f, "every node is down"),
+            Cond::Running(n) => write!(f, "node {n} is up and not paused"),
+            Cond::Settled => write!(f, "the cluster is settled"),
             Cond::Changing(n) => write!(f, "node {n} is in a view change"),
             Cond::Excluded(n) => write!(f, "every other running node is in a primary view without node {n}"),
         }
@@ -205,6 +229,18 @@ pub fn check(sim: &Sim, c: &Cond) -> Result<(), String> {
                 Err(format!("node {n} is down"))
             }
         }
+        Cond::Running(n) => {
+            if sim.is_up(*n) && !sim.is_paused(*n) {
+                Ok(())
+            } else {
+                Err(format!("node {n} is down or paused"))
+            }
+        }
+        Cond::Settled => sim.settled(),
+        Cond::AllDown => match (1..=sim.node_count()).find(|&n| sim.is_up(n)) {
+            Some(n) => Err(format!("node {n} is up")),
+            None => Ok(()),
+        },
         Cond::RemovedSelf(n) => match sim.status(*n) {
             Some(st) if st.removed_self => Ok(()),
             Some(_) => Err(format!("node {n} does not know it was removed")),
@@ -331,8 +367,24 @@ pub enum Step {
     Liveness,
     /// Only the liveness checks (L1, L3, L2), without healing or booting anything.
     CheckLiveness,
-    /// The node leaves the cluster cleanly (its agent exits once the view without it is installed).
+    /// The node leaves the cluster cleanly (its agent exits once the view without it is installed, or
+    /// after the leave deadline).
     Leave(u32),
+    /// `systemctl stop` on these nodes, all at once: each leaves cleanly and stays down.
+    Stop(Vec<u32>),
+    /// `systemctl stop` on every node, in this order, `gap_ms` apart (0: all at once).
+    StopAll {
+        /// The order.
+        order: Vec<u32>,
+        /// The gap between two stops.
+        gap_ms: u64,
+    },
+    /// `systemctl restart` on the node: a clean leave, the exit, and a start by the service manager.
+    SystemctlRestart(u32),
+    /// The operator wipes the data directory of the (down) node.
+    WipeDisk(u32),
+    /// The operator restores the newest backup of the (down) node's data directory holding this epoch.
+    RestoreBackup(u32, u64),
     /// Assert something no other step expresses; the function explains what is wrong.
     Custom(&'static str, fn(&Sim) -> Result<(), String>),
     /// A line in the trace.
@@ -507,6 +559,27 @@ fn run_step(sim: &mut Sim, i: usize, step: &Step, report: &mut Report) {
         }
         Step::CheckLiveness => liveness_checks(sim, report),
         Step::Leave(n) => sim.leave(*n),
+        Step::Stop(ns) => {
+            for &n in ns {
+                sim.stop(n, false);
+            }
+        }
+        Step::StopAll { order, gap_ms } => sim.stop_all(order, (*gap_ms, *gap_ms)),
+        Step::SystemctlRestart(n) => sim.stop(*n, true),
+        Step::WipeDisk(n) => {
+            if sim.is_up(*n) {
+                fail_step(sim, i, step, format!("node {n} is up; wipe a stopped node"));
+            } else {
+                sim.wipe_disk(*n);
+            }
+        }
+        Step::RestoreBackup(n, e) => {
+            if sim.is_up(*n) {
+                fail_step(sim, i, step, format!("node {n} is up; restore a stopped node"));
+            } else if !sim.restore_backup(*n, Epoch(*e)) {
+                fail_step(sim, i, step, format!("node {n} has no backup holding epoch {e}"));
+            }
+        }
         Step::Custom(what, f) => {
             if let Err(why) = f(sim) {
                 fail_step(sim, i, step, format!("{what}: {why}"));
