@@ -87,15 +87,19 @@ fn seed_story(name: &str, policy: &str) {
         _ => "wait",
     };
     for n in [1, 2] {
-        // The resolver logs the policy's action; every other primary member logs `refuse`.
-        let ev = bed
-            .wait_event(&[3, 4, 5], "stateful_merge", D, |e| about(e, "member", n) && e["action"] == action);
+        // The resolver logs the policy's action; every other primary member logs `refuse`. The resolver
+        // is the leader (lowest node) of the primary view at the moment of detection, which is not always
+        // node 3: when one zombie restarted first (told it was removed) and rejoined as a new member, it
+        // leads the primary view and resolves the other zombie (issue 9 item 7).
+        let ev = bed.wait_event(&[1, 2, 3, 4, 5], "stateful_merge", D, |e| {
+            about(e, "member", n) && e["action"] == action
+        });
         assert_eq!(
             ev["member"][1].as_u64(),
             Some(epoch_of(&before, n)),
             "the stateful merge names the old member"
         );
-        for m in [3, 4, 5] {
+        for m in [1, 2, 3, 4, 5] {
             for other in bed.events_where(m, "stateful_merge", |e| about(e, "member", n)) {
                 assert!(
                     other["action"] == action || other["action"] == "refuse",
@@ -107,7 +111,7 @@ fn seed_story(name: &str, policy: &str) {
     let detected = now_ms();
     println!("NETNS [{name}] stateful merges of 1 and 2 detected {} ms after the heal", detected - t1);
     if policy == "fence" {
-        bed.wait_event(&[3], "fence_request", D, |e| {
+        bed.wait_event(&[1, 2, 3, 4, 5], "fence_request", D, |e| {
             about(e, "target", 1) && e["reason"] == "stateful_merge"
         });
     }
@@ -145,7 +149,7 @@ fn seed_story(name: &str, policy: &str) {
             // The refusal is sent, but the fence may kill the zombie before it reads it: then the
             // proof is the fence of its old member.
             let old = epoch_of(&before, n);
-            let fenced = bed.events_where(3, "fence_result", |e| {
+            let fenced = all_events_since(&bed, "fence_result", 0, |e| {
                 about(e, "target", n) && e["target"][1].as_u64() == Some(old) && e["ok"] == true
             });
             assert!(told || fenced.len() >= 2, "node {n} was neither told it was removed nor fenced again");
@@ -795,6 +799,10 @@ fn zombie_wakes_mid_view_change(name: &str, zombie: u32) {
          the next view; back as {back:?}",
         zombie_acts.len()
     );
+    let (ok, text) = bed.verify();
+    for line in text.lines().filter(|l| l.starts_with("VIOLATION") || l.starts_with("verdict")) {
+        println!("NETNS [{name}] cohort verify: {line}");
+    }
     assert!(
         zombie_acts.is_empty(),
         "node {zombie} delivered {} messages in its old view {old_view} after the survivors installed the next \
@@ -802,7 +810,6 @@ fn zombie_wakes_mid_view_change(name: &str, zombie: u32) {
         zombie_acts.len(),
         zombie_acts[0]
     );
-    let (ok, text) = bed.verify();
     assert!(ok, "[{name}] cohort verify (G13 included) failed:\n{text}");
     bed.start(5);
     bed.finish(&[1, 2, 3, 4, 5]);
@@ -964,8 +971,10 @@ fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() 
             }
             bed.start(n);
             let e = last_started_epoch(&bed, n);
-            bed.wait_until(&format!("node {n} in the view as epoch {e}"), D, |b| {
-                b.common_view(&all).filter(|v| epoch_of(v, n) == e)
+            // At least that epoch: a clean restart misread as a stateful merge (issue 9 item 3) makes the
+            // service manager start it once more; that is the other test's failure, not this one's.
+            bed.wait_until(&format!("node {n} in the view as epoch {e} or later"), D, |b| {
+                b.common_view(&all).filter(|v| epoch_of(v, n) >= e)
             });
         }
     }
