@@ -27,7 +27,7 @@ cohort sim: the deterministic cluster simulator
 Every run puts N protocol cores (cohort::Node) on a simulated network driven by ONE seed: message
 delays, loss, duplication, partitions, crashes, restarts and pauses all come from it, so a seed
 replays exactly. A random run has a safety phase (random faults for a few simulated seconds, every
-guarantee G1-G12 checked after every step) and a liveness phase (faults off: the cluster must become
+guarantee G1-G13 checked after every step) and a liveness phase (faults off: the cluster must become
 one primary view (L1), stateful merges must be resolved (L3), and messages sent then must reach every
 member (L2)). The first violation stops the campaign and prints the seed, the guarantee, the last
 events one per line, and the command that replays it.
@@ -235,7 +235,7 @@ fn story(args: &Args) -> ExitCode {
             }
             let c = report.checked;
             println!(
-                "\nverdict: every guarantee held.\n  safety: G1-G12 checked after every step ({} views, {} of them primary, {} deliveries, \
+                "\nverdict: every guarantee held.\n  safety: G1-G13 checked after every step ({} views, {} of them primary, {} deliveries, \
                  {} stateful-merge records, {} successful fences, {} recovered records)\n  liveness: L1 all five in one primary \
                  view, L3 every stateful merge resolved by policy {}, L2 the final messages delivered by every member",
                 c.views,

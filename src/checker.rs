@@ -1,4 +1,4 @@
-//! The safety guarantees of `guarantees.md` (G1–G12), checked over event-log records.
+//! The safety guarantees of `guarantees.md` (G1–G13), checked over event-log records.
 //!
 //! The same code serves two callers. The deterministic simulator feeds every record to [`Checker::observe`]
 //! as it is produced and fails the run on the first violation, so every check is incremental: a record
@@ -11,7 +11,8 @@
 //!
 //! Entry points: [`Checker`] ([`Checker::observe`], [`Checker::member_stopped`], [`Checker::finish`],
 //! [`Checker::stats`] and the liveness helpers [`Checker::last_view_of`], [`Checker::delivered_count`],
-//! [`Checker::removed_members`]), [`check_all`], [`parse_log`].
+//! [`Checker::removed_members`], [`Checker::with_independent_clocks`]), [`check_all`], [`check_all_with`],
+//! [`parse_log`].
 //!
 //! # What each guarantee is checked as
 //! Every violation found by `observe` is final: no record arriving later can make it go away, whatever the
@@ -63,6 +64,18 @@
 //! - **G12 Durable epochs.** A member's first record is `start`; per node, no epoch is started twice and
 //!   the `start` records of higher epochs never have an earlier `ts_ms` than those of lower ones.
 //!
+//! - **G13 No zombie acts** (one clock only). Per member M, the earliest `ts_ms` of a `recovered` record
+//!   listing M (written by anyone) is kept, and so is the latest `ts_ms` of a `deliver` written by M. A
+//!   `deliver` by M with a `ts_ms` strictly later than that `recovered` is a violation, found by whichever
+//!   of the two records arrives second, so in any interleaving of the logs. No later view can excuse it:
+//!   `recovered` for M is logged only in a primary view without M, and M (that node *and* that epoch) is
+//!   never in a primary view again (G8), so anything M delivers afterwards it delivers in an earlier view,
+//!   after the others were told its state is gone. "Later" is strict because `ts_ms` has millisecond
+//!   resolution: a delivery in the same millisecond as the `recovered` may have come first, and equal
+//!   stamps prove no order. Reported once per member. The rule compares timestamps written by different
+//!   nodes, so it holds only against one clock: the simulator's, or the host's when every agent runs on one
+//!   machine. For logs gathered from several machines, [`Checker::with_independent_clocks`] skips it.
+//!
 //! # What logs cannot show
 //! Receipt is not logged, so G10 is checked through the deliveries of members that left V for the same
 //! next view, not through "every member received it" (a member cut off before it learned that a safe
@@ -70,7 +83,8 @@
 //! applied state, only the order of transfer and delivery and the transfer's size. G12 cannot see the
 //! fsync, only that nothing precedes the `start`. G9 trusts `fence_result` records, and like the
 //! G3 exception it compares `ts_ms` of different nodes, so it needs their clocks to agree roughly (the
-//! simulator's clock is exact). Liveness (L1–L4) is not checked here; the simulator uses the helpers.
+//! simulator's clock is exact); G13 needs them to be one clock. G13 sees only deliveries, not the
+//! ordering a zombie sequencer does for itself: that shows up as its own `deliver` records. Liveness (L1–L4) is not checked here; the simulator uses the helpers.
 
 use crate::record::{Event, Record, TransferRole};
 use crate::types::{Delivery, Epoch, Member, NodeId, ViewId};
@@ -80,7 +94,7 @@ use std::fmt;
 /// One broken guarantee.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// The guarantee of `guarantees.md`: `"G1"` to `"G12"`.
+    /// The guarantee of `guarantees.md`: `"G1"` to `"G13"`.
     pub guarantee: &'static str,
     /// One line naming the members, view ids and message ids involved.
     pub detail: String,
@@ -225,7 +239,16 @@ struct ReceivedTransfer {
     point: Option<String>,
 }
 
-/// The incremental checker of G1–G12. See the module documentation for each rule.
+/// G13 bookkeeping: a record of one member at one time, with what names it in a report.
+#[derive(Clone, Debug)]
+struct Stamped {
+    ts_ms: u64,
+    /// The writer of the `recovered`, or the message delivered.
+    what: String,
+    view: ViewId,
+}
+
+/// The incremental checker of G1–G13. See the module documentation for each rule.
 #[derive(Clone, Debug, Default)]
 pub struct Checker {
     members: BTreeMap<Member, MemberState>,
@@ -247,6 +270,14 @@ pub struct Checker {
     received_transfers: Vec<ReceivedTransfer>,
     /// Sizes the providers logged, per (provider, receiver, group, point).
     provided_transfers: BTreeMap<(Member, Member, String, Option<String>), BTreeSet<u64>>,
+    /// G13 is skipped: the logs come from machines with independent clocks.
+    independent_clocks: bool,
+    /// G13: per member, the earliest `recovered` listing it (writer in `what`).
+    first_recovered: BTreeMap<Member, Stamped>,
+    /// G13: per member, its latest `deliver` (msg id in `what`).
+    last_deliver: BTreeMap<Member, Stamped>,
+    /// G13: members already reported.
+    g13_reported: BTreeSet<Member>,
     stats: CheckStats,
 }
 
@@ -297,6 +328,12 @@ impl Checker {
         Checker::default()
     }
 
+    /// An empty checker for logs written on several machines whose clocks are independent: it skips G13,
+    /// which compares `ts_ms` of different nodes as if they came from one clock.
+    pub fn with_independent_clocks() -> Checker {
+        Checker { independent_clocks: true, ..Checker::default() }
+    }
+
     /// Feeds records of ONE member in that member's log order. Records of different members may be
     /// interleaved arbitrarily between calls, but each member's own records arrive in its order. Returns
     /// the violations found by this record (usually empty); each is final.
@@ -332,7 +369,8 @@ impl Checker {
                     delivery: *delivery,
                     held: *held,
                 };
-                self.on_deliver(me, &d, &mut out)
+                self.on_deliver(me, &d, &mut out);
+                self.g13_deliver(me, rec.ts_ms, msg, *view, &mut out);
             }
             Event::GroupView { group, members, .. } => self.on_group_view(me, group, members),
             Event::StateTransfer { group, role, peer, bytes, ok, point } => {
@@ -349,6 +387,7 @@ impl Checker {
             Event::Recovered { view, failed } => {
                 self.stats.recovered += 1;
                 for &target in failed {
+                    self.g13_recovered(target, me, rec.ts_ms, *view, &mut out);
                     let fenced_in_time = self.fenced.get(&target).is_some_and(|&t| t <= rec.ts_ms);
                     if !fenced_in_time {
                         self.recoveries.push(PendingRecovery {
@@ -487,6 +526,69 @@ impl Checker {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// G13 when a `recovered` listing `target` arrives: compared with `target`'s latest delivery so far.
+    fn g13_recovered(
+        &mut self,
+        target: Member,
+        writer: Member,
+        ts_ms: u64,
+        view: ViewId,
+        out: &mut Vec<Violation>,
+    ) {
+        if self.independent_clocks {
+            return;
+        }
+        let first =
+            self.first_recovered.entry(target).or_insert(Stamped { ts_ms, what: writer.to_string(), view });
+        if ts_ms < first.ts_ms {
+            *first = Stamped { ts_ms, what: writer.to_string(), view };
+        }
+        if let Some(d) = self.last_deliver.get(&target) {
+            if d.ts_ms > ts_ms {
+                let r = Stamped { ts_ms, what: writer.to_string(), view };
+                self.g13_report(target, &r, &d.clone(), out);
+            }
+        }
+    }
+
+    /// G13 when `me` logs a `deliver`: compared with the earliest `recovered` listing `me` so far.
+    fn g13_deliver(&mut self, me: Member, ts_ms: u64, msg: &str, view: ViewId, out: &mut Vec<Violation>) {
+        if self.independent_clocks {
+            return;
+        }
+        let d = Stamped { ts_ms, what: msg.to_string(), view };
+        if let Some(r) = self.first_recovered.get(&me) {
+            if ts_ms > r.ts_ms {
+                let r = r.clone();
+                self.g13_report(me, &r, &d, out);
+            }
+        }
+        let last = self.last_deliver.entry(me).or_insert(d.clone());
+        if d.ts_ms >= last.ts_ms {
+            *last = d;
+        }
+    }
+
+    fn g13_report(&mut self, m: Member, recovered: &Stamped, deliver: &Stamped, out: &mut Vec<Violation>) {
+        if !self.g13_reported.insert(m) {
+            return;
+        }
+        out.push(Violation::new(
+            "G13",
+            format!(
+                "{m} delivered msg {} in view {} at {}, {} ms after {} logged `recovered` for it in view {} at {}: \
+                 a zombie acting in an earlier view",
+                deliver.what,
+                deliver.view,
+                deliver.ts_ms,
+                deliver.ts_ms - recovered.ts_ms,
+                recovered.what,
+                recovered.view,
+                recovered.ts_ms
+            ),
+        ));
     }
 
     fn on_start(&mut self, me: Member, ts_ms: u64, out: &mut Vec<Violation>) {
@@ -1112,14 +1214,19 @@ fn integrity(
     None
 }
 
-/// Checks a whole set of records: groups them by member (keeping each member's order), observes every
-/// member's records in turn and finishes. Returns everything found.
+/// Checks a whole set of records written against one clock (G13 included): groups them by member
+/// (keeping each member's order), observes every member's records in turn and finishes. Returns
+/// everything found.
 pub fn check_all(records: &[Record]) -> Vec<Violation> {
+    check_all_with(records, Checker::new())
+}
+
+/// [`check_all`] with a given (empty) checker, e.g. [`Checker::with_independent_clocks`].
+pub fn check_all_with(records: &[Record], mut checker: Checker) -> Vec<Violation> {
     let mut by_member: BTreeMap<Member, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_member.entry(r.member()).or_default().push(r);
     }
-    let mut checker = Checker::new();
     let mut out = Vec::new();
     for recs in by_member.values() {
         for r in recs {
@@ -1976,6 +2083,92 @@ mod tests {
         let found: Vec<Violation> = h.recs.iter().flat_map(|r| c.observe(r)).collect();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].detail, "node 1 started epoch 1 at 20, after its higher epoch 2 started at 10");
+    }
+
+    // G13
+
+    /// C is paused in V1 while A and B install V2 without it, fence it and announce `recovered`; `wake`
+    /// then appends what C does when it wakes.
+    fn zombie(wake: impl FnOnce(&mut H)) -> H {
+        let mut h = H::base();
+        h.send(A, "1.1.1", Delivery::Agreed).deliver(&[A, B, C], "1.1.1", V1);
+        // Sent in V1 while C was paused, and never ordered there: only a zombie would deliver it in V1.
+        h.send(B, "2.1.1", Delivery::Agreed);
+        h.view(&[A, B], V2, &[A, B], true);
+        h.fence_ok(A, C, true).recovered(A, V2, &[C]);
+        wake(&mut h);
+        h
+    }
+
+    #[test]
+    fn g13_removed_member_silent_after_its_recovery_is_clean() {
+        let h = zombie(|h| {
+            h.ev(C, Event::Blocked { reason: BlockReason::NoQuorum });
+            h.send(B, "2.1.2", Delivery::Agreed).deliver(&[A, B], "2.1.2", V2);
+        });
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g13_delivery_in_the_same_millisecond_as_the_recovery_is_clean() {
+        // Equal stamps prove no order: the delivery may have come first.
+        let mut h = zombie(|h| {
+            h.deliver(&[C], "2.1.1", V1);
+        });
+        let n = h.recs.len();
+        h.recs[n - 1].ts_ms = h.recs[n - 2].ts_ms;
+        assert_clean(&h.recs);
+    }
+
+    #[test]
+    fn g13_zombie_delivering_in_its_old_view_after_recovery_is_a_violation() {
+        let h = zombie(|h| {
+            h.deliver(&[C], "2.1.1", V1);
+        });
+        let vs = assert_only(&h.recs, "G13");
+        assert_eq!(
+            vs[0].detail,
+            "[3,1] delivered msg 2.1.1 in view 1.1 at 160, 10 ms after [1,1] logged `recovered` for it in view 2.1 \
+             at 150: a zombie acting in an earlier view"
+        );
+        // Found whichever record arrives second: C's log before A's, and A's before C's.
+        let c_first: Vec<Record> = h
+            .recs
+            .iter()
+            .filter(|r| r.member() == C)
+            .chain(h.recs.iter().filter(|r| r.member() != C))
+            .cloned()
+            .collect();
+        assert_eq!(verdict(&observe_in_order(&c_first)), BTreeSet::from(["G13"]));
+        assert_eq!(verdict(&observe_in_order(&h.recs)), BTreeSet::from(["G13"]));
+    }
+
+    #[test]
+    fn g13_zombie_sequencer_delivering_its_own_new_sends_is_a_violation_reported_once() {
+        let h = zombie(|h| {
+            h.send(C, "3.1.1", Delivery::Agreed).send(C, "3.1.2", Delivery::Agreed);
+            h.deliver(&[C], "3.1.1", V1).deliver(&[C], "3.1.2", V1);
+        });
+        let vs = assert_only(&h.recs, "G13");
+        assert_eq!(vs.len(), 1, "{vs:#?}");
+        assert!(vs[0].detail.starts_with("[3,1] delivered msg 3.1.1 in view 1.1"), "{}", vs[0].detail);
+    }
+
+    #[test]
+    fn g13_is_skipped_for_logs_with_independent_clocks() {
+        let h = zombie(|h| {
+            h.deliver(&[C], "2.1.1", V1);
+        });
+        assert!(check_all_with(&h.recs, Checker::with_independent_clocks()).is_empty());
+    }
+
+    #[test]
+    fn g13_a_new_epoch_of_the_recovered_node_may_deliver() {
+        let h = zombie(|h| {
+            h.start(&[C2]).view(&[A, B, C2], V3, &[A, B, C2], true);
+            h.send(A, "1.1.3", Delivery::Agreed).deliver(&[A, B, C2], "1.1.3", V3);
+        });
+        assert_clean(&h.recs);
     }
 
     // parse_log, check_all, order independence, cost, robustness

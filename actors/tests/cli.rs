@@ -280,3 +280,64 @@ fn verify_names_the_file_and_line_of_a_bad_record() {
     let o = run(cohort().arg("verify").arg(dir.0.join("absent.jsonl")));
     assert_one_line_usage_error(&o, &["cannot read event log", "absent.jsonl"]);
 }
+
+/// Node 2 paused in view 1, node 1 went on alone in view 2, fenced node 2 and logged `recovered` for it at
+/// 1050; node 2 woke and delivered a message in view 1 at 1060 (G13, against one clock).
+fn zombie_logs(dir: &Scratch) -> (PathBuf, PathBuf) {
+    let both = "[[1,1],[2,1]]";
+    let n1 = [
+        start(1, 1000),
+        view(1, 1010, V1, both),
+        send(1020, "1.1.1"),
+        send(1021, "1.1.2"),
+        deliver(1, 1030, "1.1.1", V1),
+        format!(
+            r#"{{"ts_ms":1040,"node":1,"epoch":1,"event":"view","view":{V2},"members":[[1,1]],"primary":true,"joined":[],"left":[],"failed":[[2,1]]}}"#
+        ),
+        r#"{"ts_ms":1045,"node":1,"epoch":1,"event":"fence_result","target":[2,1],"ok":true,"method":"agent","detail":"killed"}"#.to_string(),
+        format!(r#"{{"ts_ms":1050,"node":1,"epoch":1,"event":"recovered","view":{V2},"failed":[[2,1]]}}"#),
+    ];
+    let n2 = [
+        start(2, 1001),
+        view(2, 1011, V1, both),
+        deliver(2, 1031, "1.1.1", V1),
+        deliver(2, 1060, "1.1.2", V1),
+    ];
+    (dir.file("node1.jsonl", &(n1.join("\n") + "\n")), dir.file("node2.jsonl", &(n2.join("\n") + "\n")))
+}
+
+#[test]
+fn verify_reports_a_zombie_delivering_after_its_recovery_as_g13_unless_clocks_are_independent() {
+    let dir = Scratch::new("cli");
+    let (n1, n2) = zombie_logs(&dir);
+    let o = run(cohort().arg("verify").arg(&n1).arg(&n2));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {}", stderr(&o));
+    let violations: Vec<&str> = out.lines().filter(|l| l.starts_with("VIOLATION")).collect();
+    assert_eq!(
+        violations,
+        ["VIOLATION G13: [2,1] delivered msg 1.1.2 in view 1.1 at 1060, 10 ms after [1,1] logged `recovered` for it \
+          in view 2.1 at 1050: a zombie acting in an earlier view"],
+        "{out}"
+    );
+
+    let o = run(cohort().arg("verify").arg("--independent-clocks").arg(&n1).arg(&n2));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {}", stderr(&o));
+    assert!(
+        out.contains(
+            "verdict: OK (12 records from 2 logs, G1-G12 hold; G13 not checked: independent clocks)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn verify_help_teaches_when_to_pass_independent_clocks() {
+    let o = run(cohort().args(["verify", "--help"]));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.contains("--independent-clocks"), "{out}");
+    assert!(out.contains("several machines"), "{out}");
+    assert!(out.contains("G13"), "{out}");
+}

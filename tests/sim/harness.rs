@@ -295,7 +295,7 @@ pub fn view_change_bound_ms(cfg: &Config) -> u64 {
 pub struct Failure {
     /// The seed of the run.
     pub seed: u64,
-    /// `G1`..`G12`, `L1`..`L4`, `wire`, `api` or `scenario`.
+    /// `G1`..`G13`, `L1`..`L4`, `wire`, `api` or `scenario`.
     pub guarantee: String,
     /// One line naming the members, views and messages involved.
     pub detail: String,

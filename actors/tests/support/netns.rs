@@ -33,8 +33,12 @@
 //! options as the `fence_*` agents take them). The bed writes every agent's pid to
 //! `<dir>/fence<level>/node<i>.pid`; failures are injected with [`Bed::inject_fence_failure`], and
 //! what `off` does (SIGKILL or SIGSTOP) is chosen at run time with [`Bed::set_fence_mode`].
-//! [`Bed::auto_restart`] plays the service manager: an agent that exited (fenced, watchdog exit) is
-//! started again, with a new epoch.
+//! [`Bed::auto_restart`] plays the service manager (systemd's `Restart=always`): an agent that exited by
+//! itself (killed by a fence agent, a `NewEpoch` restart, a watchdog exit) is started again after
+//! [`Bed::restart_delay`], with a new epoch. It keeps the data directory unless [`Bed::on_next_restart`]
+//! says to wipe it or to restore a backup taken with [`Bed::backup_data_dir`]. Agents the test stops or
+//! kills itself ([`Bed::stop`], [`Bed::kill9`]) are not restarted. The event log lives in the data
+//! directory but is never wiped or restored: it is the bed's audit trail (as if shipped to a log host).
 //!
 //! # Waiting and checking
 //! Waits poll the agents' status over their client sockets (a few ms apart) until a condition holds or
@@ -237,6 +241,25 @@ pub struct BedNode {
     pub client_starts: u32,
     /// The agent is stopped with SIGSTOP (by [`Bed::pause`]).
     pub paused: bool,
+    /// When the service manager saw the agent exit by itself; it starts it again `restart_delay` later.
+    pub exited_at: Option<Instant>,
+    /// What the service manager does to the data directory before its next restart of this agent.
+    pub disk_on_restart: Disk,
+    /// How many times the service manager restarted this agent.
+    pub service_restarts: u32,
+}
+
+/// What happens to a node's data directory before the service manager starts its agent again (the
+/// event log is always kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Disk {
+    /// Keep it (a crash or a fence, the disk intact).
+    #[default]
+    Keep,
+    /// Remove everything in it (a replaced disk, a reinstalled machine).
+    Wipe,
+    /// Replace it with this backup (taken with [`Bed::backup_data_dir`]).
+    Restore(PathBuf),
 }
 
 /// Measured times of a scenario, printed by [`Bed::finish`].
@@ -344,6 +367,9 @@ pub struct Bed {
     pub spec: Spec,
     /// Start agents that exited again (a service manager's `Restart=always`), checked while waiting.
     pub auto_restart: bool,
+    /// How long the service manager waits after an exit before it starts the agent again
+    /// (`RestartSec`); 200 ms by default.
+    pub restart_delay: Duration,
     /// Measured times.
     pub measures: Measures,
     /// Directed links (from, to) that drop everything.
@@ -401,6 +427,7 @@ impl Bed {
             nodes: Vec::new(),
             spec,
             auto_restart: false,
+            restart_delay: Duration::from_millis(200),
             measures: Measures::default(),
             blocked: BTreeSet::new(),
             loss_pct: 0,
@@ -432,6 +459,9 @@ impl Bed {
                 starts: 0,
                 client_starts: 0,
                 paused: false,
+                exited_at: None,
+                disk_on_restart: Disk::Keep,
+                service_restarts: 0,
             });
             let (c, s) = (format!("c{i}"), format!("s{i}"));
             run("ip", &["link", "add", &c, "netns", &ns, "type", "veth", "peer", "name", &s, "netns", &sw]);
@@ -868,17 +898,75 @@ impl Bed {
         view_of(&self.status(id)?)
     }
 
-    /// Restarts agents that exited when [`Bed::auto_restart`] is on (called by every wait).
+    /// The service manager, when [`Bed::auto_restart`] is on (called by every wait): notes agents that
+    /// exited by themselves and starts each again [`Bed::restart_delay`] after its exit, first doing to
+    /// its data directory what [`Bed::on_next_restart`] asked (once).
     pub fn supervise(&mut self) {
         if !self.auto_restart {
             return;
         }
         for id in self.ids() {
-            if self.node(id).child.is_some() && self.exited(id).is_some() {
-                eprintln!("netns bed: node {id}'s agent exited; the service manager starts it again");
+            if self.node(id).child.is_some() {
+                if let Some(status) = self.exited(id) {
+                    eprintln!(
+                        "netns bed: node {id}'s agent exited ({status}); the service manager restarts it"
+                    );
+                    self.node_mut(id).exited_at = Some(Instant::now());
+                }
+            }
+            let due = self.node(id).exited_at.is_some_and(|t| t.elapsed() >= self.restart_delay);
+            if due && self.node(id).child.is_none() {
+                match std::mem::take(&mut self.node_mut(id).disk_on_restart) {
+                    Disk::Keep => {}
+                    Disk::Wipe => self.wipe_data_dir(id),
+                    Disk::Restore(backup) => self.restore_data_dir(id, &backup),
+                }
+                let node = self.node_mut(id);
+                node.exited_at = None;
+                node.service_restarts += 1;
                 self.start(id);
             }
         }
+    }
+
+    /// What the service manager does to node `id`'s data directory before it next restarts the agent.
+    pub fn on_next_restart(&mut self, id: u32, disk: Disk) {
+        self.node_mut(id).disk_on_restart = disk;
+    }
+
+    /// Copies node `id`'s data directory (without the event log and the socket) to
+    /// `<bed>/backup-node<id>-<name>` and returns that path. Take it while the agent is stopped, as a
+    /// consistent backup would be.
+    pub fn backup_data_dir(&self, id: u32, name: &str) -> PathBuf {
+        assert!(
+            self.node(id).child.is_none(),
+            "back up node {id}'s data directory while its agent is stopped"
+        );
+        let to = self.dir.join(format!("backup-node{id}-{name}"));
+        let _ = fs::remove_dir_all(&to);
+        copy_state(&self.node(id).data_dir, &to);
+        to
+    }
+
+    /// Removes everything in node `id`'s data directory except the event log (a wiped disk). The agent
+    /// must not be running.
+    pub fn wipe_data_dir(&self, id: u32) {
+        assert!(self.node(id).child.is_none(), "wipe node {id}'s data directory while its agent is stopped");
+        let dir = &self.node(id).data_dir;
+        for entry in fs::read_dir(dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+            if entry.file_name() == "events.jsonl" {
+                continue;
+            }
+            let p = entry.path();
+            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        }
+    }
+
+    /// Replaces node `id`'s data directory (except the event log) with `backup`. The agent must not be
+    /// running.
+    pub fn restore_data_dir(&self, id: u32, backup: &Path) {
+        self.wipe_data_dir(id);
+        copy_state(backup, &self.node(id).data_dir);
     }
 
     /// Polls `check` until it returns `Some` or `deadline` passes, then panics naming `what` with every
@@ -1343,6 +1431,24 @@ pub fn brief_status(s: &Value) -> String {
         s["member"], s["view"]["members"], s["primary"], s["blocked"], s["changing"], s["pending_fences"],
         s["stateful_merges"], s["removed_self"], s["self_fenced"], s["groups"]
     )
+}
+
+/// Copies a data directory's state from `from` to `to` (created), recursively, without the event log
+/// and the client socket.
+fn copy_state(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create a data directory copy");
+    for entry in fs::read_dir(from).expect("read a data directory").flatten() {
+        let name = entry.file_name();
+        if name == "events.jsonl" || name == "cohort.sock" {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if src.is_dir() {
+            copy_state(&src, &dst);
+        } else if entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::copy(&src, &dst).expect("copy a data directory file");
+        }
+    }
 }
 
 fn toml_str(s: &str) -> String {
