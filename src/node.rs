@@ -258,6 +258,9 @@ pub struct Status {
     pub known_left: Vec<Member>,
     /// Why this incarnation started in place of an earlier one, when the host said so.
     pub origin: Option<String>,
+    /// Nodes that asked this member for their epochs before starting, with the highest epoch of theirs
+    /// it knew: a node whose data directory was wiped or restored shows up here.
+    pub epoch_inquiries: Vec<(NodeId, Epoch)>,
 }
 
 #[derive(Clone, Debug)]
@@ -406,6 +409,8 @@ pub struct Node {
     /// limiting and `cohort status`.
     told_stale: BTreeMap<Member, u64>,
     origin: Option<String>,
+    /// Nodes that asked for their epochs before starting, and the highest epoch told to each.
+    epoch_inquiries: BTreeMap<NodeId, Epoch>,
     /// Stateful merges the resolver requested fencing of, and when it last did.
     merge_fence_requested: BTreeMap<Member, u64>,
     removed_self: bool,
@@ -509,6 +514,7 @@ impl Node {
             told_removed: BTreeMap::new(),
             told_stale: BTreeMap::new(),
             origin: None,
+            epoch_inquiries: BTreeMap::new(),
             merge_fence_requested: BTreeMap::new(),
             removed_self: false,
             new_epoch_requested: false,
@@ -576,6 +582,7 @@ impl Node {
             told_to_move_past: self.told_stale.keys().copied().collect(),
             known_left: self.durable.left.clone(),
             origin: self.origin.clone(),
+            epoch_inquiries: self.epoch_inquiries.iter().map(|(n, e)| (*n, *e)).collect(),
         }
     }
 
@@ -644,6 +651,7 @@ impl Node {
         if let Body::EpochQuery { nonce } = env.body {
             // A node about to start a new incarnation asks which epochs of it were seen (G12).
             let highest = self.highest_known_epoch(from.node());
+            self.epoch_inquiries.insert(from.node(), highest);
             self.send(from.node(), Body::EpochAnswer { nonce, highest }, out);
             return;
         }
@@ -2277,6 +2285,10 @@ impl Node {
         }
         self.seen_all |=
             inst.seen_all || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
+        // A stateful merge whose node is back in the view as a newer member is resolved.
+        let superseded = |m: &Member| new.members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch());
+        self.merges.retain(|m, _| !superseded(m));
+        self.merge_fence_requested.retain(|m, _| !superseded(m));
         self.durable.registry.merge(&inst.registry);
         self.durable.max_installed_seq = self.durable.max_installed_seq.max(new.id.seq);
         if self.durable.accepted.as_ref().is_some_and(|a| a.view <= new.id) {
@@ -3306,6 +3318,9 @@ impl Node {
         } else {
             self.durable.registry.mark_fenced(target, method);
         }
+        // A stateful merge of it is resolved now: `status` lists only the open ones.
+        self.merges.remove(&target);
+        self.merge_fence_requested.remove(&target);
         self.persist(out);
         if self.is_primary() {
             let id = self.new_id();

@@ -473,6 +473,13 @@ fn render_status(s: &Value) -> String {
     if s["told_to_move_past"].as_array().is_some_and(|a| !a.is_empty()) {
         let _ = writeln!(o, "told to move past: {}", list_or_none(&s["told_to_move_past"], member_str));
     }
+    if let Some(asked) = s["epoch_inquiries"].as_array().filter(|a| !a.is_empty()) {
+        let told: Vec<String> = asked
+            .iter()
+            .filter_map(|x| Some(format!("node {} (knew epoch {})", x[0].as_u64()?, x[1].as_u64()?)))
+            .collect();
+        let _ = writeln!(o, "asked for epochs: {}", told.join(", "));
+    }
     if let Some(origin) = s["origin"].as_str() {
         let _ = writeln!(o, "started because:  {origin}");
     }

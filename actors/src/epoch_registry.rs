@@ -19,7 +19,7 @@
 //! The handlers block their arbiter for the duration of two fsyncs. That is the point (nothing may
 //! overtake a persist), but the composition root may run this actor in an arbiter of its own.
 
-use crate::messages::{OpenEpoch, PersistDurable};
+use crate::messages::{LoadDurable, OpenEpoch, PersistDurable};
 use actix::prelude::*;
 use cohort::{Durable, Epoch};
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
@@ -222,6 +222,17 @@ impl Handler<OpenEpoch> for EpochRegistryActor {
 
     fn handle(&mut self, msg: OpenEpoch, _ctx: &mut Context<Self>) -> io::Result<Durable> {
         self.open_epoch(msg.min_epoch).map_err(|e| {
+            tracing::error!("{e}");
+            e.into()
+        })
+    }
+}
+
+impl Handler<LoadDurable> for EpochRegistryActor {
+    type Result = io::Result<Durable>;
+
+    fn handle(&mut self, _msg: LoadDurable, _ctx: &mut Context<Self>) -> io::Result<Durable> {
+        self.load().map_err(|e| {
             tracing::error!("{e}");
             e.into()
         })

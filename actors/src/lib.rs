@@ -31,6 +31,7 @@ pub mod demo;
 pub mod epoch_registry;
 pub mod event_log;
 pub mod fencing;
+pub mod inquiry;
 pub mod lock;
 pub mod membership;
 pub mod messages;

@@ -118,6 +118,11 @@ pub struct MembershipActor {
 impl MembershipActor {
     /// A membership actor for `node_id` under the (already persisted) durable state. The `start` record
     /// is emitted when the actor starts.
+    /// Says why this incarnation's epoch is what it is (shown by `status`).
+    pub fn set_origin(&mut self, why: String) {
+        self.node.set_origin(why);
+    }
+
     pub fn new(
         cfg: Arc<Config>,
         node_id: NodeId,

@@ -130,6 +130,11 @@ pub struct OpenEpoch {
     pub min_epoch: Epoch,
 }
 
+/// Read the durable state on disk as it is (for the epoch inquiry before a new epoch is opened).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "std::io::Result<Durable>")]
+pub struct LoadDurable;
+
 /// Persist the core's durable state; the reply comes after fsync.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "std::io::Result<()>")]

@@ -26,7 +26,7 @@ use crate::settings::{Settings, WatchdogAction};
 use crate::transport::{TransportActor, TransportConfig};
 use actix::prelude::*;
 use anyhow::Context as _;
-use cohort::{Epoch, Member, NodeId};
+use cohort::{Member, NodeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,18 +145,42 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let metrics = Arc::new(Metrics::default());
     let clock = AgentClock::new();
 
-    // 1. The data directory: lock, then a new epoch persisted before anything else happens (G12).
+    // 1. The data directory: lock, then a new epoch persisted before anything else happens (G12). The
+    //    key is checked first (validate before writing), and the cluster is asked which epochs of this
+    //    node it has seen, so a wiped or restored data directory never brings back a used epoch.
     let registry =
         EpochRegistryActor::open(&settings.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?.start();
-    let durable =
-        registry
-            .send(OpenEpoch { min_epoch: Epoch(0) })
-            .await
-            .context("epoch registry stopped")?
-            .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
-    let member = Member(node_id, durable.epoch);
-
     let key = crypto::load_key(&settings.node.key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let peers: BTreeMap<NodeId, std::net::SocketAddr> =
+        settings.cluster.nodes.iter().map(|n| (NodeId(n.id), n.addr)).collect();
+    let bind = settings.addr_of(node_id).context("node.id is not in cluster.nodes")?;
+    let disk = registry
+        .send(LoadDurable)
+        .await
+        .context("epoch registry stopped")?
+        .with_context(|| format!("cannot read the data directory {}", settings.node.data_dir.display()))?;
+    let disk_epoch = disk.epoch;
+    let asked = crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, bind, &peers, &key).await?;
+    if asked.min_epoch.0 > disk_epoch.0 + 1 {
+        tracing::warn!(
+            disk_epoch = disk_epoch.0,
+            cluster_knows = asked.min_epoch.0 - 1,
+            "the data directory is behind the cluster (wiped, or restored from an older backup): \
+             this node starts above every epoch the cluster has seen for it"
+        );
+    }
+    tracing::info!(
+        answers = asked.answers.len(),
+        elapsed_ms = asked.elapsed.as_millis() as u64,
+        min_epoch = asked.min_epoch.0,
+        "asked the cluster for this node's epochs"
+    );
+    let durable = registry
+        .send(OpenEpoch { min_epoch: asked.min_epoch })
+        .await
+        .context("epoch registry stopped")?
+        .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
+    let member = Member(node_id, durable.epoch);
 
     let (fatal_tx, fatal_rx) = watch::channel(None);
     let (left_tx, left_rx) = watch::channel(false);
@@ -173,9 +197,6 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let m_addr = m_ctx.address();
 
     // 4. Transport, supervised: a socket failure restarts it.
-    let peers: BTreeMap<NodeId, std::net::SocketAddr> =
-        settings.cluster.nodes.iter().map(|n| (NodeId(n.id), n.addr)).collect();
-    let bind = settings.addr_of(node_id).context("node.id is not in cluster.nodes")?;
     let tcfg = TransportConfig {
         bind,
         node: node_id,
@@ -230,8 +251,16 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         fatal: sup.clone().recipient(),
         left: Some(sup.clone().recipient()),
     };
-    let (actor, first_outputs) =
+    let (mut actor, first_outputs) =
         MembershipActor::new(cfg.clone(), node_id, durable, mlinks, metrics.clone(), clock);
+    if asked.min_epoch.0 > disk_epoch.0 + 1 {
+        actor.set_origin(format!(
+            "the data directory held epoch {}, but the cluster had seen epoch {} of this node (a wiped data \
+             directory or an older backup): started above it",
+            disk_epoch.0,
+            asked.min_epoch.0 - 1
+        ));
+    }
     m_ctx.run(actor);
     m_addr.do_send(ExecuteOutputs(first_outputs));
 

@@ -54,6 +54,11 @@ fn canned_status() -> Status {
             last_primary: Some(ViewId { seq: 12, coord: NodeId(1) }),
             last_primary_view: None,
         },
+        stalled: false,
+        told_to_move_past: vec![m(5, 1)],
+        known_left: vec![m(2, 2)],
+        origin: None,
+        epoch_inquiries: vec![],
     }
 }
 

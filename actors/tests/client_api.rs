@@ -131,6 +131,11 @@ fn canned_status() -> Status {
         changing: false,
         peers: vec![(Member(NodeId(2), Epoch(1)), 12)],
         registry: Registry::default(),
+        stalled: false,
+        told_to_move_past: vec![],
+        known_left: vec![],
+        origin: None,
+        epoch_inquiries: vec![],
     }
 }
 

@@ -1,0 +1,89 @@
+//! The agent's epoch inquiry: before it persists the epoch of a new incarnation, the agent asks the
+//! cluster which epochs of its node were seen ([`cohort::inquiry::EpochInquiry`], the sans-IO machine),
+//! so that a wiped data directory or one restored from an older backup never brings back an epoch that
+//! already appears in somebody's event log (G12).
+//!
+//! It runs once, at start, before the transport exists: it binds the node's own configured address
+//! (peers know the node by it), seals and opens datagrams with the cluster key exactly as the
+//! transport does, and closes the socket when the machine decides: at once when a majority of the
+//! configured nodes answered, at the latest after twice the larger of the discovery interval and the
+//! failure timeout (a node that starts alone decides from its disk).
+
+use crate::crypto::{self, ClusterKey};
+use anyhow::Context as _;
+use cohort::inquiry::EpochInquiry;
+use cohort::{Config, Durable, Epoch, NodeId, Output};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::time::{Duration, Instant};
+
+/// What the inquiry learned.
+#[derive(Debug, Clone)]
+pub struct InquiryOutcome {
+    /// The lowest epoch the new incarnation may use.
+    pub min_epoch: Epoch,
+    /// Per answering node, the highest epoch it knew for this node.
+    pub answers: BTreeMap<NodeId, Epoch>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Asks the cluster for this node's epochs. `bind` is the node's configured address, `peers` every
+/// node's; `disk` the data directory's durable state as it is.
+pub async fn ask_epoch(
+    cfg: Arc<Config>,
+    node: NodeId,
+    disk: Durable,
+    bind: SocketAddr,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    key: &ClusterKey,
+) -> anyhow::Result<InquiryOutcome> {
+    let socket = UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("cannot bind {bind} to ask the cluster for this node's epoch"))?;
+    let by_addr: HashMap<SocketAddr, NodeId> = peers.iter().map(|(&n, &a)| (canonical(a), n)).collect();
+    let start = Instant::now();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+    // The nonce only tells this inquiry's answers from an earlier one's.
+    let nonce = (wall as u64) | 1;
+    let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
+    let cluster = cfg.cluster.clone();
+    let mut q = EpochInquiry::new(cfg, node, disk, nonce, 0);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut decided = q.tick(0, &mut out);
+    loop {
+        for o in out.drain(..) {
+            if let Output::Send { to, bytes } = o {
+                let (Some(addr), Ok(sealed)) = (peers.get(&to), crypto::seal(key, &cluster, &bytes)) else {
+                    continue;
+                };
+                // A peer that is down answers with ICMP at worst; the machine asks again.
+                let _ = socket.send_to(&sealed, addr).await;
+            }
+        }
+        if let Some(min_epoch) = decided {
+            return Ok(InquiryOutcome { min_epoch, answers: q.answers().clone(), elapsed: start.elapsed() });
+        }
+        let wake = start + Duration::from_millis(q.next_wakeup_ms());
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((len, src)) = r else { continue };
+                if !by_addr.contains_key(&canonical(src)) {
+                    continue;
+                }
+                let Ok(plain) = crypto::open(key, &cluster, &buf[..len]) else { continue };
+                decided = q.receive(now_ms(Instant::now()), &plain, &mut out);
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                decided = q.tick(now_ms(Instant::now()), &mut out);
+            }
+        }
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
