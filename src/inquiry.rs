@@ -5,13 +5,18 @@
 //! [`EpochInquiry`] is a small sans-IO state machine the host runs before it persists the new epoch and
 //! creates the [`crate::Node`]: it sends `EpochQuery` to every other configured node under epoch 0 (a
 //! member that never exists), collects `EpochAnswer`s, and decides once a strict majority of the
-//! configured nodes (itself included) answered, or every other node did, or its deadline passed. The
-//! decision is the lowest epoch above everything it learned and above its own disk. A majority of
+//! configured nodes (itself included) answered, or every other node did, or — for a data directory that
+//! never held an epoch, and in `two_node` mode — its deadline passed. The decision is the lowest epoch
+//! above everything it learned and above its own disk. A majority of
 //! answers always includes a member of the newest primary view, whose registry holds every epoch of the
 //! node that ever was in a primary view; running agents also report the epoch they last heard. While it
 //! waits it answers other inquirers from its own disk, so a whole cluster that starts at once decides
-//! within one round trip. A node with no answer at all (everyone else down) decides from its disk at
-//! the deadline: nothing better can be known.
+//! within one round trip. A node that ran before waits for a majority however long it takes (its data
+//! directory may be an older backup; it could not join a primary view without a majority anyway). A
+//! node whose data directory is empty decides at the deadline when nobody answers (the first start of a
+//! cluster whose other nodes are not up yet): if that directory was wiped while the node is cut off from
+//! every majority, it may start under an epoch it used before; the first member that hears it tells it
+//! to move past (`MovePast`), and a removed member's epoch is refused as a stateful merge (G8).
 //!
 //! Running members answer queries in `Node::receive` (`Node::highest_known_epoch`).
 
@@ -129,10 +134,19 @@ impl EpochInquiry {
         self.decided
     }
 
+    /// True when the deadline may end the inquiry without a majority's answers: for a data directory
+    /// that never held an epoch (a first start; nothing can be known before the others run) and in
+    /// `two_node` mode (the other node may be the one that is gone). A node that ran before waits for a
+    /// majority: its disk may be an older backup, a minority's answers may come from disks as old, and
+    /// it could not join a primary view without a majority anyway.
+    fn may_decide_alone(&self) -> bool {
+        self.disk.epoch.0 == 0 || self.cfg.quorum.two_node
+    }
+
     fn decide(&mut self, now: u64) {
         let others = self.cfg.nodes.iter().filter(|n| n.id != self.node).count();
         let majority = 2 * (self.answers.len() + 1) > self.cfg.nodes.len();
-        if majority || self.answers.len() >= others || now >= self.deadline {
+        if majority || self.answers.len() >= others || (now >= self.deadline && self.may_decide_alone()) {
             let learned = self.answers.values().copied().max().unwrap_or(Epoch(0));
             let floor = learned.max(self.disk.epoch).max(known_epoch_on_disk(&self.disk, self.node));
             self.decided = Some(Epoch(floor.0 + 1));
@@ -213,23 +227,28 @@ mod tests {
     }
 
     #[test]
-    fn alone_it_decides_from_its_disk_at_the_deadline_and_queries_meanwhile() {
+    fn a_node_that_ran_before_waits_for_a_majority_past_the_deadline() {
         let c = cfg(3);
         let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(2)), 5, 0);
         let mut out = Vec::new();
-        q.tick(0, &mut out);
-        let deadline = q.next_wakeup_ms().max(c.discovery_interval_ms.max(c.failure_timeout_ms) * 2);
-        let mut t = 0;
-        while t < deadline {
-            out.clear();
-            t = q.next_wakeup_ms().max(t + 1);
-            if q.tick(t, &mut out).is_some() {
-                break;
-            }
-            assert!(!sends(&out).is_empty() || t < deadline, "keeps asking until the deadline");
-        }
-        assert_eq!(q.decided(), Some(Epoch(3)));
-        assert!(t >= deadline);
+        let late = c.discovery_interval_ms.max(c.failure_timeout_ms) * 20;
+        assert_eq!(q.tick(late, &mut out), None);
+        assert!(!sends(&out).is_empty(), "it keeps asking");
+        assert_eq!(q.receive(late + 1, &answer(&c, 3, 5, 7), &mut out), Some(Epoch(8)));
+    }
+
+    #[test]
+    fn a_first_start_alone_decides_at_the_deadline_and_queries_meanwhile() {
+        let c = cfg(3);
+        let deadline = c.discovery_interval_ms.max(c.failure_timeout_ms) * 2;
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(0)), 5, 0);
+        let mut out = Vec::new();
+        assert_eq!(q.tick(0, &mut out), None);
+        assert_eq!(sends(&out), vec![NodeId(2), NodeId(3)]);
+        out.clear();
+        assert_eq!(q.tick(deadline - 1, &mut out), None);
+        assert_eq!(sends(&out), vec![NodeId(2), NodeId(3)], "it asks again while it waits");
+        assert_eq!(q.tick(deadline, &mut out), Some(Epoch(1)));
     }
 
     #[test]

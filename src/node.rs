@@ -311,12 +311,23 @@ struct Peer {
     removed: bool,
     /// Since when its heartbeats say it is frozen in a view change (`None` when they do not).
     frozen_since: Option<u64>,
+    /// Since when its heartbeats carry a stall probe: it waits for its view to be confirmed and takes
+    /// no part in view changes meanwhile (`None` when they do not).
+    stalled_since: Option<u64>,
 }
 
 impl Peer {
     /// A member first heard at `now`, nothing known about it yet.
     fn heard(member: Member, now: u64) -> Peer {
-        Peer { member, last_heard: now, view: None, leaving: false, removed: false, frozen_since: None }
+        Peer {
+            member,
+            last_heard: now,
+            view: None,
+            leaving: false,
+            removed: false,
+            frozen_since: None,
+            stalled_since: None,
+        }
     }
 }
 
@@ -371,9 +382,6 @@ pub struct Node {
     released: Option<ViewId>,
     frozen_since: Option<u64>,
     accepted: Option<Install>,
-    /// When `accepted` was stored: a `Commit` for it is trusted during a stall only if the acceptance
-    /// came after the stall began (it cannot then be a commit that waited in the socket buffer).
-    accepted_at: u64,
     /// An install an earlier incarnation of this node accepted (from [`Durable::accepted`]), until a
     /// view after it is installed here.
     inherited: Option<AcceptedInstall>,
@@ -484,7 +492,6 @@ impl Node {
             released: None,
             frozen_since: None,
             accepted: None,
-            accepted_at: 0,
             inherited,
             accept_from: None,
             accepted_tx: 0,
@@ -624,6 +631,7 @@ impl Node {
         self.drive_fencing(now, out);
         self.drive_transfers(now, out);
         self.drive_watchdog(now, out);
+        self.drive_stall(now, out);
         self.drive_leave(now, out);
         self.pump(now, out);
         self.drain_loopback(now, out);
@@ -831,6 +839,19 @@ impl Node {
         }
         self.leave_acks.clear();
         self.send_leave(now, out);
+        // Once to every other configured node too: a coordinator forming a view from outside this
+        // member's view (a restarted node, say) then knows it left instead of counting it as failed.
+        let me = self.me;
+        let in_view: BTreeSet<NodeId> =
+            self.view.iter().flat_map(|v| v.members.iter().map(|m| m.node())).collect();
+        let others: Vec<NodeId> = self
+            .cfg
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|n| *n != me.node() && !in_view.contains(n))
+            .collect();
+        self.send_many(&others, Body::Leave, out);
         self.send_heartbeats(now, out);
     }
 
@@ -868,6 +889,12 @@ impl Node {
         self.leavers.insert(from);
         if self.durable.note_left(from) {
             self.persist(out);
+            // Promised a ballot whose coordinator may not know of this leave yet: tell it again with
+            // the leave in it (it replaces the earlier promise while it has not decided).
+            if self.frozen_since.is_some() && self.accepted.is_none() && self.released != Some(self.promised) {
+                let (ballot, state) = (self.promised, self.flush_state());
+                self.send(ballot.coord, Body::Promise { ballot, state: Box::new(state) }, out);
+            }
         }
     }
 
@@ -892,7 +919,8 @@ impl Node {
             for p in self.peers.values_mut() {
                 p.last_heard = p.last_heard.max(now.saturating_sub(self.cfg.failure_timeout_ms / 2));
             }
-            if self.view.as_ref().is_some_and(|v| v.members.len() > 1) {
+            // Only a primary view orders and delivers: that is what a stall puts on hold.
+            if self.view.as_ref().is_some_and(|v| v.primary && v.members.len() > 1) {
                 // A fresh nonce per stall: an echo of an earlier one was sent before this stall.
                 self.stall = Some(Stall { nonce: now.max(1), at: now, echoes: BTreeMap::new() });
             }
@@ -908,6 +936,8 @@ impl Node {
     /// nothing this member delivers from here on follows its removal's recovery (G13). An install this
     /// member accepted before the stall is installed only on the same evidence for its view (its
     /// members answer from inside it), never on a `Commit` that may have waited in the socket buffer.
+    /// Until then the member takes no part in view changes either (`on_prepare`, `on_accept`): the new
+    /// view's flush would make it deliver in its old view.
     fn try_confirm(&mut self, now: u64, out: &mut Vec<Output>) {
         let Some(st) = &self.stall else { return };
         if let Some(acc) = &self.accepted {
@@ -921,7 +951,7 @@ impl Node {
                 return;
             }
         }
-        if self.view.as_ref().is_none_or(|v| self.confirmed_by(st, v)) {
+        if self.view.as_ref().is_none_or(|v| !v.primary || self.confirmed_by(st, v)) {
             self.stall = None;
         }
     }
@@ -1042,6 +1072,7 @@ impl Node {
             entry.leaving = hb.leaving;
             entry.removed = hb.removed;
             entry.frozen_since = if hb.frozen { entry.frozen_since.or(Some(now)) } else { None };
+            entry.stalled_since = if hb.probe != 0 { entry.stalled_since.or(Some(now)) } else { None };
         }
         if matches!(body, Body::Leave) {
             entry.leaving = true;
@@ -1407,6 +1438,12 @@ impl Node {
             if !self.durable.registry.admissible(p.member) {
                 continue;
             }
+            // A member stalled for the failure timeout without its view being confirmed takes no part in
+            // view changes (its view moved on without it): waiting for it as a candidate or a
+            // participant would stop everyone. It is told it was removed once a view forms without it.
+            if self.stuck_stalled(now, p) {
+                continue;
+            }
             // A view member that the failure detector suspects is not live, even if a late datagram
             // refreshed it.
             if self.view.as_ref().is_some_and(|vw| vw.contains(p.member)) && self.suspected(now, p.member) {
@@ -1418,12 +1455,18 @@ impl Node {
         v
     }
 
+    /// True when peer `p` has been stalled (probing for confirmation of its view) for the failure timeout.
+    fn stuck_stalled(&self, now: u64, p: &Peer) -> bool {
+        p.stalled_since.is_some_and(|t| now.saturating_sub(t) >= self.cfg.failure_timeout_ms)
+    }
+
     /// True when this member still hears view member `m`: heard within the failure timeout under that
-    /// epoch, not leaving, not removed, admissible and not suspected.
+    /// epoch, not leaving, not removed, not stuck in a stall, admissible and not suspected.
     fn still_hears(&self, now: u64, m: Member) -> bool {
         self.peers.get(&m.node()).is_some_and(|p| {
             p.member == m
                 && self.alive(now, p)
+                && !self.stuck_stalled(now, p)
                 && !p.leaving
                 && !p.removed
                 && !self.leavers.contains(&m)
@@ -1432,7 +1475,12 @@ impl Node {
     }
 
     fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
-        if self.coord.is_some() || self.removed_self || self.leaving || self.left || now < self.backoff_until
+        if self.coord.is_some()
+            || self.removed_self
+            || self.leaving
+            || self.left
+            || self.stall.is_some()
+            || now < self.backoff_until
         {
             return;
         }
@@ -2015,6 +2063,12 @@ impl Node {
         if !members.contains(&self.me) || self.removed_self || self.leaving || self.left {
             return;
         }
+        if self.stall.is_some() {
+            // A stalled member takes no part in a view change until its view is confirmed (or it learns
+            // it was removed): its promise would make the new view's flush deliver, in its old view,
+            // messages it found in its socket buffer, maybe after its removal was recovered (G13).
+            return;
+        }
         // A ballot must be above every view this member knows of, including the highest view sequence
         // number persisted by earlier incarnations of this node: a new view, primary or not, must
         // order after every earlier one (G2, G3), also after every node restarted.
@@ -2094,7 +2148,11 @@ impl Node {
     }
 
     fn on_accept(&mut self, now: u64, from: Member, ballot: ViewId, install: Install, out: &mut Vec<Output>) {
-        if !install.view.contains(self.me) || self.removed_self || self.left || self.released == Some(ballot)
+        if !install.view.contains(self.me)
+            || self.removed_self
+            || self.left
+            || self.released == Some(ballot)
+            || self.stall.is_some()
         {
             return;
         }
@@ -2107,7 +2165,6 @@ impl Node {
         self.promised = ballot;
         self.frozen_since.get_or_insert(now);
         self.accepted = Some(install);
-        self.accepted_at = now;
         self.accept_from = Some(from);
         self.accepted_tx = 0;
         self.drive_participant(now, out);
@@ -2186,9 +2243,9 @@ impl Node {
         if !self.accept_complete() {
             return;
         }
-        if self.stall.as_ref().is_some_and(|st| self.accepted_at <= st.at) {
-            // Accepted before this member stalled: the commit may have waited in the socket buffer
-            // while a later view without this member was formed (G13). Fresh answers decide instead.
+        if self.stall.is_some() {
+            // The commit may have waited in the socket buffer while a later view without this member
+            // was formed (G13). Fresh answers decide instead (`try_confirm`).
             return;
         }
         let inst = acc.clone();
@@ -3376,6 +3433,26 @@ impl Node {
         let present: Vec<NodeId> =
             v.members.iter().filter(|m| !self.suspected(now, **m)).map(|m| m.node()).collect();
         quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &present, seen_all_once: true })
+    }
+
+    /// A stall whose view nobody confirmed within the failure timeout: the view moved on without this
+    /// member, or nobody who could confirm it is left. Its state may be stale and it cannot tell whether
+    /// its removal was recovered, so it stops acting on it, as the watchdog does, and starts again as a
+    /// new member that receives state transfer. (A member told it was removed follows the merge policy
+    /// instead.)
+    fn drive_stall(&mut self, now: u64, out: &mut Vec<Output>) {
+        let Some(st) = &self.stall else { return };
+        if self.removed_self || self.self_fenced || now.saturating_sub(st.at) < self.cfg.failure_timeout_ms {
+            return;
+        }
+        self.self_fenced = true;
+        let reason = format!(
+            "stalled and the view was not confirmed within failure_timeout_ms={}",
+            self.cfg.failure_timeout_ms
+        );
+        self.record(now, Event::SelfFence { reason: reason.clone() }, out);
+        out.push(Output::SelfFence { reason });
+        self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out);
     }
 
     fn drive_watchdog(&mut self, now: u64, out: &mut Vec<Output>) {

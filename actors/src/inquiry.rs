@@ -6,8 +6,9 @@
 //! It runs once, at start, before the transport exists: it binds the node's own configured address
 //! (peers know the node by it), seals and opens datagrams with the cluster key exactly as the
 //! transport does, and closes the socket when the machine decides: at once when a majority of the
-//! configured nodes answered, at the latest after twice the larger of the discovery interval and the
-//! failure timeout (a node that starts alone decides from its disk).
+//! configured nodes answered. A first start (empty data directory) decides alone after twice the larger
+//! of the discovery interval and the failure timeout; a node that ran before waits for a majority (its
+//! data directory may be an older backup), and says so in its log every ten seconds.
 
 use crate::crypto::{self, ClusterKey};
 use anyhow::Context as _;
@@ -54,6 +55,7 @@ pub async fn ask_epoch(
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let mut decided = q.tick(0, &mut out);
+    let mut next_note = Duration::from_secs(5);
     loop {
         for o in out.drain(..) {
             if let Output::Send { to, bytes } = o {
@@ -66,6 +68,15 @@ pub async fn ask_epoch(
         }
         if let Some(min_epoch) = decided {
             return Ok(InquiryOutcome { min_epoch, answers: q.answers().clone(), elapsed: start.elapsed() });
+        }
+        if start.elapsed() >= next_note {
+            // A node that ran before waits for a majority however long it takes: say so.
+            tracing::warn!(
+                answers = q.answers().len(),
+                waited_s = start.elapsed().as_secs(),
+                "waiting for a majority of the cluster to say which epochs of this node it has seen"
+            );
+            next_note += Duration::from_secs(10);
         }
         let wake = start + Duration::from_millis(q.next_wakeup_ms());
         tokio::select! {

@@ -1795,14 +1795,13 @@ impl Sim {
         }
         if let Some(learned) = decided {
             if let Some((q, min_epoch, why)) = self.slot_mut(n).inquiry.take() {
-                if learned.0 > self.slot(n).disk.epoch.0 + 1 {
-                    self.note(format!(
-                        "n{n}: the cluster has seen epoch {} of this node, above its disk's {}: boots above it",
-                        learned.0 - 1,
-                        self.slot(n).disk.epoch.0
-                    ));
-                }
-                drop(q);
+                let answers: Vec<String> = q.answers().iter().map(|(k, e)| format!("n{}:{}", k.0, e.0)).collect();
+                self.note(format!(
+                    "n{n}: epoch inquiry decided at least {} (disk {}; answers {})",
+                    learned.0,
+                    self.slot(n).disk.epoch.0,
+                    if answers.is_empty() { "none".to_string() } else { answers.join(" ") }
+                ));
                 self.boot_with(n, Epoch(min_epoch.0.max(learned.0)), &why);
             }
         }
@@ -1815,8 +1814,21 @@ impl Sim {
         if self.slots.iter().all(|s| s.core.is_none()) {
             // A cold start. It is a clean one when the cluster was stopped cleanly from a settled state and
             // every node's last member left cleanly: then L6 forbids any fence request or `recovered`.
-            let all_clean =
-                self.slots.iter().all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
+            // Every member of the newest primary view must have left cleanly: those are the members a
+            // cold start's first primary view removes. (A member that self-fenced, say, and whose node's
+            // next incarnation then stopped cleanly was not a clean leave: its recovery is due.)
+            let newest_primary = self
+                .log
+                .iter()
+                .filter_map(|r| match &r.event {
+                    Event::View { view, members, primary: true, .. } => Some((*view, members)),
+                    _ => None,
+                })
+                .max_by_key(|(v, _)| *v)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default();
+            let all_clean = newest_primary.iter().all(|m| self.clean_leavers.contains(m))
+                && self.slots.iter().all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
             self.cold_start_clean = self.stop_all_from_settled && all_clean;
             self.note(format!(
                 "cold start: every node is down{}",
@@ -2141,32 +2153,48 @@ impl Sim {
     /// (`actors/src/supervisor.rs`, `leave_deadline`) it gives up after one failure timeout, writes a
     /// `stop` record and exits anyway.
     ///
-    /// L6 then applies to the member when its leave could reach everyone who could remove it: it was in
-    /// a view with other members and its links to all of them that are up (running or paused, which
-    /// holds the datagram in its buffer) were not cut at that moment. A member cut off from some of them
-    /// when it is asked to stop may already have been removed as failed by a view they are forming, and
-    /// that removal is then correct; one that is cut off later, while it waits, still counts (its
-    /// `Leave` went out before the cut, and a lost one must be retransmitted). A member alone in its view counts too: its leave is on its own
-    /// disk, and its next incarnation reports it to the view that replaces the old primary one.
+    /// L6 then applies to the member when its leave could reach everyone who could remove it: the nodes
+    /// of its last primary view that are up, none of them cut off from it at that moment, and no primary
+    /// view removed it as failed already. A member cut off from some of them when it is asked to stop may
+    /// already be removed as failed by a view they are forming, and that removal is then correct; one
+    /// that is cut off later, while it waits, still counts (its `Leave` went out before the cut, and a
+    /// lost one must be retransmitted).
     pub fn leave(&mut self, n: u32) {
         let Some(core) = self.slot(n).core.as_ref() else { return };
         let me = core.member();
-        let peers: Vec<Member> =
-            core.view().map(|v| v.members.iter().copied().filter(|m| *m != me).collect()).unwrap_or_default();
-        // Its view's members that are up (running or paused, which holds the datagram in its buffer):
-        // it must reach every one of them. One it is cut off from may already be forming a view that
-        // removes it as failed, before any `Leave` could reach it (it was partitioned away first).
-        let up: Vec<&Member> = peers.iter().filter(|m| self.member_of(m.node().0) == Some(**m)).collect();
-        let heard = !up.is_empty() && up.iter().all(|m| !self.is_cut(n, m.node().0));
-        // Alone in its view (the others stopped before it), nobody can be told, and nobody needs to be:
-        // the leave is on its own disk, and its next incarnation reports it.
-        let alone = core.view().is_some() && peers.is_empty();
-        if heard || alone {
+        // The nodes that could record its removal: those of its last primary view (they, or their next
+        // incarnations, form the next primary view), else those of its current view. It must reach every
+        // one of them that is up (running or paused, which holds the datagram in its buffer): one it is
+        // cut off from may already be forming a view that removes it as failed, before any `Leave`
+        // could reach it. With none of them up (they stopped before it), nobody needs telling: the leave
+        // is on its own disk, and its next incarnation reports it.
+        let last_primary = self.log.iter().rev().find_map(|r| match &r.event {
+            Event::View { members, primary: true, .. } if r.member() == me => Some(members.clone()),
+            _ => None,
+        });
+        let judges: Vec<u32> = last_primary
+            .or_else(|| core.view().map(|v| v.members.clone()))
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.node().0)
+            .filter(|j| *j != n)
+            .collect();
+        let in_a_view = core.view().is_some();
+        let reaches = judges.iter().filter(|j| self.member_of(**j).is_some()).all(|j| !self.is_cut(n, *j));
+        // A member some primary view already removed as failed (it was cut off before it was asked to
+        // stop) cannot turn that removal into a leave.
+        let removed = self.log.iter().any(|r| match &r.event {
+            Event::View { primary: true, failed, .. } => failed.contains(&me),
+            Event::FenceRequest { target, .. } | Event::StatefulMerge { member: target, .. } => *target == me,
+            _ => false,
+        });
+        if in_a_view && reaches && !removed {
             self.clean_leavers.insert(me);
             self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
         } else {
             self.note(format!(
-                "n{n} leaves cleanly, but {} reaches no other member of its view: not counted for L6",
+                "n{n} leaves cleanly, but {} may be removed as failed already (cut off from its primary \
+                 side, or removed before): not counted for L6",
                 fmt_member(me)
             ));
         }

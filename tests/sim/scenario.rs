@@ -649,13 +649,23 @@ pub fn seed_story(policy: MergePolicy, seed: u64) -> (SimOptions, Vec<Step>) {
         Step::WaitUntil(Cond::Record(RecordPat::RemovedSelf { node: 1 }), 1000),
         Step::WaitUntil(Cond::Record(RecordPat::RemovedSelf { node: 2 }), 1000),
     ];
-    let action = match policy {
-        MergePolicy::Fence => MergeAction::Fence,
-        MergePolicy::Restart | MergePolicy::Reset => MergeAction::Kill,
-        MergePolicy::Wait => MergeAction::Wait,
-    };
-    steps.push(Step::AssertRecord(RecordPat::StatefulMerge { node: 1, action: Some(action) }));
-    steps.push(Step::AssertRecord(RecordPat::StatefulMerge { node: 2, action: Some(action) }));
+    match policy {
+        // Every primary member that hears a zombie refuses it and tells it the policy's action; the
+        // zombie obeys the first such notice. The view's leader logs `kill` only if it heard the zombie
+        // before that: which member hears it first is timing. The resolution itself is what L3 asks for:
+        // each zombie's node comes back as a new member.
+        MergePolicy::Restart | MergePolicy::Reset => {
+            steps.push(Step::WaitUntil(Cond::Record(RecordPat::Start { node: 1, epoch: 2 }), 1000));
+            steps.push(Step::WaitUntil(Cond::Record(RecordPat::Start { node: 2, epoch: 2 }), 1000));
+        }
+        // The leader alone fences, or waits for the operator, and logs that action: a zombie told by
+        // another member keeps heartbeating until then, so the leader always hears it.
+        MergePolicy::Fence | MergePolicy::Wait => {
+            let action = if policy == MergePolicy::Fence { MergeAction::Fence } else { MergeAction::Wait };
+            steps.push(Step::AssertRecord(RecordPat::StatefulMerge { node: 1, action: Some(action) }));
+            steps.push(Step::AssertRecord(RecordPat::StatefulMerge { node: 2, action: Some(action) }));
+        }
+    }
     if policy == MergePolicy::Fence {
         steps.push(Step::WaitUntil(
             Cond::Record(RecordPat::FenceRequest { target: 1, reason: Some("stateful_merge") }),
