@@ -189,15 +189,15 @@ mod tests {
         Arc::new(Config::new("c", &nodes))
     }
 
-    fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
-        let env = Envelope {
-            version: wire::WIRE_VERSION,
-            cluster: cfg.cluster.clone(),
-            from: Member(NodeId(from), Epoch(3)),
-            body: Body::EpochAnswer { nonce, highest: Epoch(highest) },
-        };
+    /// One datagram of `body` from `from`, as a peer's transport hands it over.
+    fn dgram(cfg: &Config, from: Member, body: Body) -> Vec<u8> {
+        let env = Envelope { version: wire::WIRE_VERSION, cluster: cfg.cluster.clone(), from, body };
         let p = wire::encode(&env).expect("encode");
         Fragmenter::new(1).frame(&p, cfg.max_datagram_bytes).remove(0)
+    }
+
+    fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
+        dgram(cfg, Member(NodeId(from), Epoch(3)), Body::EpochAnswer { nonce, highest: Epoch(highest) })
     }
 
     fn sends(out: &[Output]) -> Vec<NodeId> {
@@ -264,15 +264,9 @@ mod tests {
         let mut disk = Durable::fresh(Epoch(2));
         disk.note_left(Member(NodeId(3), Epoch(8)));
         let mut q = EpochInquiry::new(c.clone(), NodeId(1), disk, 5, 0);
-        let env = Envelope {
-            version: wire::WIRE_VERSION,
-            cluster: c.cluster.clone(),
-            from: Member(NodeId(3), INQUIRY_EPOCH),
-            body: Body::EpochQuery { nonce: 42 },
-        };
-        let dgram = Fragmenter::new(2).frame(&wire::encode(&env).expect("encode"), 1400).remove(0);
+        let query = dgram(&c, Member(NodeId(3), INQUIRY_EPOCH), Body::EpochQuery { nonce: 42 });
         let mut out = Vec::new();
-        q.receive(0, &dgram, &mut out);
+        q.receive(0, &query, &mut out);
         let Some(Output::Send { to, bytes }) = out.first() else { panic!("no answer: {out:?}") };
         assert_eq!(*to, NodeId(3));
         let p = Reassembler::new(65536, 4, 1 << 20, 1000).accept(0, NodeId(0), bytes).expect("frame").expect("whole");

@@ -919,8 +919,9 @@ impl Node {
             for p in self.peers.values_mut() {
                 p.last_heard = p.last_heard.max(now.saturating_sub(self.cfg.failure_timeout_ms / 2));
             }
-            // Only a primary view orders and delivers: that is what a stall puts on hold.
-            if self.view.as_ref().is_some_and(|v| v.primary && v.members.len() > 1) {
+            // Only a primary view orders and delivers, and an accepted install may be committed from a
+            // `Commit` that waited in the buffer (a joiner has no view yet): that is what a stall holds.
+            if self.view.as_ref().is_some_and(|v| v.primary && v.members.len() > 1) || self.accepted.is_some() {
                 // A fresh nonce per stall: an echo of an earlier one was sent before this stall.
                 self.stall = Some(Stall { nonce: now.max(1), at: now, echoes: BTreeMap::new() });
             }
@@ -941,13 +942,14 @@ impl Node {
     fn try_confirm(&mut self, now: u64, out: &mut Vec<Output>) {
         let Some(st) = &self.stall else { return };
         if let Some(acc) = &self.accepted {
-            if self.view.as_ref().is_none_or(|v| v.id < acc.view.id)
-                && self.confirmed_by(st, &acc.view)
-                && self.accept_complete()
-            {
-                let inst = acc.clone();
-                // `install` calls back here for the installed view.
-                self.install(now, inst, out);
+            if self.view.as_ref().is_none_or(|v| v.id < acc.view.id) {
+                if self.confirmed_by(st, &acc.view) && self.accept_complete() {
+                    let inst = acc.clone();
+                    // `install` calls back here for the installed view.
+                    self.install(now, inst, out);
+                }
+                // Until its members confirm it, the accepted install holds the stall (or the stall
+                // ends in a reset, `drive_stall`).
                 return;
             }
         }
@@ -1311,26 +1313,15 @@ impl Node {
     fn tell_stale(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
         let known = self.peers.get(&m.node()).map_or(Epoch(0), |p| p.member.epoch());
         let min_epoch = Epoch(known.max(self.durable.registry.known_epoch(m.node())).0 + 1);
-        let last = self.told_stale.get(&m).copied();
-        if last.is_some_and(|t| now.saturating_sub(t) < self.cfg.heartbeat_interval_ms) {
-            return;
+        if due_again(&mut self.told_stale, m, now, self.cfg.heartbeat_interval_ms) {
+            self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
         }
-        if self.told_stale.len() >= 64 {
-            self.told_stale.pop_first();
-        }
-        self.told_stale.insert(m, now);
-        self.send(m.node(), Body::MovePast { member: m, min_epoch }, out);
     }
 
     fn tell_removed_from_outside(&mut self, now: u64, m: Member, view: ViewId, out: &mut Vec<Output>) {
-        let last = self.told_removed.get(&m).copied();
-        if last.is_some_and(|t| now.saturating_sub(t) < self.cfg.discovery_interval_ms) {
+        if !due_again(&mut self.told_removed, m, now, self.cfg.discovery_interval_ms) {
             return;
         }
-        if self.told_removed.len() >= 64 {
-            self.told_removed.pop_first();
-        }
-        self.told_removed.insert(m, now);
         let (_, action) = merge_actions(self.cfg.merge_policy);
         self.send(m.node(), Body::Removed { view, member: m, action }, out);
     }
@@ -3476,6 +3467,19 @@ impl Node {
             self.request_new_epoch(Epoch(self.me.epoch().0 + 1), NewEpochReason::Reset, out);
         }
     }
+}
+
+/// Rate limit for telling a member something again: true (and noted) when `m` was not told within
+/// `every_ms`. Keeps at most 64 members, forgetting the oldest.
+fn due_again(told: &mut BTreeMap<Member, u64>, m: Member, now: u64, every_ms: u64) -> bool {
+    if told.get(&m).is_some_and(|t| now.saturating_sub(*t) < every_ms) {
+        return false;
+    }
+    if told.len() >= 64 && !told.contains_key(&m) {
+        told.pop_first();
+    }
+    told.insert(m, now);
+    true
 }
 
 /// What the resolver of a stateful merge does under `policy`, and what the removed member is told.

@@ -833,20 +833,27 @@ fn zombie_sequencer_woken_mid_view_change_orders_and_delivers_nothing_in_its_old
     );
 }
 
-/// Issue 9 item 2 (L5): the majority fences the minority of a partition, the service manager restarts
-/// the fenced agents with new epochs, and the heal only adds them: no member of the majority is removed
-/// or fenced.
-#[test]
-fn heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_member() {
-    let name = "heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_member";
+/// Five agents with a real fence agent and a service manager that restarts exited agents (as systemd's
+/// `Restart=always`), formed into one primary view; `None` where the bed cannot run (not root).
+fn formed_bed_with_service_manager(name: &str) -> Option<Bed> {
     if !Bed::available(name) {
-        return;
+        return None;
     }
     let mut spec = Spec::new(5);
     spec.fence = one_test_level();
     let mut bed = Bed::new(name, spec);
     bed.auto_restart = true;
     bed.start_all_and_form();
+    Some(bed)
+}
+
+/// Issue 9 item 2 (L5): the majority fences the minority of a partition, the service manager restarts
+/// the fenced agents with new epochs, and the heal only adds them: no member of the majority is removed
+/// or fenced.
+#[test]
+fn heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_member() {
+    let name = "heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_member";
+    let Some(mut bed) = formed_bed_with_service_manager(name) else { return };
     let before = bed.common_view(&[1, 2, 3, 4, 5]).expect("the formed view");
     let t0 = now_ms();
     bed.partition(&[&[1, 2], &[3, 4, 5]]);
@@ -891,14 +898,7 @@ fn heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_membe
 #[test]
 fn stop_all_then_start_all_fences_and_recovers_nobody() {
     let name = "stop_all_then_start_all_fences_and_recovers_nobody";
-    if !Bed::available(name) {
-        return;
-    }
-    let mut spec = Spec::new(5);
-    spec.fence = one_test_level();
-    let mut bed = Bed::new(name, spec);
-    bed.auto_restart = true;
-    bed.start_all_and_form();
+    let Some(mut bed) = formed_bed_with_service_manager(name) else { return };
     let all = [1, 2, 3, 4, 5];
     bed.wait_messages_flow(&all);
     let before = bed.common_view(&all).expect("the formed view");
@@ -928,14 +928,7 @@ fn stop_all_then_start_all_fences_and_recovers_nobody() {
 #[test]
 fn twenty_clean_restarts_of_one_node_cause_no_stateful_merge_and_no_fence() {
     let name = "twenty_clean_restarts_of_one_node_cause_no_stateful_merge_and_no_fence";
-    if !Bed::available(name) {
-        return;
-    }
-    let mut spec = Spec::new(5);
-    spec.fence = one_test_level();
-    let mut bed = Bed::new(name, spec);
-    bed.auto_restart = true;
-    bed.start_all_and_form();
+    let Some(mut bed) = formed_bed_with_service_manager(name) else { return };
     let all = [1, 2, 3, 4, 5];
     let mut epoch = epoch_of(&bed.common_view(&all).expect("the formed view"), 3);
     for round in 1..=20 {
@@ -961,18 +954,12 @@ fn twenty_clean_restarts_of_one_node_cause_no_stateful_merge_and_no_fence() {
 
 /// Issue 9 item 4: node 4's data directory is wiped and node 5's restored from an older backup after
 /// each ran as epoch 3; each must rejoin the primary view without an operator, above every epoch it
-/// used, with no fence, and `cohort status` on both sides must name the stale member.
+/// used (it asks the cluster before opening one), with no fence, and `cohort status` on both sides must
+/// say what happened.
 #[test]
 fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() {
     let name = "wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch";
-    if !Bed::available(name) {
-        return;
-    }
-    let mut spec = Spec::new(5);
-    spec.fence = one_test_level();
-    let mut bed = Bed::new(name, spec);
-    bed.auto_restart = true;
-    bed.start_all_and_form();
+    let Some(mut bed) = formed_bed_with_service_manager(name) else { return };
     let all = [1, 2, 3, 4, 5];
     let mut backup = None;
     // Nodes 4 and 5 run as epochs 2 and 3; node 5's data directory is backed up at epoch 1.

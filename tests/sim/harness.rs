@@ -634,6 +634,9 @@ struct Slot {
     disk: Durable,
     paused: bool,
     pause_gen: u64,
+    /// A fence agent paused it (a "fence" that only stops the process) until this time: the liveness
+    /// phase does not cut that pause short, since the agent reported the member fenced on that promise.
+    fence_pause_until: u64,
     /// What arrived while paused: the socket buffer's datagrams and the fence agent's reports.
     held: VecDeque<Held>,
     /// Bytes of the datagrams in `held` (bounded by [`HELD_BYTES_MAX`]).
@@ -876,6 +879,7 @@ impl Sim {
                 disk: Durable::fresh(Epoch(0)),
                 paused: false,
                 pause_gen: 0,
+                fence_pause_until: 0,
                 held: VecDeque::new(),
                 held_bytes: 0,
                 held_datagrams: 0,
@@ -2325,6 +2329,9 @@ impl Sim {
                         ms,
                         &format!("fenced by n{requester} with a pause: it will come back as a zombie"),
                     );
+                    let until = self.now + ms;
+                    let slot = self.slot_mut(t);
+                    slot.fence_pause_until = slot.fence_pause_until.max(until);
                     report(self, true, format!("paused for {ms}ms"));
                 } else {
                     report(self, true, "target not running".into());
@@ -2649,7 +2656,8 @@ impl Sim {
         self.opts.net = NetParams::calm();
         self.heal();
         for n in 1..=self.node_count() {
-            if self.slot(n).paused {
+            // A pause a fence agent reported as a fence runs to its end (its `Resume` is scheduled).
+            if self.slot(n).paused && self.slot(n).fence_pause_until <= self.now {
                 self.resume(n);
             }
         }
