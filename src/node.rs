@@ -1806,16 +1806,30 @@ impl Node {
             .chain(self.last_primary.as_ref())
             .chain(registry.last_primary_view.as_ref())
             .collect();
-        let assumed: Vec<Registry> = promises
+        let assumed_installs: Vec<AcceptedInstall> = promises
             .values()
             .filter_map(|s| s.inherited.as_ref())
             .chain(self.inherited.as_ref())
             .filter(|a| !promises.iter().any(|(from, s)| a.refuted_by(*from, s)))
-            .map(|a| a.assumed_removals(known.iter().copied()))
+            .cloned()
             .collect();
+        let assumed: Vec<Registry> =
+            assumed_installs.iter().map(|a| a.assumed_removals(known.iter().copied())).collect();
         for r in &assumed {
             registry.merge(r);
         }
+        // An install assumed made whose members held quorum was a primary view: it is the previous
+        // primary view if nothing newer is known, so the transition removes its members that are not in
+        // the new view (else a member only it contained would later come back unrefused, G8).
+        let assumed_primary: Vec<View> = assumed_installs
+            .iter()
+            .filter(|a| {
+                let nodes: Vec<NodeId> = a.members.iter().map(|m| m.node()).collect();
+                !nodes.is_empty()
+                    && quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &nodes, seen_all_once: true })
+            })
+            .map(|a| View { id: a.view, members: a.members.clone(), primary: true })
+            .collect();
         let inadmissible: Vec<Member> = c
             .members
             .iter()
@@ -1845,6 +1859,7 @@ impl Node {
             .values()
             .filter_map(|s| s.last_primary.clone())
             .chain(registry.last_primary_view.clone())
+            .chain(assumed_primary)
             .max_by_key(|v| v.id);
         let mut primary = quorum::is_quorate(&QuorumInput {
             config: &self.cfg,

@@ -89,6 +89,16 @@ const REGRESSIONS: &[(u32, u64, &str)] = &[
     // self-fenced; its only installer crashed. Before acceptances were durable, node 3's next incarnation
     // forgot 2.2 and formed 3.1 with the member 2.2 had removed.
     (3, 2466, "an accepted install forgotten by a restarted acceptor"),
+    // G13: a joiner (no view yet) accepted an install, was paused, and installed it on waking from a
+    // `Commit` in its socket buffer, after the others had removed it and recovered it.
+    (5, 203301147, "a buffered commit installed by a stalled joiner"),
+    // G13: the liveness phase cut short a pause a fence agent had reported as a fence.
+    (5, 203308403, "a fence pause cut short"),
+    // G8: a restarted acceptor's inherited install (primary, assumed made) was newer than every known
+    // primary view, but the transition removed the members of an older one; a member only the install
+    // contained came back unrefused.
+    (3, 458144504, "an assumed install not taken as the previous primary view"),
+    (3, 458141190, "an assumed install not taken as the previous primary view"),
 ];
 
 #[test]
