@@ -1830,6 +1830,14 @@ impl Node {
             })
             .map(|a| View { id: a.view, members: a.members.clone(), primary: true })
             .collect();
+        // Recorded as the registry's last primary view, so the assumption outlives this view: the
+        // inherited acceptance is dropped once any later view (primary or not) is installed.
+        if let Some(v) = assumed_primary.iter().max_by_key(|v| v.id) {
+            if registry.last_primary_view.as_ref().is_none_or(|k| k.id < v.id) {
+                registry.last_primary = Some(v.id);
+                registry.last_primary_view = Some(v.clone());
+            }
+        }
         let inadmissible: Vec<Member> = c
             .members
             .iter()

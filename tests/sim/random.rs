@@ -101,6 +101,29 @@ const REGRESSIONS: &[(u32, u64, &str)] = &[
     (3, 458141190, "an assumed install not taken as the previous primary view"),
 ];
 
+/// The same with ten-second fault phases: (nodes, seed, what broke).
+const LONG_REGRESSIONS: &[(u32, u64, &str)] = &[
+    // G8: the assumed install was the previous primary view only for the next decision; a non-primary
+    // view installed first dropped the inherited acceptance, and the next primary view's transition
+    // fell back to an older primary view.
+    (5, 722554464, "an assumed primary view forgotten across a non-primary view"),
+];
+
+#[test]
+fn campaign_regression_seeds_with_ten_second_phases_keep_every_guarantee() {
+    for &(nodes, seed, what) in LONG_REGRESSIONS {
+        let mut o = CampaignOptions::standard();
+        o.nodes = nodes;
+        o.safety_ms = 10_000;
+        o.replay_hint = format!(
+            "COHORT_NODES={nodes} COHORT_SAFETY_MS=10000 cargo test --test sim -- random::replay_seed --exact --nocapture"
+        );
+        if let Err(f) = run_random(seed, &o) {
+            panic!("\nregression seed {seed} ({nodes} nodes, 10 s phases: {what}) fails again:\n{f}\n");
+        }
+    }
+}
+
 #[test]
 fn campaign_regression_seeds_keep_every_guarantee() {
     for &(nodes, seed, what) in REGRESSIONS {
