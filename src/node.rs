@@ -2178,6 +2178,12 @@ impl Node {
         }
         self.promised = ballot;
         self.frozen_since.get_or_insert(now);
+        // An accepted primary install may be committed and installed everywhere else without this
+        // member ever installing it: the watchdog counts from here, so such a member still self-fences
+        // once it is outside every working primary view (the primary side's watchdog fence waits for it).
+        if install.view.primary && self.last_primary_ms.is_none() {
+            self.last_primary_ms = Some(now);
+        }
         self.accepted = Some(install);
         self.accept_from = Some(from);
         self.accepted_tx = 0;
