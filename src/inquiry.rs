@@ -40,6 +40,7 @@ pub struct EpochInquiry {
     started_at: u64,
     deadline: u64,
     answers: BTreeMap<NodeId, Epoch>,
+    max_view_seq: u64,
     next_tx: u64,
     frag: Fragmenter,
     reasm: Reassembler,
@@ -62,6 +63,7 @@ impl EpochInquiry {
             started_at: now,
             deadline: now + wait,
             answers: BTreeMap::new(),
+            max_view_seq: 0,
             next_tx: now,
             decided: None,
         }
@@ -75,6 +77,12 @@ impl EpochInquiry {
     /// What was learned so far: per answering node, the highest epoch it knows for this node.
     pub fn answers(&self) -> &BTreeMap<NodeId, Epoch> {
         &self.answers
+    }
+
+    /// The highest view sequence number any answer reported: the new incarnation starts its own above
+    /// it (`Durable::max_view_seq`), so a data directory that lost its own never reuses a view id (G1).
+    pub fn max_view_seq(&self) -> u64 {
+        self.max_view_seq
     }
 
     /// When the host must call [`EpochInquiry::tick`] next.
@@ -119,15 +127,17 @@ impl EpochInquiry {
             return self.decided;
         }
         match env.body {
-            Body::EpochAnswer { nonce, highest } if nonce == self.nonce => {
+            Body::EpochAnswer { nonce, highest, max_view_seq } if nonce == self.nonce => {
                 self.answers.insert(from.node(), highest);
+                self.max_view_seq = self.max_view_seq.max(max_view_seq);
                 if self.decided.is_none() {
                     self.decide(now);
                 }
             }
             Body::EpochQuery { nonce } => {
                 let highest = known_epoch_on_disk(&self.disk, from.node());
-                self.send(from.node(), Body::EpochAnswer { nonce, highest }, out);
+                let max_view_seq = self.disk.max_view_seq.max(self.disk.max_installed_seq);
+                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq }, out);
             }
             _ => {}
         }
@@ -197,7 +207,8 @@ mod tests {
     }
 
     fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
-        dgram(cfg, Member(NodeId(from), Epoch(3)), Body::EpochAnswer { nonce, highest: Epoch(highest) })
+        let body = Body::EpochAnswer { nonce, highest: Epoch(highest), max_view_seq: highest * 10 };
+        dgram(cfg, Member(NodeId(from), Epoch(3)), body)
     }
 
     fn sends(out: &[Output]) -> Vec<NodeId> {
@@ -215,6 +226,7 @@ mod tests {
         // An answer to another inquiry (another nonce) counts for nothing.
         assert_eq!(q.receive(1, &answer(&c, 2, 76, 9), &mut out), None);
         assert_eq!(q.receive(2, &answer(&c, 3, 77, 4), &mut out), Some(Epoch(7)));
+        assert_eq!(q.max_view_seq(), 60, "the highest view sequence number any answer reported");
     }
 
     #[test]
@@ -271,6 +283,6 @@ mod tests {
         assert_eq!(*to, NodeId(3));
         let p = Reassembler::new(65536, 4, 1 << 20, 1000).accept(0, NodeId(0), bytes).expect("frame").expect("whole");
         let env: Envelope<Body> = wire::decode(&p, 65536, "c").expect("decode");
-        assert_eq!(env.body, Body::EpochAnswer { nonce: 42, highest: Epoch(8) });
+        assert_eq!(env.body, Body::EpochAnswer { nonce: 42, highest: Epoch(8), max_view_seq: 0 });
     }
 }

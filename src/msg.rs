@@ -146,6 +146,10 @@ pub enum Body {
         nonce: u64,
         /// The highest epoch known for the querying node (0 if none).
         highest: Epoch,
+        /// The highest view sequence number the sender has seen: a node whose data directory lost its
+        /// own must not reuse a view id (G1).
+        #[serde(default)]
+        max_view_seq: u64,
     },
 }
 

@@ -660,7 +660,8 @@ impl Node {
             // A node about to start a new incarnation asks which epochs of it were seen (G12).
             let highest = self.highest_known_epoch(from.node());
             self.epoch_inquiries.insert(from.node(), highest);
-            self.send(from.node(), Body::EpochAnswer { nonce, highest }, out);
+            let max_view_seq = self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
+            self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq }, out);
             return;
         }
         if !self.note_peer(now, from, &env.body) {

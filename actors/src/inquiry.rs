@@ -27,6 +27,8 @@ pub struct InquiryOutcome {
     pub min_epoch: Epoch,
     /// Per answering node, the highest epoch it knew for this node.
     pub answers: BTreeMap<NodeId, Epoch>,
+    /// The highest view sequence number any answer reported.
+    pub max_view_seq: u64,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -67,7 +69,12 @@ pub async fn ask_epoch(
             }
         }
         if let Some(min_epoch) = decided {
-            return Ok(InquiryOutcome { min_epoch, answers: q.answers().clone(), elapsed: start.elapsed() });
+            return Ok(InquiryOutcome {
+                min_epoch,
+                answers: q.answers().clone(),
+                max_view_seq: q.max_view_seq(),
+                elapsed: start.elapsed(),
+            });
         }
         if start.elapsed() >= next_note {
             // A node that ran before waits for a majority however long it takes: say so.

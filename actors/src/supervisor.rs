@@ -180,6 +180,11 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         .await
         .context("epoch registry stopped")?
         .with_context(|| format!("cannot persist the epoch in {}", settings.node.data_dir.display()))?;
+    // A data directory that lost its own highest view sequence number (wiped, restored) takes the
+    // cluster's, so this incarnation never proposes a view id that was used (G1). Persisted with the
+    // first ballot; a crash before that only repeats the inquiry.
+    let mut durable = durable;
+    durable.max_view_seq = durable.max_view_seq.max(asked.max_view_seq);
     let member = Member(node_id, durable.epoch);
 
     let (fatal_tx, fatal_rx) = watch::channel(None);

@@ -1806,6 +1806,10 @@ impl Sim {
                     self.slot(n).disk.epoch.0,
                     if answers.is_empty() { "none".to_string() } else { answers.join(" ") }
                 ));
+                // A data directory that lost its own highest view sequence number takes the cluster's.
+                let seen = q.max_view_seq();
+                let disk = &mut self.slot_mut(n).disk;
+                disk.max_view_seq = disk.max_view_seq.max(seen);
                 self.boot_with(n, Epoch(min_epoch.0.max(learned.0)), &why);
             }
         }
