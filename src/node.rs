@@ -1071,10 +1071,17 @@ impl Node {
         }
         entry.last_heard = now;
         if let Body::Heartbeat(hb) = body {
+            // Frozen since when: a member that installed a view between two heartbeats (each one sent
+            // frozen by a different change) has been frozen only since the newer view.
+            let same_view = entry.view == hb.view;
             entry.view = hb.view;
             entry.leaving = hb.leaving;
             entry.removed = hb.removed;
-            entry.frozen_since = if hb.frozen { entry.frozen_since.or(Some(now)) } else { None };
+            entry.frozen_since = match (hb.frozen, entry.frozen_since) {
+                (false, _) => None,
+                (true, Some(t)) if same_view => Some(t),
+                (true, _) => Some(now),
+            };
             entry.stalled_since = if hb.probe != 0 { entry.stalled_since.or(Some(now)) } else { None };
         }
         if matches!(body, Body::Leave) {
@@ -1388,6 +1395,13 @@ impl Node {
             self.record(now, Event::RemovedSelf { view }, out);
             self.notify(Notification::RemovedSelf { view }, out);
             self.coord = None;
+            // The primary history counts this member as removed from a primary view, perhaps from an
+            // install it never accepted that a later coordinator had to assume made. With watchdog
+            // fencing the primary side waits for it to go silent: its watchdog counts from here if it
+            // never was in a working primary view, or that fence would never complete.
+            if self.last_primary_ms.is_none() {
+                self.last_primary_ms = Some(now);
+            }
         }
         match action {
             RemovedAction::Restart => {
@@ -1718,10 +1732,16 @@ impl Node {
             // It can never have been committed if one of its own members is here and neither accepted
             // nor installed it: that member promised our higher ballot first, so it will refuse the
             // install, and a commit needs every member's acceptance.
+            // A member that installed it and moved on (its last primary view is this one) did not refuse
+            // it: the install was committed.
+            let installed_by = |s: &FlushState| {
+                s.view.as_ref().is_some_and(|v| v.id == inst.view.id)
+                    || s.last_primary.as_ref().is_some_and(|v| v.id == inst.view.id)
+            };
             let refused_by_a_member = promises.iter().any(|(m, s)| {
                 inst.view.contains(*m)
                     && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
-                    && s.view.as_ref().is_none_or(|v| v.id != inst.view.id)
+                    && !installed_by(s)
             });
             let not_yet_installed_here = newest_current.is_none_or(|cur| inst.view.id > cur)
                 || promises.values().any(|s| {
@@ -1731,8 +1751,7 @@ impl Node {
             // It may have been committed only if some member installed it, or if every member of it
             // accepted it. Members we cannot see leave that open, unless their node has since come back
             // under a newer epoch (then whatever the old incarnation installed died with it).
-            let installed_somewhere =
-                promises.values().any(|s| s.view.as_ref().is_some_and(|v| v.id == inst.view.id));
+            let installed_somewhere = promises.values().any(installed_by);
             // A member a later primary view already removed is settled too: that view's coordinator
             // decided about this install.
             let mut known = self.durable.registry.clone();
@@ -2358,6 +2377,11 @@ impl Node {
         self.accepted = None;
         self.accept_from = None;
         self.frozen_since = None;
+        // The peers' freezes heard so far belonged to the change that just ended: a member still
+        // frozen in a change going nowhere shows so again from its next heartbeat.
+        for p in self.peers.values_mut() {
+            p.frozen_since = None;
+        }
         if self.coord.as_ref().is_some_and(|c| c.ballot <= new.id) {
             self.coord = None;
         }

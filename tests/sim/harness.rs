@@ -805,6 +805,8 @@ pub struct Sim {
     slots: Vec<Slot>,
     /// Directed links cut by partitions and one-way partitions.
     cut: BTreeSet<(u32, u32)>,
+    /// `COHORT_SIM_MSGS=1` with `--trace`: a reassembler for printing view-change messages.
+    msg_trace: Option<cohort::wire::Reassembler>,
     /// Flapping links, by (low node, high node).
     flaps: BTreeMap<(u32, u32), Flap>,
     flap_gen: u64,
@@ -903,6 +905,9 @@ impl Sim {
             next_event: 0,
             slots,
             cut: BTreeSet::new(),
+            msg_trace: std::env::var("COHORT_SIM_MSGS")
+                .is_ok_and(|v| v == "1")
+                .then(|| cohort::wire::Reassembler::new(64 << 20, 1024, 1 << 30, 10_000)),
             flaps: BTreeMap::new(),
             flap_gen: 0,
             checker: Checker::new(),
@@ -1294,7 +1299,49 @@ impl Sim {
             }
             return;
         }
+        if self.opts.verbose && self.msg_trace.is_some() {
+            self.print_protocol_message(from, to, &bytes);
+        }
         self.step(to, |core, now, out| core.receive(now, &bytes, out));
+    }
+
+    /// With `--trace` and `COHORT_SIM_MSGS=1`: one line per view-change datagram a node receives (not
+    /// heartbeats or data), for reading how a view was decided.
+    fn print_protocol_message(&mut self, from: u32, to: u32, bytes: &[u8]) {
+        use cohort::msg::Body;
+        let now = self.now;
+        let Some(reasm) = self.msg_trace.as_mut() else { return };
+        let Ok(Some(packet)) = reasm.accept(now, NodeId(from * 1000 + to), bytes) else { return };
+        let Ok(env) = cohort::wire::decode::<Body>(&packet, usize::MAX, &self.cfg.cluster) else { return };
+        let vid = |v: &Option<View>| v.as_ref().map_or("-".to_string(), |v| v.id.to_string());
+        let what = match &env.body {
+            Body::Prepare { ballot, members } => format!("Prepare {ballot} {members:?}"),
+            Body::Promise { ballot, state } => format!(
+                "Promise {ballot} view={} last_primary={} accepted={} inherited={:?} reg_last_primary={:?}",
+                vid(&state.view),
+                vid(&state.last_primary),
+                state.accepted.as_ref().map_or("-".to_string(), |a| format!("{} {:?}", a.view.id, a.view.members)),
+                state.inherited.as_ref().map(|a| a.view),
+                state.registry.last_primary_view.as_ref().map(|v| v.id),
+            ),
+            Body::Reject { ballot, reason } => format!("Reject {ballot} {reason:?}"),
+            Body::Accept { ballot, install } => format!(
+                "Accept {ballot} {:?} primary={} prev_primary={:?}",
+                install.view.members, install.view.primary, install.prev_primary
+            ),
+            Body::Accepted { ballot } => format!("Accepted {ballot}"),
+            Body::Commit { ballot } => format!("Commit {ballot}"),
+            Body::Heartbeat(h) if h.frozen || h.removed || h.leaving || h.probe != 0 => format!(
+                "Heartbeat view={:?} frozen={} removed={} leaving={} probe={}",
+                h.view.map(|v| v.to_string()),
+                h.frozen,
+                h.removed,
+                h.leaving,
+                h.probe
+            ),
+            _ => return,
+        };
+        println!("t={now} msg n{from}->n{to} {}: {what}", env.from);
     }
 
     fn on_wake(&mut self, n: u32) {

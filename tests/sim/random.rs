@@ -99,27 +99,47 @@ const REGRESSIONS: &[(u32, u64, &str)] = &[
     // contained came back unrefused.
     (3, 458144504, "an assumed install not taken as the previous primary view"),
     (3, 458141190, "an assumed install not taken as the previous primary view"),
+    // G3: a member accepted primary install 2.1 and never got its commit; the coordinator of a later
+    // view had installed 2.1 itself and moved on, counted itself as a member refusing it, and never
+    // completed it for the acceptor, which then formed a primary view with no installer of 2.1.
+    (5, 276928145, "an install's own installer counted as refusing it"),
+    (5, 276933356, "an install's own installer counted as refusing it"),
+    // L2: watchdog fencing; a member removed by a primary view (from an install assumed made that it
+    // never accepted) had never been in a working primary view, so its watchdog never counted and the
+    // primary side's watchdog fence of it never completed.
+    (5, 618201165, "a removed member whose watchdog never started"),
+    (5, 618215872, "a removed member whose watchdog never started"),
 ];
 
-/// The same with ten-second fault phases: (nodes, seed, what broke).
-const LONG_REGRESSIONS: &[(u32, u64, &str)] = &[
+/// The same with long fault phases: (nodes, fault phase in ms, seed, what broke).
+const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // G8: the assumed install was the previous primary view only for the next decision; a non-primary
     // view installed first dropped the inherited acceptance, and the next primary view's transition
     // fell back to an older primary view.
-    (5, 722554464, "an assumed primary view forgotten across a non-primary view"),
+    (5, 10_000, 722554464, "an assumed primary view forgotten across a non-primary view"),
+    // G3: as seeds 276928145 and 276933356 above.
+    (5, 10_000, 234576038, "an install's own installer counted as refusing it"),
+    (5, 30_000, 459610677, "an install's own installer counted as refusing it"),
+    // L2: as seeds 618201165 and 618215872 above, at nine nodes.
+    (9, 10_000, 421329586, "a removed member whose watchdog never started"),
+    // L2: a peer's "frozen since" survived the install of the next view (its heartbeats said frozen in
+    // both changes), so right after every install the coordinator saw a member frozen for long and
+    // started another change: a livelock of identical views.
+    (9, 10_000, 421329637, "a stale freeze restarting view changes forever"),
+    (9, 10_000, 421329642, "a stale freeze restarting view changes forever"),
 ];
 
 #[test]
-fn campaign_regression_seeds_with_ten_second_phases_keep_every_guarantee() {
-    for &(nodes, seed, what) in LONG_REGRESSIONS {
+fn campaign_regression_seeds_with_long_phases_keep_every_guarantee() {
+    for &(nodes, safety_ms, seed, what) in LONG_REGRESSIONS {
         let mut o = CampaignOptions::standard();
         o.nodes = nodes;
-        o.safety_ms = 10_000;
+        o.safety_ms = safety_ms;
         o.replay_hint = format!(
-            "COHORT_NODES={nodes} COHORT_SAFETY_MS=10000 cargo test --test sim -- random::replay_seed --exact --nocapture"
+            "COHORT_NODES={nodes} COHORT_SAFETY_MS={safety_ms} cargo test --test sim -- random::replay_seed --exact --nocapture"
         );
         if let Err(f) = run_random(seed, &o) {
-            panic!("\nregression seed {seed} ({nodes} nodes, 10 s phases: {what}) fails again:\n{f}\n");
+            panic!("\nregression seed {seed} ({nodes} nodes, {safety_ms} ms phases: {what}) fails again:\n{f}\n");
         }
     }
 }
