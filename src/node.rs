@@ -426,6 +426,8 @@ pub struct Node {
     leaving: bool,
     /// Nodes whose member acknowledged this member's `Leave`.
     leave_acks: BTreeSet<NodeId>,
+    /// The nodes that must acknowledge this member's `Leave` (see `leave`).
+    leave_to: BTreeSet<NodeId>,
     leave_tx: u64,
     left: bool,
     last_primary_ms: Option<u64>,
@@ -527,6 +529,7 @@ impl Node {
             new_epoch_requested: false,
             leaving: false,
             leave_acks: BTreeSet::new(),
+            leave_to: BTreeSet::new(),
             leave_tx: 0,
             left: false,
             last_primary_ms: None,
@@ -660,7 +663,8 @@ impl Node {
             // A node about to start a new incarnation asks which epochs of it were seen (G12).
             let highest = self.highest_known_epoch(from.node());
             self.epoch_inquiries.insert(from.node(), highest);
-            let max_view_seq = self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
+            let max_view_seq =
+                self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
             self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq }, out);
             return;
         }
@@ -833,8 +837,23 @@ impl Node {
         // if nobody received its `Leave` (L6).
         self.durable.note_left(self.me);
         self.persist(out);
-        let alone = self.view.as_ref().is_none_or(|v| v.members.len() <= 1);
-        if alone {
+        // Who must have the leave on disk before this member is done: the other members of its view,
+        // and the nodes of its last primary view that it hears now (they, or their next incarnations,
+        // form the next primary view; one that is not in this member's view, say because this member
+        // is alone in a non-primary view after a stall, would otherwise count it as failed).
+        let me = self.me;
+        let mut leave_to: BTreeSet<NodeId> =
+            self.view.iter().flat_map(|v| v.members.iter().map(|m| m.node())).collect();
+        if let Some(lp) = &self.last_primary {
+            for m in &lp.members {
+                if self.peers.get(&m.node()).is_some_and(|p| self.alive(now, p)) {
+                    leave_to.insert(m.node());
+                }
+            }
+        }
+        leave_to.remove(&me.node());
+        self.leave_to = leave_to;
+        if self.leave_to.is_empty() {
             self.finish_leave(now, out);
             return;
         }
@@ -842,30 +861,21 @@ impl Node {
         self.send_leave(now, out);
         // Once to every other configured node too: a coordinator forming a view from outside this
         // member's view (a restarted node, say) then knows it left instead of counting it as failed.
-        let me = self.me;
-        let in_view: BTreeSet<NodeId> =
-            self.view.iter().flat_map(|v| v.members.iter().map(|m| m.node())).collect();
         let others: Vec<NodeId> = self
             .cfg
             .nodes
             .iter()
             .map(|n| n.id)
-            .filter(|n| *n != me.node() && !in_view.contains(n))
+            .filter(|n| *n != me.node() && !self.leave_to.contains(n))
             .collect();
         self.send_many(&others, Body::Leave, out);
         self.send_heartbeats(now, out);
     }
 
-    /// Sends `Leave` to every member of the view that has not acknowledged it yet.
+    /// Sends `Leave` to every node in `leave_to` that has not acknowledged it yet.
     fn send_leave(&mut self, now: u64, out: &mut Vec<Output>) {
-        let Some(v) = self.view.clone() else { return };
-        let me = self.me;
-        let to: Vec<NodeId> = v
-            .members
-            .iter()
-            .filter(|m| **m != me && !self.leave_acks.contains(&m.node()))
-            .map(|m| m.node())
-            .collect();
+        let to: Vec<NodeId> =
+            self.leave_to.iter().copied().filter(|n| !self.leave_acks.contains(n)).collect();
         self.leave_tx = now;
         self.send_many(&to, Body::Leave, out);
     }
@@ -876,9 +886,7 @@ impl Node {
         if !self.leaving || self.left {
             return;
         }
-        let Some(v) = self.view.clone() else { return };
-        let me = self.me;
-        if v.members.iter().all(|m| *m == me || self.leave_acks.contains(&m.node())) {
+        if self.leave_to.iter().all(|n| self.leave_acks.contains(n)) {
             self.finish_leave(now, out);
         } else if now.saturating_sub(self.leave_tx) >= self.cfg.retransmit_interval_ms {
             self.send_leave(now, out);
@@ -892,7 +900,8 @@ impl Node {
             self.persist(out);
             // Promised a ballot whose coordinator may not know of this leave yet: tell it again with
             // the leave in it (it replaces the earlier promise while it has not decided).
-            if self.frozen_since.is_some() && self.accepted.is_none() && self.released != Some(self.promised) {
+            if self.frozen_since.is_some() && self.accepted.is_none() && self.released != Some(self.promised)
+            {
                 let (ballot, state) = (self.promised, self.flush_state());
                 self.send(ballot.coord, Body::Promise { ballot, state: Box::new(state) }, out);
             }
@@ -922,7 +931,8 @@ impl Node {
             }
             // Only a primary view orders and delivers, and an accepted install may be committed from a
             // `Commit` that waited in the buffer (a joiner has no view yet): that is what a stall holds.
-            if self.view.as_ref().is_some_and(|v| v.primary && v.members.len() > 1) || self.accepted.is_some() {
+            if self.view.as_ref().is_some_and(|v| v.primary && v.members.len() > 1) || self.accepted.is_some()
+            {
                 // A fresh nonce per stall: an echo of an earlier one was sent before this stall.
                 self.stall = Some(Stall { nonce: now.max(1), at: now, echoes: BTreeMap::new() });
             }
@@ -1272,12 +1282,21 @@ impl Node {
         }
     }
 
+    /// True when `m` is known to have left cleanly: its `Leave` reached this member (or this member's
+    /// disk has it), its heartbeats say it is leaving, or a promise in `promises` reports it as leaving
+    /// or as a known leaver (L6).
+    fn known_leaver(&self, m: Member, promises: &BTreeMap<Member, FlushState>) -> bool {
+        self.leavers.contains(&m)
+            || self.durable.has_left(m)
+            || self.peers.get(&m.node()).is_some_and(|p| p.member == m && p.leaving)
+            || promises.get(&m).is_some_and(|s| s.leaving)
+            || promises.values().any(|s| s.left.contains(&m))
+    }
+
     /// Called when a member outside this member's view is heard. On the primary side this is where a
     /// stateful merge is caught (G8): a removed member is refused and told so.
     fn check_admission(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
-        let leaving = self.leavers.contains(&m)
-            || self.durable.has_left(m)
-            || self.peers.get(&m.node()).is_some_and(|p| p.member == m && p.leaving);
+        let leaving = self.known_leaver(m, &BTreeMap::new());
         match self.durable.registry.classify(m) {
             Admission::Fresh => {}
             // A member that left cleanly keeps heartbeating (marked leaving) until it sees the view
@@ -1725,10 +1744,15 @@ impl Node {
         let newest_current = promises.values().filter_map(|s| s.view.as_ref().map(|v| v.id)).max();
 
         // 1. An accepted install newer than every participant's view may have been committed somewhere:
-        //    finish it first (Paxos: the highest accepted value wins), then start again.
-        let pending =
-            promises.values().filter_map(|s| s.accepted.as_ref()).max_by_key(|i| i.view.id).cloned();
-        if let Some(inst) = pending {
+        //    finish it first, then start again. Each view id is a decision of its own: participants may
+        //    hold acceptances of different installs, and one that was never committed says nothing of
+        //    an older one that was, so they are settled newest first until one is completed or waited
+        //    for (dropping the newest and forgetting the others would let an acceptor of a committed
+        //    install go on into a primary view where nobody installed it, G3).
+        let mut pending: Vec<Install> = promises.values().filter_map(|s| s.accepted.clone()).collect();
+        pending.sort_by_key(|i| std::cmp::Reverse(i.view.id));
+        pending.dedup_by_key(|i| i.view.id);
+        for inst in pending {
             // It can never have been committed if one of its own members is here and neither accepted
             // nor installed it: that member promised our higher ballot first, so it will refuse the
             // install, and a commit needs every member's acceptance.
@@ -1751,13 +1775,17 @@ impl Node {
             // It may have been committed only if some member installed it, or if every member of it
             // accepted it. Members we cannot see leave that open, unless their node has since come back
             // under a newer epoch (then whatever the old incarnation installed died with it).
-            let installed_somewhere = promises.values().any(installed_by);
             // A member a later primary view already removed is settled too: that view's coordinator
             // decided about this install.
             let mut known = self.durable.registry.clone();
             for s in promises.values() {
                 known.merge(&s.registry);
             }
+            // Installed somewhere: a participant installed it, or a registry records it as the last
+            // primary view (registries are adopted at install, so some member installed it, or a
+            // coordinator took it as made and formed a view on that assumption).
+            let installed_somewhere =
+                promises.values().any(installed_by) || known.last_primary == Some(inst.view.id);
             let unknown: Vec<Member> = inst
                 .view
                 .members
@@ -1772,7 +1800,9 @@ impl Node {
                         .keys()
                         .chain(std::iter::once(&self.me))
                         .any(|q| q.node() == m.node() && q.epoch() > m.epoch());
-                    !restarted
+                    // Left cleanly: it takes part in no view after its leave, and whatever it
+                    // installed before, the participants that accepted the install settle it now.
+                    !restarted && !self.known_leaver(*m, &promises)
                 })
                 .filter(|m| known.admissible(*m))
                 .collect();
@@ -1804,7 +1834,7 @@ impl Node {
                 let nodes: Vec<NodeId> = waiting.iter().map(|m| m.node()).collect();
                 self.coord = Some(Coord {
                     ballot: inst.view.id,
-                    members: c.members,
+                    members: c.members.clone(),
                     phase: Phase::Completing { waiting },
                     phase_start: now,
                     last_tx: now,
@@ -1846,7 +1876,11 @@ impl Node {
             .filter(|a| {
                 let nodes: Vec<NodeId> = a.members.iter().map(|m| m.node()).collect();
                 !nodes.is_empty()
-                    && quorum::is_quorate(&QuorumInput { config: &self.cfg, present: &nodes, seen_all_once: true })
+                    && quorum::is_quorate(&QuorumInput {
+                        config: &self.cfg,
+                        present: &nodes,
+                        seen_all_once: true,
+                    })
             })
             .map(|a| View { id: a.view, members: a.members.clone(), primary: true })
             .collect();
@@ -1916,14 +1950,7 @@ impl Node {
                 pp.members
                     .iter()
                     .copied()
-                    .filter(|m| {
-                        !view.contains(*m)
-                            && (self.leavers.contains(m)
-                                || self.durable.has_left(*m)
-                                || self.peers.get(&m.node()).is_some_and(|p| p.member == *m && p.leaving)
-                                || promises.get(m).is_some_and(|s| s.leaving)
-                                || promises.values().any(|s| s.left.contains(m)))
-                    })
+                    .filter(|m| !view.contains(*m) && self.known_leaver(*m, &promises))
                     .collect()
             })
             .unwrap_or_default();
@@ -2175,6 +2202,15 @@ impl Node {
         if self.coord.as_ref().is_some_and(|c| c.ballot < ballot) {
             self.coord = None;
         }
+        // An install received but not yet voted for (this member was still fetching its cut, so it
+        // never sent `Accepted` and never persisted it) is given up: a commit needed this member's vote,
+        // and after promising a higher ballot it never gives it (Paxos). Reporting it in the promise would
+        // make the next coordinator complete an install that was never committed and that this member
+        // may never be able to install (its cut's holder may be gone).
+        if self.accepted.as_ref().is_some_and(|a| a.view.id < ballot) && !self.voted() {
+            self.accepted = None;
+            self.accept_from = None;
+        }
         self.promised = ballot;
         self.frozen_since.get_or_insert(now);
         let state = self.flush_state();
@@ -2211,6 +2247,13 @@ impl Node {
     }
 
     /// True when this member holds every message up to its cut of the accepted install.
+    /// True when this member voted for its accepted install: it sent `Accepted`, after persisting it.
+    fn voted(&self) -> bool {
+        self.accepted
+            .as_ref()
+            .is_some_and(|a| self.durable.accepted.as_ref().is_some_and(|d| d.view == a.view.id))
+    }
+
     fn accept_complete(&self) -> bool {
         let Some(acc) = &self.accepted else { return false };
         let Some(v) = &self.view else { return true };
@@ -2238,6 +2281,10 @@ impl Node {
             return;
         }
         let ballot = acc.view.id;
+        if ballot < self.promised {
+            // Promised a higher ballot since (and gave it up unvoted then, see `on_prepare`).
+            return;
+        }
         if self.accept_complete() {
             if let Some(c) = self.accept_from {
                 if self.durable.accepted.as_ref().is_none_or(|a| a.view != ballot) {
@@ -2388,7 +2435,8 @@ impl Node {
         self.seen_all |=
             inst.seen_all || self.cfg.nodes.iter().all(|n| new.members.iter().any(|m| m.node() == n.id));
         // A stateful merge whose node is back in the view as a newer member is resolved.
-        let superseded = |m: &Member| new.members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch());
+        let superseded =
+            |m: &Member| new.members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch());
         self.merges.retain(|m, _| !superseded(m));
         self.merge_fence_requested.retain(|m, _| !superseded(m));
         self.durable.registry.merge(&inst.registry);

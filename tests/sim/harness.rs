@@ -1320,7 +1320,10 @@ impl Sim {
                 "Promise {ballot} view={} last_primary={} accepted={} inherited={:?} reg_last_primary={:?}",
                 vid(&state.view),
                 vid(&state.last_primary),
-                state.accepted.as_ref().map_or("-".to_string(), |a| format!("{} {:?}", a.view.id, a.view.members)),
+                state
+                    .accepted
+                    .as_ref()
+                    .map_or("-".to_string(), |a| format!("{} {:?}", a.view.id, a.view.members)),
                 state.inherited.as_ref().map(|a| a.view),
                 state.registry.last_primary_view.as_ref().map(|v| v.id),
             ),
@@ -1472,7 +1475,10 @@ impl Sim {
                     self.exit(n, Exit::NewEpoch, why);
                     self.slot_mut(n).restarting = true;
                     let at = self.now + self.opts.restart_delay_ms;
-                    self.schedule(at, Ev::Boot { node: n, min_epoch, why: "restarted with a new epoch", inquire: false });
+                    self.schedule(
+                        at,
+                        Ev::Boot { node: n, min_epoch, why: "restarted with a new epoch", inquire: false },
+                    );
                 }
             }
         }
@@ -1846,7 +1852,8 @@ impl Sim {
         }
         if let Some(learned) = decided {
             if let Some((q, min_epoch, why)) = self.slot_mut(n).inquiry.take() {
-                let answers: Vec<String> = q.answers().iter().map(|(k, e)| format!("n{}:{}", k.0, e.0)).collect();
+                let answers: Vec<String> =
+                    q.answers().iter().map(|(k, e)| format!("n{}:{}", k.0, e.0)).collect();
                 self.note(format!(
                     "n{n}: epoch inquiry decided at least {} (disk {}; answers {})",
                     learned.0,
@@ -1883,7 +1890,10 @@ impl Sim {
                 .map(|(_, m)| m.clone())
                 .unwrap_or_default();
             let all_clean = newest_primary.iter().all(|m| self.clean_leavers.contains(m))
-                && self.slots.iter().all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
+                && self
+                    .slots
+                    .iter()
+                    .all(|s| self.clean_leavers.contains(&Member(NodeId(s.id), s.disk.epoch)));
             self.cold_start_clean = self.stop_all_from_settled && all_clean;
             self.note(format!(
                 "cold start: every node is down{}",
@@ -2221,8 +2231,10 @@ impl Sim {
         // incarnations, form the next primary view), else those of its current view. It must reach every
         // one of them that is up (running or paused, which holds the datagram in its buffer): one it is
         // cut off from may already be forming a view that removes it as failed, before any `Leave`
-        // could reach it. With none of them up (they stopped before it), nobody needs telling: the leave
-        // is on its own disk, and its next incarnation reports it.
+        // could reach it. One that is down must have left cleanly before it: then nobody needs telling
+        // (the leave is on its own disk, and its next incarnation reports it), but one that crashed or
+        // was fenced comes back as a new incarnation that knows nothing of this leave and may form the
+        // next primary view without it (it has to fence a member whose fate it cannot know).
         let last_primary = self.log.iter().rev().find_map(|r| match &r.event {
             Event::View { members, primary: true, .. } if r.member() == me => Some(members.clone()),
             _ => None,
@@ -2235,7 +2247,10 @@ impl Sim {
             .filter(|j| *j != n)
             .collect();
         let in_a_view = core.view().is_some();
-        let reaches = judges.iter().filter(|j| self.member_of(**j).is_some()).all(|j| !self.is_cut(n, *j));
+        let reaches = judges.iter().all(|j| match self.member_of(*j) {
+            Some(_) => !self.is_cut(n, *j),
+            None => self.clean_leavers.contains(&Member(NodeId(*j), self.slot(*j).disk.epoch)),
+        });
         // A member some primary view already removed as failed (it was cut off before it was asked to
         // stop) cannot turn that removal into a leave.
         let removed = self.log.iter().any(|r| match &r.event {
@@ -2353,7 +2368,12 @@ impl Sim {
                         if let (Some(d), None) = (self.opts.reboot_after_kill_ms, &self.opts.service) {
                             self.schedule(
                                 self.now + d,
-                                Ev::Boot { node: t, min_epoch: Epoch(0), why: "reboot after fencing", inquire: true },
+                                Ev::Boot {
+                                    node: t,
+                                    min_epoch: Epoch(0),
+                                    why: "reboot after fencing",
+                                    inquire: true,
+                                },
                             );
                         }
                         report(self, true, "power-cycled".into());
@@ -2652,7 +2672,12 @@ impl Sim {
                         let after = self.rng.gen_range(100..=1500);
                         self.schedule(
                             self.now + after,
-                            Ev::Boot { node: x, min_epoch: Epoch(0), why: "restart after crash", inquire: true },
+                            Ev::Boot {
+                                node: x,
+                                min_epoch: Epoch(0),
+                                why: "restart after crash",
+                                inquire: true,
+                            },
                         );
                     }
                 }

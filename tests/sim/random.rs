@@ -109,7 +109,38 @@ const REGRESSIONS: &[(u32, u64, &str)] = &[
     // primary side's watchdog fence of it never completed.
     (5, 618201165, "a removed member whose watchdog never started"),
     (5, 618215872, "a removed member whose watchdog never started"),
+    // G3: participants held acceptances of two installs; the newer one (8.1) was never committed and
+    // was dropped, and the older one (4.1, committed and installed by members now gone) was never
+    // looked at, so its acceptors went on into primary view 9.2 where nobody had installed 4.1.
+    (5, 57360840, "an older committed install hidden behind a newer refused one"),
+    // L1: a member received an install but was still fetching its cut when it promised a higher
+    // ballot; its promise reported the install as accepted, the next coordinator completed it, and the
+    // member could never install it (the cut's holder was gone): one member stranded in a dead
+    // primary view refused every proposal that dropped the other.
+    (5, 276926429, "an unvoted acceptance reported in a promise"),
 ];
+
+/// Seeds that broke with world events (`--world all`): (nodes, seed, what broke).
+const WORLD_REGRESSIONS: &[(u32, u64, &str)] = &[
+    // L6: a member alone in a non-primary view (after a pause) left without telling anyone, and the
+    // nodes of its last primary view fenced it; then an install it coordinated and left behind was
+    // waited for as undecidable because the leaver could not be asked.
+    (5, 749510500, "a leaver alone in its view, and an install left behind by a leaver"),
+];
+
+#[test]
+fn world_regression_seeds_keep_every_guarantee() {
+    for &(nodes, seed, what) in WORLD_REGRESSIONS {
+        let mut o = CampaignOptions::standard();
+        o.nodes = nodes;
+        o.world = WorldKinds::all();
+        o.replay_hint =
+            format!("COHORT_NODES={nodes} COHORT_WORLD=all cargo test --test sim -- random::replay_seed --exact --nocapture");
+        if let Err(f) = run_random(seed, &o) {
+            panic!("\nregression ({what}):\n{f}\n");
+        }
+    }
+}
 
 /// The same with long fault phases: (nodes, fault phase in ms, seed, what broke).
 const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
@@ -139,7 +170,9 @@ fn campaign_regression_seeds_with_long_phases_keep_every_guarantee() {
             "COHORT_NODES={nodes} COHORT_SAFETY_MS={safety_ms} cargo test --test sim -- random::replay_seed --exact --nocapture"
         );
         if let Err(f) = run_random(seed, &o) {
-            panic!("\nregression seed {seed} ({nodes} nodes, {safety_ms} ms phases: {what}) fails again:\n{f}\n");
+            panic!(
+                "\nregression seed {seed} ({nodes} nodes, {safety_ms} ms phases: {what}) fails again:\n{f}\n"
+            );
         }
     }
 }
