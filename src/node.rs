@@ -1758,13 +1758,21 @@ impl Node {
             // install, and a commit needs every member's acceptance.
             // A member that installed it and moved on (its last primary view is this one) did not refuse
             // it: the install was committed.
+            // So did a later incarnation whose disk shows it installed (its registry, adopted at install,
+            // records it as the last primary view).
             let installed_by = |s: &FlushState| {
                 s.view.as_ref().is_some_and(|v| v.id == inst.view.id)
                     || s.last_primary.as_ref().is_some_and(|v| v.id == inst.view.id)
+                    || s.registry.last_primary == Some(inst.view.id)
             };
+            // A later incarnation of a member refuses for it when it inherited no acceptance of it: the
+            // member persisted its acceptance before voting, and a later one it accepted instead was
+            // accepted only after that install's coordinator had settled this one (as
+            // `AcceptedInstall::refuted_by` reasons).
             let refused_by_a_member = promises.iter().any(|(m, s)| {
-                inst.view.contains(*m)
+                inst.view.members.iter().any(|im| im.node() == m.node() && im.epoch() <= m.epoch())
                     && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
+                    && s.inherited.as_ref().is_none_or(|a| a.view != inst.view.id)
                     && !installed_by(s)
             });
             let not_yet_installed_here = newest_current.is_none_or(|cur| inst.view.id > cur)

@@ -833,6 +833,8 @@ pub struct Sim {
     watched: BTreeMap<u64, Watched>,
     /// Random fault injection is on.
     faults_on: bool,
+    /// The liveness phase began: every node must run (one still stopping then is booted when it exits).
+    liveness: bool,
     fault_gen: u64,
     /// The random injector also stops nodes cleanly (`systemctl stop` or `restart`).
     pub random_stops: bool,
@@ -923,6 +925,7 @@ impl Sim {
             positions: BTreeMap::new(),
             watched: BTreeMap::new(),
             faults_on: false,
+            liveness: false,
             fault_gen: 0,
             random_stops: false,
             fault_kinds: FaultKinds::none(),
@@ -1992,6 +1995,12 @@ impl Sim {
         if let Some((lo, hi)) = delay {
             let d = self.rng.gen_range(lo..=hi.max(lo));
             self.schedule(now + d, Ev::ServiceStart { node: n, gen });
+        } else if self.liveness {
+            // A clean stop that began in the safety phase and ended after it: the liveness phase boots
+            // every node, this one too.
+            self.slot_mut(n).stopped_by_operator = false;
+            self.note(format!("n{n} stopped after the faults ended: booted again for the liveness phase"));
+            self.schedule(now + self.opts.restart_delay_ms, Ev::ServiceStart { node: n, gen });
         }
     }
 
@@ -2728,6 +2737,7 @@ impl Sim {
     /// node resumed and every crashed node booted.
     pub fn end_faults(&mut self) {
         self.faults_on = false;
+        self.liveness = true;
         self.note("faults off: liveness phase".into());
         self.opts.net = NetParams::calm();
         self.heal();

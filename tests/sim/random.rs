@@ -126,6 +126,9 @@ const WORLD_REGRESSIONS: &[(u32, u64, &str)] = &[
     // nodes of its last primary view fenced it; then an install it coordinated and left behind was
     // waited for as undecidable because the leaver could not be asked.
     (5, 749510500, "a leaver alone in its view, and an install left behind by a leaver"),
+    // L1: a clean stop that began in the safety phase ended after it; the liveness phase had booted
+    // every node that was down, not this one, so policy `wait` zombies and it left no majority.
+    (5, 38288747, "a node still stopping when the liveness phase began"),
 ];
 
 #[test]
@@ -158,6 +161,11 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // started another change: a livelock of identical views.
     (9, 10_000, 421329637, "a stale freeze restarting view changes forever"),
     (9, 10_000, 421329642, "a stale freeze restarting view changes forever"),
+    // G8: install 19.1's coordinator crashed before node 3's member accepted it; node 3 restarted
+    // with no acceptance to inherit, yet a later coordinator, seeing every member of 19.1 accepted or
+    // restarted, completed it; a later primary view then removed its members and one came back.
+    (5, 10_000, 898029746, "an install a restarted member never accepted, completed"),
+    (5, 30_000, 666201220, "an install a restarted member never accepted, completed"),
 ];
 
 #[test]
