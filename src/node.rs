@@ -2021,9 +2021,17 @@ impl Node {
         let position = |s: &FlushState| -> (Option<ViewId>, u64) {
             match &s.view {
                 // Only a member that applied its view's group table (its `Sync`) carries that view's
-                // history; one still waiting for it has none to offer.
+                // history...
                 Some(v) if v.primary && s.history.0 == Some(v.id) => {
                     (Some(v.id), cuts.get(&v.id).map_or(s.delivered, |c| c.seq))
+                }
+                // ...or one that will apply it in this flush: a view with a lineage orders its `Sync`
+                // first (the sequencer's gate), so a cut above zero delivers it, and the member ends
+                // the flush with the same table as every other member coming from that view. Counted
+                // as having no history, it would keep that table while members from elsewhere start
+                // empty (G11).
+                Some(v) if v.primary && cuts.get(&v.id).is_some_and(|c| c.seq >= 1) => {
+                    (Some(v.id), cuts.get(&v.id).map_or(0, |c| c.seq))
                 }
                 _ => s.history,
             }

@@ -166,6 +166,11 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // restarted, completed it; a later primary view then removed its members and one came back.
     (5, 10_000, 898029746, "an install a restarted member never accepted, completed"),
     (5, 30_000, 666201220, "an install a restarted member never accepted, completed"),
+    // G11: a member of primary view 12.1 that had not yet applied 12.1's `Sync` when it promised
+    // counted as having no group history, so the next view had no lineage: it kept the table the
+    // flush gave it (the `Sync` was inside the cut) while a fresh member started empty.
+    (3, 10_000, 515255459, "a member syncing inside the cut counted as having no history"),
+    (3, 10_000, 515256003, "a member syncing inside the cut counted as having no history"),
 ];
 
 #[test]
