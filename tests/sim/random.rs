@@ -166,6 +166,12 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // restarted, completed it; a later primary view then removed its members and one came back.
     (5, 10_000, 898029746, "an install a restarted member never accepted, completed"),
     (5, 30_000, 666201220, "an install a restarted member never accepted, completed"),
+    // L2: a state transfer's provider whose application had left the group (its `LeaveGroup` still
+    // queued) never sent; the joiners' held deliveries capped their acknowledgements, a held safe
+    // message never became stable, the sequencer's window filled and the leave that would have moved
+    // the transfer was never ordered.
+    (16, 10_000, 397843401, "a joiner's push-back stalling the order its transfer waits on"),
+    (16, 10_000, 397843404, "a joiner's push-back stalling the order its transfer waits on"),
 ];
 
 #[test]
