@@ -335,10 +335,17 @@ impl Peer {
 enum MyGroup {
     /// Join sent, not yet delivered.
     Joining,
-    /// Joined; waiting for the state; deliveries for the application are held.
-    Awaiting { held: VecDeque<Notification> },
+    /// Joined; waiting for the state (since `since`, ms); deliveries for the application are held.
+    Awaiting { held: VecDeque<Notification>, since: u64 },
     /// Joined and current.
     Member,
+}
+
+impl MyGroup {
+    /// Waiting for the state from `now` on, nothing held yet.
+    fn awaiting(now: u64) -> MyGroup {
+        MyGroup::Awaiting { held: VecDeque::new(), since: now }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1168,12 +1175,20 @@ impl Node {
 
     /// What this member acknowledges: what it holds, capped so that a member whose application lags
     /// (held deliveries during a state transfer) pushes back on the sequencer instead of buffering
-    /// without bound.
+    /// without bound. A transfer pushes back only for two of its provider's retransmission periods:
+    /// a provider that can send has sent its state by then. One that cannot (its application left
+    /// the group and its `LeaveGroup` is still to be ordered) is replaced only when the order moves
+    /// on, which pushing back would stop for ever (a held safe message never becomes stable, the
+    /// sequencer's window fills, the provider's leave is never ordered).
     fn ack_point(&self, o: &Ordering) -> u64 {
+        let push_back = 2 * self.transfer_period();
         let held: usize = self
             .my_groups
             .values()
-            .map(|g| if let MyGroup::Awaiting { held } = g { held.len() } else { 0 })
+            .map(|g| match g {
+                MyGroup::Awaiting { held, since } if self.last_step < since + push_back => held.len(),
+                _ => 0,
+            })
             .sum();
         let cap = (o.delivered + self.cfg.window_msgs as u64).saturating_sub(held as u64);
         o.received.min(cap.max(o.delivered))
@@ -2805,7 +2820,7 @@ impl Node {
                 };
                 match self.my_groups.get_mut(&group) {
                     Some(MyGroup::Member) => self.notify(n, out),
-                    Some(MyGroup::Awaiting { held }) => held.push_back(n),
+                    Some(MyGroup::Awaiting { held, .. }) => held.push_back(n),
                     _ => {}
                 }
             }
@@ -2878,7 +2893,7 @@ impl Node {
                 // Only if the application still wants the group: it may have left before its join was
                 // delivered (the leave follows in the order and ends the transfer everywhere).
                 if who == self.me && current && matches!(self.my_groups.get(&group), Some(MyGroup::Joining)) {
-                    self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                    self.my_groups.insert(group.clone(), MyGroup::awaiting(now));
                     self.block(now, BlockReason::StateTransfer, out);
                     self.apply_early_state(now, &group, out);
                 }
@@ -2947,7 +2962,7 @@ impl Node {
         let listed = self.groups.get(group).is_some_and(|l| l.contains(&self.me));
         let leave_pending = self.leave_pending(group);
         match self.my_groups.get_mut(group) {
-            Some(MyGroup::Awaiting { held }) => {
+            Some(MyGroup::Awaiting { held, .. }) => {
                 held.clear();
                 self.finish_transfer(now, group, self.me, Vec::new(), None, out);
             }
@@ -2958,7 +2973,7 @@ impl Node {
             Some(MyGroup::Joining) if listed && !leave_pending => {
                 // The table already lists us (our join was delivered in the reference lineage; the
                 // copy still on its way is a no-op): we are a member, from empty state like the rest.
-                self.my_groups.insert(group.to_string(), MyGroup::Awaiting { held: VecDeque::new() });
+                self.my_groups.insert(group.to_string(), MyGroup::awaiting(now));
                 self.finish_transfer(now, group, self.me, Vec::new(), None, out);
             }
             _ => {}
@@ -2989,7 +3004,7 @@ impl Node {
     ) {
         self.transfers.insert((group.to_string(), joiner), (provider, token));
         if joiner == self.me && settled {
-            self.my_groups.insert(group.to_string(), MyGroup::Awaiting { held: VecDeque::new() });
+            self.my_groups.insert(group.to_string(), MyGroup::awaiting(now));
             self.block(now, BlockReason::StateTransfer, out);
             self.apply_early_state(now, group, out);
         }
@@ -3033,7 +3048,7 @@ impl Node {
                         // The new provider's state is taken at `token`, after everything held so far:
                         // those messages are part of it and must not be applied twice. If an earlier
                         // state already arrived, the new one replaces it, the same way at every joiner.
-                        self.my_groups.insert(group.clone(), MyGroup::Awaiting { held: VecDeque::new() });
+                        self.my_groups.insert(group.clone(), MyGroup::awaiting(now));
                         self.block(now, BlockReason::StateTransfer, out);
                     }
                     if np == self.me {
@@ -3047,7 +3062,7 @@ impl Node {
                     self.transfers.remove(&(group.clone(), joiner));
                     if joiner == self.me {
                         match self.my_groups.get_mut(&group) {
-                            Some(MyGroup::Awaiting { held }) => {
+                            Some(MyGroup::Awaiting { held, .. }) => {
                                 held.clear();
                                 self.finish_transfer(now, &group, self.me, Vec::new(), None, out);
                             }
@@ -3241,7 +3256,7 @@ impl Node {
         token: Option<TransferToken>,
         out: &mut Vec<Output>,
     ) {
-        let Some(MyGroup::Awaiting { held }) = self.my_groups.get_mut(group) else { return };
+        let Some(MyGroup::Awaiting { held, .. }) = self.my_groups.get_mut(group) else { return };
         let held = std::mem::take(held);
         let bytes = state.len() as u64;
         // The transfer table is replicated: only the ordered `StateApplied` ends the transfer there.
@@ -3304,8 +3319,13 @@ impl Node {
         }
     }
 
+    /// How often a provider sends its state again until the joiner acknowledges it.
+    fn transfer_period(&self) -> u64 {
+        self.cfg.view_change_timeout_ms.max(self.cfg.retransmit_interval_ms * 4)
+    }
+
     fn drive_transfers(&mut self, now: u64, out: &mut Vec<Output>) {
-        let period = self.cfg.view_change_timeout_ms.max(self.cfg.retransmit_interval_ms * 4);
+        let period = self.transfer_period();
         let due: Vec<(String, Member, TransferToken)> = self
             .providing
             .iter()

@@ -805,8 +805,11 @@ pub struct Sim {
     slots: Vec<Slot>,
     /// Directed links cut by partitions and one-way partitions.
     cut: BTreeSet<(u32, u32)>,
-    /// `COHORT_SIM_MSGS=1` with `--trace`: a reassembler for printing view-change messages.
+    /// `COHORT_SIM_MSGS=1` (or `2`) with `--trace`: a reassembler for printing view-change and
+    /// state-transfer messages.
     msg_trace: Option<cohort::wire::Reassembler>,
+    /// `COHORT_SIM_MSGS=2`: the ordering messages (`Data`, `Ordered`, `Ack`, `Nak`) too.
+    msg_trace_ordering: bool,
     /// Flapping links, by (low node, high node).
     flaps: BTreeMap<(u32, u32), Flap>,
     flap_gen: u64,
@@ -908,8 +911,9 @@ impl Sim {
             slots,
             cut: BTreeSet::new(),
             msg_trace: std::env::var("COHORT_SIM_MSGS")
-                .is_ok_and(|v| v == "1")
+                .is_ok_and(|v| v == "1" || v == "2")
                 .then(|| cohort::wire::Reassembler::new(64 << 20, 1024, 1 << 30, 10_000)),
+            msg_trace_ordering: std::env::var("COHORT_SIM_MSGS").is_ok_and(|v| v == "2"),
             flaps: BTreeMap::new(),
             flap_gen: 0,
             checker: Checker::new(),
@@ -1308,11 +1312,13 @@ impl Sim {
         self.step(to, |core, now, out| core.receive(now, &bytes, out));
     }
 
-    /// With `--trace` and `COHORT_SIM_MSGS=1`: one line per view-change datagram a node receives (not
-    /// heartbeats or data), for reading how a view was decided.
+    /// With `--trace` and `COHORT_SIM_MSGS=1`: one line per view-change or state-transfer datagram a
+    /// node receives (not heartbeats or data), for reading how a view was decided and how a transfer
+    /// went; with `COHORT_SIM_MSGS=2`, the ordering messages too (`Data`, `Ordered`, `Ack`, `Nak`).
     fn print_protocol_message(&mut self, from: u32, to: u32, bytes: &[u8]) {
         use cohort::msg::Body;
         let now = self.now;
+        let ordering = self.msg_trace_ordering;
         let Some(reasm) = self.msg_trace.as_mut() else { return };
         let Ok(Some(packet)) = reasm.accept(now, NodeId(from * 1000 + to), bytes) else { return };
         let Ok(env) = cohort::wire::decode::<Body>(&packet, usize::MAX, &self.cfg.cluster) else { return };
@@ -1332,11 +1338,32 @@ impl Sim {
             ),
             Body::Reject { ballot, reason } => format!("Reject {ballot} {reason:?}"),
             Body::Accept { ballot, install } => format!(
-                "Accept {ballot} {:?} primary={} prev_primary={:?}",
-                install.view.members, install.view.primary, install.prev_primary
+                "Accept {ballot} {:?} primary={} prev_primary={:?} lineage={}",
+                install.view.members,
+                install.view.primary,
+                install.prev_primary,
+                fmt_members(&install.lineage)
             ),
             Body::Accepted { ballot } => format!("Accepted {ballot}"),
             Body::Commit { ballot } => format!("Commit {ballot}"),
+            Body::State { group, joiner, token, state } => {
+                format!("State {group} joiner={} token={token} {}B", fmt_member(*joiner), state.len())
+            }
+            Body::StateAck { group, token } => format!("StateAck {group} token={token}"),
+            Body::Ack { view, received } if ordering => {
+                format!("Ack {view} received={received}")
+            }
+            Body::Nak { view, from, to } if ordering => {
+                format!("Nak {view} {from}..={to}")
+            }
+            Body::Ordered { view, msgs, stable, ordered } if ordering => format!(
+                "Ordered {view} stable={stable} ordered={ordered} {:?}",
+                msgs.iter().map(|m| (m.seq, m.msg.id.to_string(), m.msg.vseq)).collect::<Vec<_>>()
+            ),
+            Body::Data { view, msgs } if ordering => format!(
+                "Data {view} {:?}",
+                msgs.iter().map(|m| (m.id.to_string(), m.vseq, m.op.size())).collect::<Vec<_>>()
+            ),
             Body::Heartbeat(h) if h.frozen || h.removed || h.leaving || h.probe != 0 => format!(
                 "Heartbeat view={:?} frozen={} removed={} leaving={} probe={}",
                 h.view.map(|v| v.to_string()),
@@ -1610,6 +1637,13 @@ impl Sim {
                 Vec::new()
             }
             Notification::ProvideState { group, joiner, token } => {
+                if self.opts.verbose && self.msg_trace.is_some() {
+                    let me = self.member_of(n).map(fmt_member).unwrap_or_default();
+                    println!(
+                        "t={now} n{n} {me} asked to provide {group} to {} token={token}",
+                        fmt_member(joiner)
+                    );
+                }
                 let state = self.slot(n).app.groups.get(&group).copied().unwrap_or_default();
                 self.provide(n, now, group, joiner, token, state)
             }

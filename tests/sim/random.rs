@@ -171,6 +171,12 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // flush gave it (the `Sync` was inside the cut) while a fresh member started empty.
     (3, 10_000, 515255459, "a member syncing inside the cut counted as having no history"),
     (3, 10_000, 515256003, "a member syncing inside the cut counted as having no history"),
+    // L2: a state transfer's provider whose application had left the group (its `LeaveGroup` still
+    // queued) never sent; the joiners' held deliveries capped their acknowledgements, a held safe
+    // message never became stable, the sequencer's window filled and the leave that would have moved
+    // the transfer was never ordered.
+    (16, 10_000, 397843401, "a joiner's push-back stalling the order its transfer waits on"),
+    (16, 10_000, 397843404, "a joiner's push-back stalling the order its transfer waits on"),
 ];
 
 #[test]
