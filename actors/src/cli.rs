@@ -456,6 +456,10 @@ pub enum ConfigAction {
     /// validates it, and prints `key = value    # from SOURCE` for every key, where SOURCE is `default`,
     /// /etc/cohort/cohort.toml, `file:PATH`, `env:COHORT__...` or `flag:--...`. On a bad value it prints one
     /// line naming the key, the value, where it came from and what is expected, and exits with code 2.
+    ///
+    /// When an agent runs with this configuration's client socket, the output ends with every key whose
+    /// value differs from the agent's running configuration and when the change would take effect:
+    /// "applied by a reload (SIGHUP, systemctl reload cohort)" or "needs a restart".
     #[command(after_help = CHECK_EXAMPLES)]
     Check(SettingsFlags),
 }
