@@ -17,6 +17,7 @@
 //! - `lock serve|acquire|release|holders|status`: the lock service's daemon and its client
 //!   ([`crate::lock`]).
 //! - `demo`: the partition and stateful-merge story on local agents ([`crate::demo`]).
+//! - `generate-docs` (hidden): the manual pages and shell completions ([`crate::manpages`]).
 //!
 //! **Deliberately absent:** no protocol logic and no socket code here; each subcommand is a few lines that
 //! call the module doing the work.
@@ -145,6 +146,11 @@ const LOCK_STATUS_EXAMPLES: &str = "\
 Examples:
   cohort lock status --config /etc/cohort/node.toml";
 
+const GENERATE_DOCS_EXAMPLES: &str = "\
+Examples:
+  cohort generate-docs --out target/docs
+  man -l target/docs/man/man5/cohort.toml.5";
+
 const DEMO_EXAMPLES: &str = "\
 Examples:
   cohort demo
@@ -180,8 +186,15 @@ pub enum Command {
     /// cluster described by cluster.nodes as node.id, and serves applications on the local socket
     /// (api.socket), the status and metrics on admin.listen, and the event log in node.data_dir. A bad
     /// configuration value stops it before anything starts, with one line naming the key (exit code 2).
+    ///
+    /// SIGHUP reloads the configuration from the same files, environment and flags: log.level and
+    /// fencing.levels are applied at once, and every other changed key is logged as needing a restart
+    /// (`cohort config check` shows the same beforehand). Under systemd (Type=notify) the agent reports
+    /// READY=1 once its epoch is on disk, its sockets are bound and it has installed its first view,
+    /// a STATUS= line with the view, quorum and blocked reasons, WATCHDOG=1 while its event loop runs
+    /// (WatchdogSec=), and STOPPING=1 when it leaves; see dist/systemd/cohort.service.
     #[command(after_help = AGENT_EXAMPLES)]
-    Agent(SettingsFlags),
+    Agent(AgentArgs),
 
     /// Inspect the configuration.
     ///
@@ -280,6 +293,35 @@ pub enum Command {
     /// the end or on Ctrl-C. Exit code 0 when the verdict passes.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
+
+    /// Write the manual pages and shell completions (for packaging).
+    ///
+    /// Writes cohort(8) and one page per subcommand to DIR/man/man8, cohort.toml(5) to DIR/man/man5, and
+    /// bash, zsh and fish completions to DIR/completions, all generated from this program's own command
+    /// line and configuration table.
+    #[command(after_help = GENERATE_DOCS_EXAMPLES, hide = true)]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+/// `cohort agent` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Configuration files and flags.
+    #[command(flatten)]
+    pub settings: SettingsFlags,
+    /// How diagnostic lines are written to stderr: journal (sd-daemon `<N>` priority prefixes, no
+    /// timestamps or colours, for systemd's journal), plain, or auto (journal when stderr is the journal
+    /// named by $JOURNAL_STREAM, plain otherwise). The event log is not affected.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::telemetry::LogFormat::Auto)]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+/// `cohort generate-docs` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateDocsArgs {
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `cohort lock ...`.
@@ -414,6 +456,10 @@ pub enum ConfigAction {
     /// validates it, and prints `key = value    # from SOURCE` for every key, where SOURCE is `default`,
     /// /etc/cohort/cohort.toml, `file:PATH`, `env:COHORT__...` or `flag:--...`. On a bad value it prints one
     /// line naming the key, the value, where it came from and what is expected, and exits with code 2.
+    ///
+    /// When an agent runs with this configuration's client socket, the output ends with every key whose
+    /// value differs from the agent's running configuration and when the change would take effect:
+    /// "applied by a reload (SIGHUP, systemctl reload cohort)" or "needs a restart".
     #[command(after_help = CHECK_EXAMPLES)]
     Check(SettingsFlags),
 }
@@ -654,10 +700,17 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
 /// failures (exit code 1).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Agent(flags) => agent(&flags),
+        Command::Agent(args) => agent(&args),
         Command::Config { action: ConfigAction::Check(flags) } => {
             let loaded = flags.load()?;
             print!("{}", settings_load::render_effective(&loaded));
+            print!("{}", crate::reload::compare_with_running(&loaded.settings));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateDocs(args) => {
+            let written = crate::manpages::write_all(&args.out)
+                .map_err(|e| anyhow::anyhow!("cannot write the documentation: {e}"))?;
+            println!("wrote {} files under {}", written.len(), args.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen(args) => keygen(&args),
@@ -741,14 +794,20 @@ fn lock(action: LockAction) -> anyhow::Result<ExitCode> {
 }
 
 /// `cohort agent`.
-fn agent(flags: &SettingsFlags) -> anyhow::Result<ExitCode> {
-    let loaded = flags.load()?;
-    crate::telemetry::init(&loaded.settings.log.level);
+fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.settings;
+    // Read (and remove, so fence agents do not inherit it) what the service manager passed, before any
+    // thread starts.
+    let service = crate::sd_notify::ServiceEnv::take_from_process().map_err(|e| UserError(e.to_string()))?;
+    let load_options = LoadOptions::for_process(flags.config.clone(), flags.overrides());
+    let loaded = settings_load::load(&load_options)?;
+    crate::telemetry::init_with(&loaded.settings.log.level, args.log_format);
     for (key, origin) in loaded.provenance.iter().filter(|(_, o)| o.as_str() != "default") {
         tracing::debug!(%key, %origin, "configuration value set outside the defaults");
     }
     tracing::info!(node = loaded.settings.node.id, cluster = %loaded.settings.cluster.name, "configuration loaded");
-    crate::supervisor::run_agent(loaded.settings)?;
+    let opts = crate::supervisor::AgentOptions { reload_from: Some(load_options), service };
+    crate::supervisor::run_agent(loaded.settings, opts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -945,9 +1004,9 @@ mod tests {
     fn flags_become_overrides_of_their_keys() {
         let cli = Cli::try_parse_from(["cohort", "agent", "--node-id", "3", "--log-level", "debug"])
             .expect("parse");
-        let Command::Agent(flags) = cli.command else { panic!("not agent") };
+        let Command::Agent(args) = cli.command else { panic!("not agent") };
         assert_eq!(
-            flags.overrides(),
+            args.settings.overrides(),
             vec![("node.id".to_string(), "3".to_string()), ("log.level".to_string(), "debug".to_string())]
         );
     }

@@ -30,7 +30,7 @@
 //! Entry points: [`FencingActor`], and [`fence_member`] / [`run_agent`] for running the same logic
 //! without an actor (for example to try a configuration by hand).
 
-use crate::messages::{Fence, FenceCompleted};
+use crate::messages::{Fence, FenceCompleted, ReplaceFenceLevels};
 use crate::metrics::Metrics;
 use crate::settings::{FenceAgent, FenceLevel};
 use actix::prelude::*;
@@ -187,6 +187,21 @@ impl Handler<Fence> for FencingActor {
             }
             act.completed.do_send(FenceCompleted { target, ok: outcome.ok, detail: outcome.detail });
         }));
+    }
+}
+
+impl Handler<ReplaceFenceLevels> for FencingActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceFenceLevels, _ctx: &mut Self::Context) {
+        let agents: usize = msg.levels.iter().map(|l| l.agents.len()).sum();
+        info!(
+            levels = msg.levels.len(),
+            agents,
+            running = self.in_flight.len(),
+            "fence levels replaced; requests already running finish with the levels they started with"
+        );
+        self.levels = msg.levels.into();
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`event_log::EventLogActor`]: the event log (`shared/spec/event-log.md`).
 //! - [`admin::AdminActor`]: `GET /status` and `GET /metrics`.
 //! - [`supervisor`]: the composition root ([`supervisor::start_node`]) and the `NodeSupervisor`.
+//! - [`service_manager::ServiceManagerActor`]: readiness, status and watchdog for systemd
+//!   ([`sd_notify`] is the protocol); [`reload`] is what SIGHUP applies.
 //!
 //! Built on the public client API only: [`lock`], a distributed lock service, and [`demo`], the
 //! `cohort demo` command that plays the partition and stateful-merge story with it.
@@ -33,9 +35,13 @@ pub mod event_log;
 pub mod fencing;
 pub mod inquiry;
 pub mod lock;
+pub mod manpages;
 pub mod membership;
 pub mod messages;
 pub mod metrics;
+pub mod reload;
+pub mod sd_notify;
+pub mod service_manager;
 pub mod settings;
 pub mod settings_load;
 pub mod supervisor;

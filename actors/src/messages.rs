@@ -154,6 +154,15 @@ pub struct Fence {
     pub reason: String,
 }
 
+/// Use these fence levels for every fence request started from now on (a configuration reload); a
+/// request already running finishes with the levels it started with.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ReplaceFenceLevels {
+    /// The new levels, tried in order.
+    pub levels: Vec<crate::settings::FenceLevel>,
+}
+
 // ---------------------------------------------------------------------------------------------------
 // EventLogActor
 // ---------------------------------------------------------------------------------------------------
@@ -177,6 +186,36 @@ pub struct AppNotified(pub Notification);
 #[rtype(result = "()")]
 pub struct SelfFenced {
     /// Why.
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ServiceManagerActor
+// ---------------------------------------------------------------------------------------------------
+
+/// The node is started: poll it for readiness, status and the watchdog.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct WatchNode(pub crate::service_manager::NodeLinks);
+
+/// A configuration reload begins (`RELOADING=1`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct NotifyReloading;
+
+/// A configuration reload ended (`READY=1` and the summary as `STATUS=`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct NotifyReloaded {
+    /// What was applied and what needs a restart, in one line.
+    pub summary: String,
+}
+
+/// The agent is leaving the cluster and will exit (`STOPPING=1`); nothing else is sent after it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct NotifyStopping {
+    /// Why, in one line.
     pub reason: String,
 }
 

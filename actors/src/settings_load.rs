@@ -219,21 +219,47 @@ enum Kind {
     Tables { fields: &'static [Field], nonempty: bool },
 }
 
-/// One key: its name (dotted at the top level, plain inside array entries), kind and expectation.
+/// When a changed value takes effect in a running agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Apply {
+    /// At a configuration reload (SIGHUP, `systemctl reload cohort`).
+    Reload,
+    /// Only when the agent is restarted (a new incarnation, with a new epoch).
+    Restart,
+}
+
+impl Apply {
+    /// How `cohort config check` and the reload log say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Apply::Reload => "applied by a reload (SIGHUP, systemctl reload cohort)",
+            Apply::Restart => "needs a restart",
+        }
+    }
+}
+
+/// One key: its name (dotted at the top level, plain inside array entries), kind, expectation, and when
+/// a change takes effect in a running agent.
 #[derive(Debug)]
 struct Field {
     name: &'static str,
     kind: Kind,
     required: bool,
     expected: &'static str,
+    apply: Apply,
 }
 
 const fn f(name: &'static str, kind: Kind, expected: &'static str) -> Field {
-    Field { name, kind, required: true, expected }
+    Field { name, kind, required: true, expected, apply: Apply::Restart }
+}
+
+/// A key a running agent applies at a reload ([`Apply::Reload`]).
+const fn live(name: &'static str, kind: Kind, expected: &'static str) -> Field {
+    Field { name, kind, required: true, expected, apply: Apply::Reload }
 }
 
 const fn opt(name: &'static str, kind: Kind, expected: &'static str) -> Field {
-    Field { name, kind, required: false, expected }
+    Field { name, kind, required: false, expected, apply: Apply::Restart }
 }
 
 const U32: u64 = u32::MAX as u64;
@@ -273,6 +299,13 @@ const LEVEL_FIELDS: &[Field] = &[f(
 )];
 
 /// Every top-level key, in the order of `config/default.toml` (which [`render_effective`] follows).
+///
+/// This table is the one description of the configuration: the loader checks every layer against it,
+/// a reload applies exactly the keys marked [`Apply::Reload`] (made with `live`), and the
+/// `cohort.toml(5)` manual page is generated from it ([`key_docs`]) together with the defaults and
+/// comments of `config/default.toml`. Only `log.level` and `fencing.levels` (which carries the fence
+/// agents' timeouts and retries) are applied at a reload: the core takes its timing, limits, quorum and
+/// policies once per incarnation, and the sockets, data directory and key are opened at start.
 const KEYS: &[Field] = &[
     f("cluster.name", Kind::Str { nonempty: true }, "a non-empty cluster name in quotes"),
     f(
@@ -319,7 +352,7 @@ const KEYS: &[Field] = &[
     f("fencing.self_fence_after_ms", MS, "an integer number of milliseconds (0: off)"),
     f("fencing.watchdog_wait_ms", MS, "an integer number of milliseconds"),
     f("fencing.watchdog", Kind::OneOf(&["notify", "exit"]), "\"notify\" or \"exit\""),
-    f(
+    live(
         "fencing.levels",
         Kind::Tables { fields: LEVEL_FIELDS, nonempty: false },
         "an array of [[fencing.levels]] tables, each with [[fencing.levels.agents]] (arrays can only be set in a file)",
@@ -327,7 +360,7 @@ const KEYS: &[Field] = &[
     f("api.socket", Kind::OptPath, "a socket path in quotes, or \"\" for <data_dir>/cohort.sock"),
     f("api.socket_mode", Kind::Octal, "an octal file mode in quotes, like \"0660\""),
     f("admin.listen", Kind::OptAddr, "an IP:PORT address in quotes, like \"127.0.0.1:7480\", or \"\" to disable"),
-    f(
+    live(
         "log.level",
         Kind::LogFilter,
         "a log level (error, warn, info, debug, trace) or a filter like \"cohort_actors=debug,info\"",
@@ -345,6 +378,159 @@ fn is_section(name: &str) -> bool {
 /// Every known top-level dotted key, in the order of `config/default.toml`.
 pub fn known_keys() -> impl Iterator<Item = &'static str> {
     KEYS.iter().map(|s| s.name)
+}
+
+/// When a change of `key` (a top-level dotted key) takes effect in a running agent.
+pub fn apply_of(key: &str) -> Option<Apply> {
+    spec_of(key).map(|s| s.apply)
+}
+
+/// One key whose value differs between two configurations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange {
+    /// The dotted key.
+    pub key: String,
+    /// The value before, as TOML (shortened to one line).
+    pub old: String,
+    /// The value after, as TOML (shortened to one line).
+    pub new: String,
+    /// When the change takes effect.
+    pub apply: Apply,
+}
+
+/// Every top-level key of `settings` with its value as TOML; an unset optional value is `""`.
+fn flat_values(settings: &Settings) -> BTreeMap<String, toml::Value> {
+    let flat: BTreeMap<String, toml::Value> = match toml::Value::try_from(settings) {
+        Ok(toml::Value::Table(t)) => {
+            let mut out = Vec::new();
+            flatten_toml(&t, "", "", &mut out);
+            out.into_iter()
+                .filter_map(|e| match e.raw {
+                    Raw::Toml(v) => Some((e.key, v)),
+                    Raw::Text(_) => None,
+                })
+                .collect()
+        }
+        Ok(_) | Err(_) => BTreeMap::new(),
+    };
+    KEYS.iter()
+        .map(|k| {
+            let v = flat.get(k.name).cloned().unwrap_or_else(|| toml::Value::String(String::new()));
+            (k.name.to_string(), v)
+        })
+        .collect()
+}
+
+/// The keys whose values differ from `old` to `new`, in the order of `config/default.toml`.
+pub fn changed_keys(old: &Settings, new: &Settings) -> Vec<KeyChange> {
+    let (a, b) = (flat_values(old), flat_values(new));
+    KEYS.iter()
+        .filter(|k| a.get(k.name) != b.get(k.name))
+        .map(|k| KeyChange {
+            key: k.name.to_string(),
+            old: a.get(k.name).map_or_else(String::new, |v| shorten(&v.to_string())),
+            new: b.get(k.name).map_or_else(String::new, |v| shorten(&v.to_string())),
+            apply: k.apply,
+        })
+        .collect()
+}
+
+/// One key as the `cohort.toml(5)` manual page documents it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// The dotted key.
+    pub key: String,
+    /// Its built-in default as written in `config/default.toml`.
+    pub default: String,
+    /// What the loader expects of a value.
+    pub expected: String,
+    /// When a change takes effect.
+    pub apply: Apply,
+    /// The comment above the key in `config/default.toml`, `#` removed; lines indented by two or more
+    /// spaces are examples.
+    pub doc: String,
+}
+
+/// One section of the configuration: its name and the comment that opens it in `config/default.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SectionDoc {
+    /// The section (`timing`).
+    pub name: String,
+    /// Its introduction ("" when it has none).
+    pub doc: String,
+    /// Its keys, in order.
+    pub keys: Vec<KeyDoc>,
+}
+
+/// The configuration reference: every key of the loader's table with its default, expectation, reload
+/// behaviour and the comment of `config/default.toml`, grouped by section in the file's order.
+pub fn key_docs() -> Vec<SectionDoc> {
+    // The comments of default.toml: a block of comment lines ends at a blank line (a section's
+    // introduction, when it follows the header) or at a key (that key's documentation).
+    let mut comments: BTreeMap<String, String> = BTreeMap::new();
+    let mut intros: BTreeMap<String, String> = BTreeMap::new();
+    let mut section = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut first_block = false;
+    for line in DEFAULT_TOML.lines() {
+        let t = line.trim_end();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            section = name.to_string();
+            block.clear();
+            first_block = true;
+        } else if let Some(c) = t.strip_prefix('#') {
+            block.push(c.strip_prefix(' ').unwrap_or(c));
+        } else if t.is_empty() {
+            if first_block && !block.is_empty() && !section.is_empty() {
+                intros.insert(section.clone(), block.join("\n"));
+            }
+            if !block.is_empty() {
+                first_block = false;
+            }
+            block.clear();
+        } else if t.starts_with(|c: char| c.is_ascii_lowercase()) {
+            if let Some((key, _)) = t.split_once('=') {
+                comments.insert(format!("{section}.{}", key.trim()), block.join("\n"));
+            }
+            block.clear();
+            first_block = false;
+        }
+    }
+    let defaults: BTreeMap<String, String> = match DEFAULT_TOML.parse::<toml::Table>() {
+        Ok(t) => {
+            let mut out = Vec::new();
+            flatten_toml(&t, "", "", &mut out);
+            out.into_iter()
+                .filter_map(|e| match e.raw {
+                    Raw::Toml(v) => Some((e.key, shorten(&v.to_string()))),
+                    Raw::Text(_) => None,
+                })
+                .collect()
+        }
+        Err(_) => BTreeMap::new(),
+    };
+    let mut out: Vec<SectionDoc> = Vec::new();
+    for k in KEYS {
+        let sec = k.name.split_once('.').map_or("", |(s, _)| s);
+        if out.last().is_none_or(|s| s.name != sec) {
+            out.push(SectionDoc {
+                name: sec.to_string(),
+                doc: intros.get(sec).cloned().unwrap_or_default(),
+                keys: Vec::new(),
+            });
+        }
+        let doc = KeyDoc {
+            key: k.name.to_string(),
+            default: defaults.get(k.name).cloned().unwrap_or_default(),
+            expected: k.expected.to_string(),
+            apply: k.apply,
+            doc: comments.get(k.name).cloned().unwrap_or_default(),
+        };
+        if let Some(s) = out.last_mut() {
+            s.keys.push(doc);
+        }
+    }
+    out
 }
 
 /// Parses an octal file mode such as "0660" (three or four octal digits).
@@ -870,19 +1056,7 @@ fn validate(s: &Settings, merged: &BTreeMap<String, (Raw, String)>) -> Result<()
 /// key, grouped by section in the order of `config/default.toml`. Empty optional values say what they
 /// resolve to.
 pub fn render_effective(loaded: &Loaded) -> String {
-    let flat: BTreeMap<String, toml::Value> = match toml::Value::try_from(&loaded.settings) {
-        Ok(toml::Value::Table(t)) => {
-            let mut out = Vec::new();
-            flatten_toml(&t, "", "", &mut out);
-            out.into_iter()
-                .filter_map(|e| match e.raw {
-                    Raw::Toml(v) => Some((e.key, v)),
-                    Raw::Text(_) => None,
-                })
-                .collect()
-        }
-        Ok(_) | Err(_) => BTreeMap::new(),
-    };
+    let flat = flat_values(&loaded.settings);
     let s = &loaded.settings;
     let lines: Vec<(String, String)> = KEYS
         .iter()

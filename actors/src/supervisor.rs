@@ -22,6 +22,8 @@ use crate::membership::{
 };
 use crate::messages::*;
 use crate::metrics::Metrics;
+use crate::sd_notify::ServiceEnv;
+use crate::service_manager::{NodeLinks, ServiceManagerActor};
 use crate::settings::{Settings, WatchdogAction};
 use crate::transport::{TransportActor, TransportConfig};
 use actix::prelude::*;
@@ -44,6 +46,8 @@ pub struct NodeHandle {
     pub admin: Option<Addr<AdminActor>>,
     /// The event log.
     pub event_log: Addr<EventLogActor>,
+    /// The fencing actor (a reload replaces its levels).
+    pub fencing: Addr<FencingActor>,
     /// The supervisor.
     pub supervisor: Addr<NodeSupervisor>,
     /// Shared metrics.
@@ -154,11 +158,10 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let peers: BTreeMap<NodeId, std::net::SocketAddr> =
         settings.cluster.nodes.iter().map(|n| (NodeId(n.id), n.addr)).collect();
     let bind = settings.addr_of(node_id).context("node.id is not in cluster.nodes")?;
-    let disk = registry
-        .send(LoadDurable)
-        .await
-        .context("epoch registry stopped")?
-        .with_context(|| format!("cannot read the data directory {}", settings.node.data_dir.display()))?;
+    let disk =
+        registry.send(LoadDurable).await.context("epoch registry stopped")?.with_context(|| {
+            format!("cannot read the data directory {}", settings.node.data_dir.display())
+        })?;
     let disk_epoch = disk.epoch;
     let asked = crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, bind, &peers, &key).await?;
     if asked.min_epoch.0 > disk_epoch.0 + 1 {
@@ -218,6 +221,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let fencing =
         FencingActor::new(settings.fencing.levels.clone(), m_addr.clone().recipient(), metrics.clone())
             .start();
+    let fencing_addr = fencing.clone();
 
     // 6. The client API.
     let links = client_api::MembershipLinks {
@@ -291,6 +295,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         client_api,
         admin,
         event_log,
+        fencing: fencing_addr,
         supervisor,
         metrics,
         member,
@@ -341,24 +346,77 @@ impl NodeHandle {
     }
 }
 
-/// Runs the agent until SIGINT/SIGTERM (clean leave) or a fatal error (exit non-zero).
-pub fn run_agent(settings: Settings) -> anyhow::Result<()> {
+/// What [`run_agent`] needs besides the settings.
+#[derive(Debug, Default)]
+pub struct AgentOptions {
+    /// How the settings were loaded: a reload (SIGHUP) loads them again the same way. `None` turns
+    /// reloads off (they are then logged and ignored).
+    pub reload_from: Option<crate::settings_load::LoadOptions>,
+    /// What the service manager said in the environment (`NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    pub service: ServiceEnv,
+}
+
+/// Runs the agent until SIGINT/SIGTERM (clean leave) or a fatal error (exit non-zero); SIGHUP reloads
+/// the configuration ([`crate::reload`]). Under a service manager (`NOTIFY_SOCKET`) a
+/// [`ServiceManagerActor`] reports readiness, status and the watchdog.
+pub fn run_agent(settings: Settings, opts: AgentOptions) -> anyhow::Result<()> {
     let system = actix::System::new();
     let leave_within = leave_deadline(&settings.timing);
     system.block_on(async move {
-        let mut handle = start_node(settings).await?;
+        let notifier = opts.service.notifier().map_err(|e| {
+            anyhow::anyhow!("cannot open a socket to notify the service manager at NOTIFY_SOCKET: {e}")
+        })?;
+        let manager = notifier.map(|n| ServiceManagerActor::new(n, opts.service.watchdog).start());
+        if let (Some(_), Some(w)) = (&manager, opts.service.watchdog) {
+            tracing::info!(watchdog_ms = w.as_millis() as u64, "the service manager's watchdog is on");
+        }
+        // SIGHUP is caught from the start: its default action ends the process, and a reload asked for
+        // while the agent starts is carried out once it runs. SIGTERM keeps its default action until
+        // the node runs: a stop during the epoch inquiry has nothing to leave yet.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        let mut handle = start_node(settings.clone()).await?;
         tracing::info!(member = %handle.member, "cohort agent started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot install the SIGTERM handler")?;
+        if let Some(m) = &manager {
+            m.do_send(WatchNode(NodeLinks {
+                get_status: handle.membership.clone().recipient(),
+                transport: handle.transport.clone().recipient(),
+                client_socket: settings.socket_path(),
+                cfg: Arc::new(settings.core_config()),
+            }));
+        }
+        let running_path = crate::reload::running_file(&settings);
+        let mut running = settings;
+        record_running(&running_path, &running);
         let mut fatal = handle.fatal.clone();
-        let outcome = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok("interrupt"),
-            _ = term.recv() => Ok("terminate"),
-            r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
+        let outcome = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break Ok("interrupt"),
+                _ = term.recv() => break Ok("terminate"),
+                _ = hup.recv() => {
+                    if let Some(m) = &manager {
+                        m.do_send(NotifyReloading);
+                    }
+                    let summary = reload(&mut running, opts.reload_from.as_ref(), &handle);
+                    record_running(&running_path, &running);
+                    if let Some(m) = &manager {
+                        m.do_send(NotifyReloaded { summary });
+                    }
+                }
+                r = fatal.wait_for(|f| f.is_some()) => {
+                    break Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default())
+                }
+            }
         };
+        let _ = std::fs::remove_file(&running_path);
         match outcome {
             Ok(reason) => {
                 tracing::info!("{reason}: leaving the cluster");
+                if let Some(m) = &manager {
+                    let _ = m.send(NotifyStopping { reason: format!("{reason}: leaving the cluster") }).await;
+                }
                 let outcome = handle.shutdown(reason, leave_within).await;
                 tracing::info!(?outcome, "stopped");
                 Ok(())
@@ -369,4 +427,60 @@ pub fn run_agent(settings: Settings) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Writes the running configuration for `cohort config check`; a failure costs only that comparison.
+fn record_running(path: &std::path::Path, settings: &Settings) {
+    let rc = crate::reload::RunningConfig { pid: std::process::id(), settings: settings.clone() };
+    if let Err(e) = crate::reload::write_running(path, &rc) {
+        tracing::warn!(
+            path = %path.display(),
+            "cannot record the running configuration (cohort config check cannot compare with it): {e}"
+        );
+    }
+}
+
+/// Loads the configuration again and applies what can change at run time; returns the one-line
+/// summary. A configuration that does not load changes nothing.
+fn reload(
+    running: &mut Settings,
+    from: Option<&crate::settings_load::LoadOptions>,
+    handle: &NodeHandle,
+) -> String {
+    let Some(from) = from else {
+        tracing::warn!("SIGHUP: this agent was started without a way to reload its configuration; ignored");
+        return "reload ignored: no configuration source".to_string();
+    };
+    let loaded = match crate::settings_load::load(from) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("configuration reload failed, nothing changed: {e}");
+            return format!("configuration reload failed, nothing changed: {e}");
+        }
+    };
+    let plan = crate::reload::plan(running, &loaded.settings);
+    for c in &plan.applied {
+        match c.key.as_str() {
+            "log.level" => {
+                if let Err(e) = crate::telemetry::set_level(&plan.next.log.level) {
+                    tracing::warn!("log.level changed but not applied: {e}");
+                }
+            }
+            "fencing.levels" => {
+                handle.fencing.do_send(ReplaceFenceLevels { levels: plan.next.fencing.levels.clone() })
+            }
+            _ => {}
+        }
+        tracing::info!(key = %c.key, old = %c.old, new = %c.new, "configuration change applied");
+    }
+    for c in &plan.need_restart {
+        tracing::warn!(
+            key = %c.key, running = %c.old, new = %c.new,
+            "configuration change needs a restart; the running value stays"
+        );
+    }
+    let summary = plan.summary();
+    tracing::info!("{summary}");
+    *running = plan.next;
+    summary
 }

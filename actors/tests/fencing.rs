@@ -9,7 +9,7 @@ use paused::ManualClock;
 use actix::prelude::*;
 use cohort::{Epoch, Member, NodeId};
 use cohort_actors::fencing::{FencingActor, NO_LEVELS_DETAIL};
-use cohort_actors::messages::{Fence, FenceCompleted};
+use cohort_actors::messages::{Fence, FenceCompleted, ReplaceFenceLevels};
 use cohort_actors::metrics::Metrics;
 use cohort_actors::settings::{FenceAgent, FenceLevel};
 use std::collections::BTreeMap;
@@ -636,4 +636,25 @@ async fn fencing_actor_times_out_a_hanging_test_bed_agent() {
     assert_eq!(r.detail, "level 1 testbed: timed out after 400 ms");
     assert!(start.elapsed() < Duration::from_millis(400 + 2_000), "reported after {:?}", start.elapsed());
     assert!(exit_of(&mut node, Duration::ZERO).is_none(), "the node was not fenced");
+}
+
+#[actix_rt::test]
+async fn replaced_levels_apply_to_the_next_request_and_a_running_one_keeps_its_own() {
+    let dir = Scratch::new("replace");
+    let gate = dir.path().join("gate");
+    // The first request takes the levels when its Fence is handled, which is before the replacement
+    // (one mailbox, in order); its agent waits for the gate file, so the request is still in flight
+    // while the levels are replaced.
+    let old =
+        dir.script("old.sh", &format!("while [ ! -e '{}' ]; do sleep 0.01; done\nexit 0", gate.display()));
+    let new = dir.script("new.sh", "exit 0");
+    let mut h = Harness::start(vec![level(vec![agent("old", &old, 20_000, 0)])]);
+    h.fence(member(2, 1));
+    h.fencing.do_send(ReplaceFenceLevels { levels: vec![level(vec![agent("new", &new, 5_000, 0)])] });
+    std::fs::write(&gate, b"").expect("open the gate");
+    let first = h.next(DEADLINE).await;
+    assert_eq!((first.target, first.ok, first.detail.as_str()), (member(2, 1), true, "level 1 old: ok"));
+    h.fence(member(3, 1));
+    let second = h.next(DEADLINE).await;
+    assert_eq!((second.target, second.ok, second.detail.as_str()), (member(3, 1), true, "level 1 new: ok"));
 }

@@ -197,6 +197,11 @@ impl Cluster {
 
     /// Starts node `id`'s agent.
     pub fn start(&mut self, id: u32) {
+        self.start_with(id, &[], &[]);
+    }
+
+    /// Starts node `id`'s agent with extra environment variables and extra `cohort agent` arguments.
+    pub fn start_with(&mut self, id: u32, env: &[(&str, &str)], args: &[&str]) {
         let cluster_toml = self.cluster_toml.clone();
         let dir = self.dir.clone();
         let node = self.node_mut(id);
@@ -210,6 +215,8 @@ impl Cluster {
             .arg(&cluster_toml)
             .arg("--config")
             .arg(&node.config)
+            .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -277,6 +284,11 @@ impl Cluster {
         }
         let deadline = Duration::from_millis(self.timing.failure_timeout_ms * 3 + 2000);
         running.into_iter().filter(|id| !self.reap(*id, deadline)).collect()
+    }
+
+    /// The path of node `id`'s stderr file of its latest start.
+    pub fn stderr_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("node{id}.stderr.{}", self.node(id).starts))
     }
 
     /// Whether node `id`'s agent has exited (reaping it if so).
