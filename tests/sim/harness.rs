@@ -2773,6 +2773,13 @@ impl Sim {
         self.faults_on = false;
         self.liveness = true;
         self.note("faults off: liveness phase".into());
+        // A fence device that fails at random is a fault too: from here on it works (a run of
+        // failures would otherwise keep a pending fence, rightly blocking recovery, past L2's bound).
+        for b in [&mut self.opts.fence, &mut self.opts.merge_fence] {
+            if matches!(b, FenceBehaviour::Flaky(_)) {
+                *b = FenceBehaviour::Kill;
+            }
+        }
         self.opts.net = NetParams::calm();
         self.heal();
         for n in 1..=self.node_count() {
