@@ -1,35 +1,58 @@
-//! The epoch inquiry: before a node picks the epoch of a new incarnation, it asks the cluster which
-//! epochs it has seen for the node, so that a node whose data directory was wiped or restored from an
-//! older backup never runs under an epoch that already appears in somebody's log (G12).
+//! The epoch inquiry: before a node runs a new incarnation, it asks the cluster which epochs it has
+//! seen for the node and claims the one it will use, so that a node whose data directory was wiped or
+//! restored from an older backup never runs under an epoch that already appears in somebody's log (G12).
 //!
 //! [`EpochInquiry`] is a small sans-IO state machine the host runs before it persists the new epoch and
-//! creates the [`crate::Node`]: it sends `EpochQuery` to every other configured node under epoch 0 (a
-//! member that never exists), collects `EpochAnswer`s, and decides once a strict majority of the
-//! configured nodes (itself included) answered, or every other node did, or — for a data directory that
-//! never held an epoch, and in `two_node` mode — its deadline passed. The decision is the lowest epoch
-//! above everything it learned and above its own disk. A majority of
-//! answers always includes a member of the newest primary view, whose registry holds every epoch of the
-//! node that ever was in a primary view; running agents also report the epoch they last heard. While it
-//! waits it answers other inquirers from its own disk, so a whole cluster that starts at once decides
-//! within one round trip. A node that ran before waits for a majority however long it takes (its data
-//! directory may be an older backup; it could not join a primary view without a majority anyway). A
-//! node whose data directory is empty decides at the deadline when nobody answers (the first start of a
-//! cluster whose other nodes are not up yet): if that directory was wiped while the node is cut off from
-//! every majority, it may start under an epoch it used before; the first member that hears it tells it
-//! to move past (`MovePast`), and a removed member's epoch is refused as a stateful merge (G8).
+//! creates the [`crate::Node`]. It has two phases, like the two phases of a Paxos round:
 //!
-//! Running members answer queries in `Node::receive` (`Node::highest_known_epoch`).
+//! 1. **Query.** It sends `EpochQuery` to every other configured node under epoch 0 (a member that never
+//!    exists) and collects `EpochAnswer`s: the highest epoch each knows for the node, and the highest
+//!    view sequence number it saw. It goes on once a strict majority of the configured nodes answered,
+//!    counting itself only if its data directory held an epoch (a wiped directory knows nothing and
+//!    must hear a majority of the others), or every other node did, or — only at its deadline — at a
+//!    cluster's first start (itself and a majority-making set of answers from nodes that never ran
+//!    either), or in `two_node` mode. The candidate is the lowest epoch above everything it learned and
+//!    above its own disk.
+//! 2. **Claim.** It sends `EpochClaim` with the candidate. A node that knows no epoch of the claimer at
+//!    or above it records the claim on disk ([`Durable::reserved`]) and grants it; one that does refuses
+//!    with what it knows, and the claimer claims above that. The epoch is decided once a strict majority
+//!    of the configured nodes holds it (the claimer's own disk counts: the host persists the epoch
+//!    before the incarnation sends anything). Any later inquiry's majority therefore contains a node
+//!    that recorded it, even if the claimer's data directory is wiped in between.
+//!
+//! A running core that asks for a new epoch (`NewEpoch`: a restart, a reset, moving past a stale epoch)
+//! knows its own epochs and skips the query ([`EpochInquiry::claim_only`]), but claims like anybody.
+//!
+//! While it runs, the machine answers other inquirers' queries and claims from its disk (persisting a
+//! granted claim through [`Output::Persist`] before the answer), so a whole cluster that starts at once
+//! decides within two round trips. Running members answer in `Node::receive`.
+//!
+//! A data directory found **behind** the cluster (an answer knows a higher epoch of this node than its
+//! disk: wiped, or restored from an older backup) also lost the highest view sequence number it used,
+//! and its earlier incarnation may have formed views nobody alive saw. The new incarnation starts its
+//! view numbers [`SEQ_GAP_BEHIND`] above everything reported ([`EpochInquiry::view_seq_floor`]), so it
+//! never forms a view id an earlier incarnation used (G1).
 
 use crate::config::Config;
 use crate::msg::Body;
-use crate::node::{Durable, Output};
+use crate::node::{Durable, Output, Reservation};
 use crate::types::{Epoch, Member, NodeId};
 use crate::wire::{self, Envelope, Fragmenter, Reassembler};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The epoch every inquiry is sent under: no incarnation ever runs under it.
 pub const INQUIRY_EPOCH: Epoch = Epoch(0);
+
+/// How far above every reported view sequence number a data directory found behind the cluster starts
+/// its own: more views than an incarnation cut off from every majority could ever form.
+pub const SEQ_GAP_BEHIND: u64 = 1 << 32;
+
+#[derive(Debug)]
+enum Phase {
+    Query,
+    Claim { epoch: Epoch, granted: BTreeSet<NodeId>, since: u64 },
+}
 
 /// One inquiry. See the module documentation.
 pub struct EpochInquiry {
@@ -38,12 +61,17 @@ pub struct EpochInquiry {
     disk: Durable,
     nonce: u64,
     started_at: u64,
+    wait: u64,
     deadline: u64,
     answers: BTreeMap<NodeId, Epoch>,
+    fresh: BTreeSet<NodeId>,
     max_view_seq: u64,
+    behind: bool,
+    claim_only: bool,
     next_tx: u64,
     frag: Fragmenter,
     reasm: Reassembler,
+    phase: Phase,
     decided: Option<Epoch>,
 }
 
@@ -61,15 +89,38 @@ impl EpochInquiry {
             disk,
             nonce: nonce.max(1),
             started_at: now,
+            wait,
             deadline: now + wait,
             answers: BTreeMap::new(),
+            fresh: BTreeSet::new(),
             max_view_seq: 0,
+            behind: false,
+            claim_only: false,
             next_tx: now,
+            phase: Phase::Query,
             decided: None,
         }
     }
 
-    /// The epoch the new incarnation must have at least, once decided.
+    /// A running core's request for a new epoch of at least `min_epoch` (`Output::NewEpoch`): `disk` is
+    /// its durable state, which knows every epoch this node used, so only the claim is made.
+    pub fn claim_only(
+        cfg: Arc<Config>,
+        node: NodeId,
+        disk: Durable,
+        min_epoch: Epoch,
+        nonce: u64,
+        now: u64,
+    ) -> EpochInquiry {
+        let mut q = EpochInquiry::new(cfg, node, disk, nonce, now);
+        let floor = q.disk.epoch.max(known_epoch_on_disk(&q.disk, node));
+        let epoch = Epoch((floor.0 + 1).max(min_epoch.0));
+        q.phase = Phase::Claim { epoch, granted: BTreeSet::new(), since: now };
+        q.claim_only = true;
+        q
+    }
+
+    /// The epoch the new incarnation must use, once decided (claimed at a majority).
     pub fn decided(&self) -> Option<Epoch> {
         self.decided
     }
@@ -79,15 +130,54 @@ impl EpochInquiry {
         &self.answers
     }
 
-    /// The highest view sequence number any answer reported: the new incarnation starts its own above
-    /// it (`Durable::max_view_seq`), so a data directory that lost its own never reuses a view id (G1).
+    /// The data directory's durable state with the claims of other nodes this inquiry granted: the
+    /// host persisted it for every [`Output::Persist`] the machine produced.
+    pub fn disk(&self) -> &Durable {
+        &self.disk
+    }
+
+    /// The highest view sequence number any answer reported.
     pub fn max_view_seq(&self) -> u64 {
         self.max_view_seq
     }
 
+    /// True when an answer knew an epoch of this node above its data directory's (wiped, or restored
+    /// from an older backup).
+    pub fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// The view sequence number the new incarnation starts above (`Durable::max_view_seq`): the highest
+    /// any answer reported, and [`SEQ_GAP_BEHIND`] more when the data directory is behind, so it never
+    /// forms a view id an earlier incarnation used (G1).
+    pub fn view_seq_floor(&self) -> u64 {
+        let gap = if self.behind { SEQ_GAP_BEHIND } else { 0 };
+        self.max_view_seq.saturating_add(gap)
+    }
+
+    /// What the inquiry waits for, for logs and status.
+    pub fn waiting_for(&self) -> String {
+        match &self.phase {
+            Phase::Query => format!(
+                "answers from a majority of the cluster ({} of {} other nodes answered)",
+                self.answers.len(),
+                self.cfg.nodes.len().saturating_sub(1)
+            ),
+            Phase::Claim { epoch, granted, .. } => format!(
+                "a majority of the cluster to record epoch {} ({} of {} other nodes did)",
+                epoch.0,
+                granted.len(),
+                self.cfg.nodes.len().saturating_sub(1)
+            ),
+        }
+    }
+
     /// When the host must call [`EpochInquiry::tick`] next.
     pub fn next_wakeup_ms(&self) -> u64 {
-        self.next_tx.min(self.deadline)
+        match &self.phase {
+            Phase::Query => self.next_tx.min(self.deadline),
+            Phase::Claim { since, .. } => self.next_tx.min(since + self.wait),
+        }
     }
 
     /// How long the inquiry has run.
@@ -95,20 +185,26 @@ impl EpochInquiry {
         now.saturating_sub(self.started_at)
     }
 
-    /// Timers: (re)sends the queries, decides at the deadline. Returns the decision once there is one.
+    /// Timers: (re)sends the queries or the claim, decides at the deadline where allowed. Returns the
+    /// decision once there is one.
     pub fn tick(&mut self, now: u64, out: &mut Vec<Output>) -> Option<Epoch> {
-        if self.decided.is_none() {
-            self.decide(now);
-        }
+        self.progress(now);
         if self.decided.is_none() && now >= self.next_tx {
             self.next_tx = now + self.cfg.heartbeat_interval_ms.max(1);
-            let body = Body::EpochQuery { nonce: self.nonce };
+            let (body, done): (Body, BTreeSet<NodeId>) = match &self.phase {
+                Phase::Query => {
+                    (Body::EpochQuery { nonce: self.nonce }, self.answers.keys().copied().collect())
+                }
+                Phase::Claim { epoch, granted, .. } => {
+                    (Body::EpochClaim { nonce: self.nonce, epoch: *epoch }, granted.clone())
+                }
+            };
             let to: Vec<NodeId> = self
                 .cfg
                 .nodes
                 .iter()
                 .map(|n| n.id)
-                .filter(|n| *n != self.node && !self.answers.contains_key(n))
+                .filter(|n| *n != self.node && !done.contains(n))
                 .collect();
             for n in to {
                 self.send(n, body.clone(), out);
@@ -117,49 +213,119 @@ impl EpochInquiry {
         self.decided
     }
 
-    /// A datagram arrived for this node while it inquires: answers are collected, queries of other
-    /// inquirers answered from the disk. Anything else is dropped. Returns the decision once there is one.
+    /// A datagram arrived for this node while it inquires: answers are collected, queries and claims of
+    /// other inquirers answered from the disk. Anything else is dropped. Returns the decision once there
+    /// is one.
     pub fn receive(&mut self, now: u64, datagram: &[u8], out: &mut Vec<Output>) -> Option<Epoch> {
         let Ok(Some(packet)) = self.reasm.accept(now, NodeId(0), datagram) else { return self.decided };
-        let Ok(env) = wire::decode::<Body>(&packet, 64 * 1024, &self.cfg.cluster) else { return self.decided };
+        let Ok(env) = wire::decode::<Body>(&packet, 64 * 1024, &self.cfg.cluster) else {
+            return self.decided;
+        };
         let from = env.from;
         if !self.cfg.is_configured(from.node()) || from.node() == self.node {
             return self.decided;
         }
         match env.body {
-            Body::EpochAnswer { nonce, highest, max_view_seq } if nonce == self.nonce => {
-                self.answers.insert(from.node(), highest);
-                self.max_view_seq = self.max_view_seq.max(max_view_seq);
+            Body::EpochAnswer { nonce, highest, max_view_seq, fresh } if nonce == self.nonce => {
+                if matches!(self.phase, Phase::Query) {
+                    self.answers.insert(from.node(), highest);
+                    if fresh {
+                        self.fresh.insert(from.node());
+                    } else {
+                        self.fresh.remove(&from.node());
+                    }
+                    self.max_view_seq = self.max_view_seq.max(max_view_seq);
+                    self.progress(now);
+                    if !matches!(self.phase, Phase::Query) {
+                        // Claim at once rather than at the next resend.
+                        self.tick(now, out);
+                    }
+                }
+            }
+            Body::EpochClaimAnswer { nonce, epoch, granted, highest } if nonce == self.nonce => {
+                let behind_disk = highest > self.disk.epoch.max(known_epoch_on_disk(&self.disk, self.node));
+                let querying = !self.claim_only;
+                if let Phase::Claim { epoch: current, granted: set, .. } = &mut self.phase {
+                    if epoch == *current {
+                        if granted {
+                            set.insert(from.node());
+                        } else if highest >= *current {
+                            // Somebody knows this epoch (or a later one) of this node: claim above it.
+                            *current = Epoch(highest.0 + 1);
+                            set.clear();
+                            self.next_tx = now;
+                            if behind_disk && querying {
+                                self.behind = true;
+                            }
+                        }
+                    }
+                }
+                self.progress(now);
                 if self.decided.is_none() {
-                    self.decide(now);
+                    self.tick(now, out);
                 }
             }
             Body::EpochQuery { nonce } => {
                 let highest = known_epoch_on_disk(&self.disk, from.node());
                 let max_view_seq = self.disk.max_view_seq.max(self.disk.max_installed_seq);
-                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq }, out);
+                let fresh = self.disk.epoch.0 == 0;
+                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh }, out);
+            }
+            Body::EpochClaim { nonce, epoch } => {
+                let known = known_epoch_on_disk(&self.disk, from.node());
+                let (granted, changed) = grant_claim(&mut self.disk, from.node(), epoch, nonce, known);
+                if changed {
+                    out.push(Output::Persist(self.disk.clone()));
+                }
+                let highest = known_epoch_on_disk(&self.disk, from.node());
+                self.send(from.node(), Body::EpochClaimAnswer { nonce, epoch, granted, highest }, out);
             }
             _ => {}
         }
         self.decided
     }
 
-    /// True when the deadline may end the inquiry without a majority's answers: for a data directory
-    /// that never held an epoch (a first start; nothing can be known before the others run) and in
-    /// `two_node` mode (the other node may be the one that is gone). A node that ran before waits for a
-    /// majority: its disk may be an older backup, a minority's answers may come from disks as old, and
-    /// it could not join a primary view without a majority anyway.
-    fn may_decide_alone(&self) -> bool {
-        self.disk.epoch.0 == 0 || self.cfg.quorum.two_node
+    /// True when the deadline may end the query without a majority's answers: in `two_node` mode (the
+    /// other node may be the one that is gone), and at a cluster's first start: an empty data directory
+    /// whose answers, with itself, make a majority and all come from nodes that never ran either.
+    fn may_decide_at_deadline(&self) -> bool {
+        if self.cfg.quorum.two_node {
+            return true;
+        }
+        let first_start = self.disk.epoch.0 == 0
+            && self.answers.keys().all(|n| self.fresh.contains(n))
+            && 2 * (self.answers.len() + 1) > self.cfg.nodes.len();
+        first_start
     }
 
-    fn decide(&mut self, now: u64) {
-        let others = self.cfg.nodes.iter().filter(|n| n.id != self.node).count();
-        let majority = 2 * (self.answers.len() + 1) > self.cfg.nodes.len();
-        if majority || self.answers.len() >= others || (now >= self.deadline && self.may_decide_alone()) {
-            let learned = self.answers.values().copied().max().unwrap_or(Epoch(0));
-            let floor = learned.max(self.disk.epoch).max(known_epoch_on_disk(&self.disk, self.node));
-            self.decided = Some(Epoch(floor.0 + 1));
+    fn progress(&mut self, now: u64) {
+        if self.decided.is_some() {
+            return;
+        }
+        let n = self.cfg.nodes.len();
+        if matches!(self.phase, Phase::Query) {
+            let others = n.saturating_sub(1);
+            // A data directory that held an epoch speaks for itself; a wiped one knows nothing.
+            let me = usize::from(self.disk.epoch.0 > 0);
+            let majority = 2 * (self.answers.len() + me) > n;
+            if majority
+                || self.answers.len() >= others
+                || (now >= self.deadline && self.may_decide_at_deadline())
+            {
+                let learned = self.answers.values().copied().max().unwrap_or(Epoch(0));
+                let own = self.disk.epoch.max(known_epoch_on_disk(&self.disk, self.node));
+                self.behind = learned > own;
+                let epoch = Epoch(learned.max(own).0 + 1);
+                self.phase = Phase::Claim { epoch, granted: BTreeSet::new(), since: now };
+                self.next_tx = now;
+            }
+        }
+        if let Phase::Claim { epoch, granted, since } = &self.phase {
+            // The claimer's own disk counts: the host persists the epoch before the incarnation sends.
+            let majority = 2 * (granted.len() + 1) > n;
+            if majority || (self.cfg.quorum.two_node && now >= since + self.wait) {
+                self.decided = Some(*epoch);
+            }
         }
     }
 
@@ -178,14 +344,36 @@ impl EpochInquiry {
     }
 }
 
+/// Decides an `EpochClaim` of `node` for `epoch` at a node whose durable state is `disk` and which knows
+/// `known` as the node's highest epoch (its disk, and for a running core what it heard): granted when
+/// nothing at or above `epoch` is known, or when this very claim (same nonce) was granted before.
+/// Returns (granted, whether `disk` changed and must be persisted before the answer is sent).
+pub fn grant_claim(disk: &mut Durable, node: NodeId, epoch: Epoch, nonce: u64, known: Epoch) -> (bool, bool) {
+    let claim = Reservation { member: Member(node, epoch), nonce };
+    if disk.reserved.contains(&claim) {
+        return (true, false);
+    }
+    if known >= epoch || epoch == INQUIRY_EPOCH {
+        return (false, false);
+    }
+    disk.reserved.retain(|r| r.member.node() != node);
+    disk.reserved.push(claim);
+    disk.reserved.sort_by_key(|r| r.member);
+    (true, true)
+}
+
 /// The highest epoch a data directory's durable state knows for `node`.
 pub fn known_epoch_on_disk(disk: &Durable, node: NodeId) -> Epoch {
     let mut e = disk.registry.known_epoch(node);
-    if disk.left.iter().any(|m| m.node() == node) {
-        e = e.max(disk.left.iter().filter(|m| m.node() == node).map(|m| m.epoch()).max().unwrap_or(Epoch(0)));
-    }
+    let mut also = |m: &Member| {
+        if m.node() == node {
+            e = e.max(m.epoch());
+        }
+    };
+    disk.left.iter().for_each(&mut also);
+    disk.reserved.iter().map(|r| &r.member).for_each(&mut also);
     if let Some(a) = &disk.accepted {
-        e = e.max(a.members.iter().filter(|m| m.node() == node).map(|m| m.epoch()).max().unwrap_or(Epoch(0)));
+        a.members.iter().for_each(&mut also);
     }
     e
 }
@@ -207,7 +395,18 @@ mod tests {
     }
 
     fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
-        let body = Body::EpochAnswer { nonce, highest: Epoch(highest), max_view_seq: highest * 10 };
+        let body =
+            Body::EpochAnswer { nonce, highest: Epoch(highest), max_view_seq: highest * 10, fresh: false };
+        dgram(cfg, Member(NodeId(from), Epoch(3)), body)
+    }
+
+    fn fresh_answer(cfg: &Config, from: u32, nonce: u64) -> Vec<u8> {
+        let body = Body::EpochAnswer { nonce, highest: Epoch(0), max_view_seq: 0, fresh: true };
+        dgram(cfg, Member(NodeId(from), INQUIRY_EPOCH), body)
+    }
+
+    fn claim_answer(cfg: &Config, from: u32, nonce: u64, epoch: u64, granted: bool, highest: u64) -> Vec<u8> {
+        let body = Body::EpochClaimAnswer { nonce, epoch: Epoch(epoch), granted, highest: Epoch(highest) };
         dgram(cfg, Member(NodeId(from), Epoch(3)), body)
     }
 
@@ -215,18 +414,72 @@ mod tests {
         out.iter().filter_map(|o| if let Output::Send { to, .. } = o { Some(*to) } else { None }).collect()
     }
 
+    fn bodies(out: &[Output]) -> Vec<(NodeId, Body)> {
+        out.iter()
+            .filter_map(|o| if let Output::Send { to, bytes } = o { Some((*to, bytes)) } else { None })
+            .map(|(to, bytes)| {
+                let p = Reassembler::new(65536, 4, 1 << 20, 1000)
+                    .accept(0, NodeId(0), bytes)
+                    .expect("frame")
+                    .expect("whole");
+                (to, wire::decode::<Body>(&p, 65536, "c").expect("decode").body)
+            })
+            .collect()
+    }
+
+    fn claims(out: &[Output]) -> Vec<(NodeId, Epoch)> {
+        bodies(out)
+            .into_iter()
+            .filter_map(
+                |(to, b)| if let Body::EpochClaim { epoch, .. } = b { Some((to, epoch)) } else { None },
+            )
+            .collect()
+    }
+
     #[test]
-    fn a_wiped_node_moves_past_the_highest_epoch_a_majority_reports() {
+    fn a_wiped_node_hears_a_majority_of_the_others_then_claims_above_everything_they_know() {
         let c = cfg(5);
         let mut q = EpochInquiry::new(c.clone(), NodeId(4), Durable::fresh(Epoch(0)), 77, 0);
         let mut out = Vec::new();
         assert_eq!(q.tick(0, &mut out), None);
         assert_eq!(sends(&out), vec![NodeId(1), NodeId(2), NodeId(3), NodeId(5)]);
+        out.clear();
         assert_eq!(q.receive(1, &answer(&c, 1, 77, 6), &mut out), None);
         // An answer to another inquiry (another nonce) counts for nothing.
         assert_eq!(q.receive(1, &answer(&c, 2, 76, 9), &mut out), None);
-        assert_eq!(q.receive(2, &answer(&c, 3, 77, 4), &mut out), Some(Epoch(7)));
+        // Two answers and an empty disk are no majority of five: a wiped disk does not speak for itself.
+        assert_eq!(q.receive(2, &answer(&c, 3, 77, 4), &mut out), None);
+        assert!(claims(&out).is_empty(), "no claim before a majority of the others answered");
+        assert_eq!(q.receive(3, &answer(&c, 5, 77, 2), &mut out), None);
+        assert_eq!(
+            claims(&out),
+            vec![(NodeId(1), Epoch(7)), (NodeId(2), Epoch(7)), (NodeId(3), Epoch(7)), (NodeId(5), Epoch(7))]
+        );
+        assert_eq!(q.receive(4, &claim_answer(&c, 1, 77, 7, true, 7), &mut out), None);
+        assert_eq!(q.receive(4, &claim_answer(&c, 3, 77, 7, true, 7), &mut out), Some(Epoch(7)));
         assert_eq!(q.max_view_seq(), 60, "the highest view sequence number any answer reported");
+        assert!(q.behind(), "the cluster knew epoch 6 of a node whose disk held none");
+        assert_eq!(q.view_seq_floor(), 60 + SEQ_GAP_BEHIND);
+    }
+
+    #[test]
+    fn a_refused_claim_is_made_again_above_what_the_refuser_knows() {
+        let c = cfg(3);
+        let mut q = EpochInquiry::new(c.clone(), NodeId(2), Durable::fresh(Epoch(4)), 5, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        out.clear();
+        // Node 1 answers the query; the disk of a node that ran speaks for itself: a majority.
+        assert_eq!(q.receive(1, &answer(&c, 1, 5, 3), &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(1), Epoch(5)), (NodeId(3), Epoch(5))]);
+        assert!(!q.behind());
+        out.clear();
+        // Node 3, which did not answer the query, holds a claim of epoch 6 of an earlier inquiry.
+        assert_eq!(q.receive(2, &claim_answer(&c, 3, 5, 5, false, 6), &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(1), Epoch(7)), (NodeId(3), Epoch(7))]);
+        // A grant of the superseded claim counts for nothing.
+        assert_eq!(q.receive(3, &claim_answer(&c, 1, 5, 5, true, 5), &mut out), None);
+        assert_eq!(q.receive(3, &claim_answer(&c, 1, 5, 7, true, 7), &mut out), Some(Epoch(7)));
     }
 
     #[test]
@@ -235,7 +488,8 @@ mod tests {
         let mut q = EpochInquiry::new(c.clone(), NodeId(2), Durable::fresh(Epoch(9)), 5, 0);
         let mut out = Vec::new();
         q.tick(0, &mut out);
-        assert_eq!(q.receive(1, &answer(&c, 1, 5, 3), &mut out), Some(Epoch(10)));
+        assert_eq!(q.receive(1, &answer(&c, 1, 5, 3), &mut out), None);
+        assert_eq!(q.receive(1, &claim_answer(&c, 1, 5, 10, true, 10), &mut out), Some(Epoch(10)));
     }
 
     #[test]
@@ -246,11 +500,16 @@ mod tests {
         let late = c.discovery_interval_ms.max(c.failure_timeout_ms) * 20;
         assert_eq!(q.tick(late, &mut out), None);
         assert!(!sends(&out).is_empty(), "it keeps asking");
-        assert_eq!(q.receive(late + 1, &answer(&c, 3, 5, 7), &mut out), Some(Epoch(8)));
+        assert_eq!(q.receive(late + 1, &answer(&c, 3, 5, 7), &mut out), None);
+        out.clear();
+        // The claim waits past any deadline too, and is sent again to the nodes that did not grant it.
+        assert_eq!(q.tick(late * 2, &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(2), Epoch(8)), (NodeId(3), Epoch(8))]);
+        assert_eq!(q.receive(late * 2, &claim_answer(&c, 2, 5, 8, true, 8), &mut out), Some(Epoch(8)));
     }
 
     #[test]
-    fn a_first_start_alone_decides_at_the_deadline_and_queries_meanwhile() {
+    fn an_empty_disk_alone_never_decides() {
         let c = cfg(3);
         let deadline = c.discovery_interval_ms.max(c.failure_timeout_ms) * 2;
         let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(0)), 5, 0);
@@ -258,9 +517,41 @@ mod tests {
         assert_eq!(q.tick(0, &mut out), None);
         assert_eq!(sends(&out), vec![NodeId(2), NodeId(3)]);
         out.clear();
-        assert_eq!(q.tick(deadline - 1, &mut out), None);
+        assert_eq!(q.tick(deadline * 10, &mut out), None, "it may be a wiped node nobody can tell about");
         assert_eq!(sends(&out), vec![NodeId(2), NodeId(3)], "it asks again while it waits");
-        assert_eq!(q.tick(deadline, &mut out), Some(Epoch(1)));
+    }
+
+    #[test]
+    fn a_first_start_of_part_of_a_cluster_decides_at_the_deadline() {
+        let c = cfg(3);
+        let deadline = c.discovery_interval_ms.max(c.failure_timeout_ms) * 2;
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(0)), 5, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        // Node 2 never ran either: with node 1 a majority of three, but only at the deadline (a node
+        // that knows better may still answer).
+        assert_eq!(q.receive(1, &fresh_answer(&c, 2, 5), &mut out), None);
+        out.clear();
+        assert_eq!(q.tick(deadline - 1, &mut out), None);
+        assert!(claims(&out).is_empty());
+        assert_eq!(q.tick(deadline, &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(2), Epoch(1)), (NodeId(3), Epoch(1))]);
+        assert_eq!(q.receive(deadline, &claim_answer(&c, 2, 5, 1, true, 1), &mut out), Some(Epoch(1)));
+        assert!(!q.behind());
+    }
+
+    #[test]
+    fn an_empty_disk_with_an_answer_from_a_node_that_ran_waits_for_the_others() {
+        let c = cfg(3);
+        let deadline = c.discovery_interval_ms.max(c.failure_timeout_ms) * 2;
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(0)), 5, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        // Node 2 ran and knows nothing of node 1; node 3, down, may have run with it.
+        assert_eq!(q.receive(1, &answer(&c, 2, 5, 0), &mut out), None);
+        assert_eq!(q.tick(deadline * 10, &mut out), None);
+        assert_eq!(q.receive(deadline * 10, &answer(&c, 3, 5, 4), &mut out), None);
+        assert_eq!(q.receive(deadline * 10, &claim_answer(&c, 3, 5, 5, true, 5), &mut out), Some(Epoch(5)));
     }
 
     #[test]
@@ -271,7 +562,31 @@ mod tests {
     }
 
     #[test]
-    fn it_answers_other_inquirers_from_its_disk() {
+    fn a_two_node_cluster_decides_alone_at_the_deadlines() {
+        let mut c = Config::new("c", &[1, 2]);
+        c.quorum.two_node = true;
+        let c = Arc::new(c);
+        let wait = c.discovery_interval_ms.max(c.failure_timeout_ms) * 2;
+        let mut q = EpochInquiry::new(c, NodeId(1), Durable::fresh(Epoch(3)), 5, 0);
+        let mut out = Vec::new();
+        assert_eq!(q.tick(wait - 1, &mut out), None);
+        assert_eq!(q.tick(wait, &mut out), None, "the query ended; the claim waits its own deadline");
+        assert_eq!(q.tick(2 * wait, &mut out), Some(Epoch(4)));
+    }
+
+    #[test]
+    fn a_running_core_claims_its_next_epoch_without_a_query() {
+        let c = cfg(3);
+        let mut q = EpochInquiry::claim_only(c.clone(), NodeId(3), Durable::fresh(Epoch(5)), Epoch(2), 9, 0);
+        let mut out = Vec::new();
+        assert_eq!(q.tick(0, &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(1), Epoch(6)), (NodeId(2), Epoch(6))]);
+        assert_eq!(q.receive(1, &claim_answer(&c, 2, 9, 6, true, 6), &mut out), Some(Epoch(6)));
+        assert!(!q.behind(), "a running core knows its view numbers");
+    }
+
+    #[test]
+    fn it_answers_other_inquirers_from_its_disk_and_records_their_claims_before_granting() {
         let c = cfg(3);
         let mut disk = Durable::fresh(Epoch(2));
         disk.note_left(Member(NodeId(3), Epoch(8)));
@@ -279,10 +594,53 @@ mod tests {
         let query = dgram(&c, Member(NodeId(3), INQUIRY_EPOCH), Body::EpochQuery { nonce: 42 });
         let mut out = Vec::new();
         q.receive(0, &query, &mut out);
-        let Some(Output::Send { to, bytes }) = out.first() else { panic!("no answer: {out:?}") };
-        assert_eq!(*to, NodeId(3));
-        let p = Reassembler::new(65536, 4, 1 << 20, 1000).accept(0, NodeId(0), bytes).expect("frame").expect("whole");
-        let env: Envelope<Body> = wire::decode(&p, 65536, "c").expect("decode");
-        assert_eq!(env.body, Body::EpochAnswer { nonce: 42, highest: Epoch(8), max_view_seq: 0 });
+        assert_eq!(
+            bodies(&out),
+            vec![(
+                NodeId(3),
+                Body::EpochAnswer { nonce: 42, highest: Epoch(8), max_view_seq: 0, fresh: false }
+            )]
+        );
+        out.clear();
+        let claim = |e: u64, nonce: u64| {
+            dgram(&c, Member(NodeId(3), INQUIRY_EPOCH), Body::EpochClaim { nonce, epoch: Epoch(e) })
+        };
+        // At or below what it knows: refused, nothing written.
+        q.receive(0, &claim(8, 42), &mut out);
+        assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+        assert_eq!(
+            bodies(&out),
+            vec![(
+                NodeId(3),
+                Body::EpochClaimAnswer { nonce: 42, epoch: Epoch(8), granted: false, highest: Epoch(8) }
+            )]
+        );
+        out.clear();
+        // Above: on disk first, then granted; the same claim again is granted again without a write.
+        q.receive(0, &claim(9, 42), &mut out);
+        assert!(
+            matches!(out.first(), Some(Output::Persist(d)) if known_epoch_on_disk(d, NodeId(3)) == Epoch(9))
+        );
+        assert_eq!(
+            bodies(&out),
+            vec![(
+                NodeId(3),
+                Body::EpochClaimAnswer { nonce: 42, epoch: Epoch(9), granted: true, highest: Epoch(9) }
+            )]
+        );
+        out.clear();
+        q.receive(1, &claim(9, 42), &mut out);
+        assert_eq!(out.len(), 1, "no second write: {out:?}");
+        // Another inquiry claiming the same epoch (a wiped node's) is refused: epoch 9 is taken.
+        out.clear();
+        q.receive(2, &claim(9, 43), &mut out);
+        assert_eq!(
+            bodies(&out),
+            vec![(
+                NodeId(3),
+                Body::EpochClaimAnswer { nonce: 43, epoch: Epoch(9), granted: false, highest: Epoch(9) }
+            )]
+        );
+        assert_eq!(q.disk().reserved.len(), 1);
     }
 }

@@ -150,6 +150,31 @@ pub enum Body {
         /// own must not reuse a view id (G1).
         #[serde(default)]
         max_view_seq: u64,
+        /// The sender's data directory never held an epoch and it runs no incarnation: it knows nothing
+        /// of any node. Answers that are all fresh are what the first start of a cluster looks like.
+        #[serde(default)]
+        fresh: bool,
+    },
+    /// Sent under epoch 0 by a node that decided the epoch of its new incarnation: record that my node
+    /// may run under `epoch` (durably, before answering). The epoch is used only once a strict majority
+    /// of the configured nodes recorded it, so every later inquiry's majority hears of it (G12).
+    EpochClaim {
+        /// Identifies the claiming inquiry: a retransmitted claim is granted again.
+        nonce: u64,
+        /// The epoch claimed.
+        epoch: Epoch,
+    },
+    /// The answer to an `EpochClaim`.
+    EpochClaimAnswer {
+        /// The claim's nonce.
+        nonce: u64,
+        /// The claim's epoch.
+        epoch: Epoch,
+        /// The claim is on the sender's disk. False when the sender knows an epoch of the node at or
+        /// above it that this claim did not reserve: the claimer must claim above `highest`.
+        granted: bool,
+        /// The highest epoch the sender knows for the claiming node.
+        highest: Epoch,
     },
 }
 

@@ -53,6 +53,21 @@ pub struct Durable {
     /// when the leave happened outside any primary view or the whole cluster stopped (L6).
     #[serde(default)]
     pub left: Vec<Member>,
+    /// Epochs other nodes claimed for their next incarnation (`EpochClaim`), at most one (the newest)
+    /// per node, with the claiming inquiry's nonce: recorded before the claim is granted, and counted
+    /// as known in every later answer, so an epoch a node ran under is known to every majority even if
+    /// that node's own data directory is later wiped (G12).
+    #[serde(default)]
+    pub reserved: Vec<Reservation>,
+}
+
+/// An epoch a node claimed for an incarnation (see [`Durable::reserved`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The node and the epoch it claimed.
+    pub member: Member,
+    /// The claiming inquiry's nonce.
+    pub nonce: u64,
 }
 
 impl Durable {
@@ -65,6 +80,7 @@ impl Durable {
             registry: Registry::default(),
             accepted: None,
             left: Vec::new(),
+            reserved: Vec::new(),
         }
     }
 
@@ -603,6 +619,11 @@ impl Node {
         }
     }
 
+    /// The durable state as last persisted (the host claims the next epoch from it, `NewEpoch`).
+    pub fn durable(&self) -> &Durable {
+        &self.durable
+    }
+
     /// Says why this incarnation started in place of an earlier one (shown by `status`).
     pub fn set_origin(&mut self, why: String) {
         self.origin = Some(why);
@@ -666,14 +687,30 @@ impl Node {
         if !self.cfg.is_configured(from.node()) || from.node() == self.me.node() {
             return;
         }
-        if let Body::EpochQuery { nonce } = env.body {
-            // A node about to start a new incarnation asks which epochs of it were seen (G12).
-            let highest = self.highest_known_epoch(from.node());
-            self.epoch_inquiries.insert(from.node(), highest);
-            let max_view_seq =
-                self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
-            self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq }, out);
-            return;
+        match env.body {
+            Body::EpochQuery { nonce } => {
+                // A node about to start a new incarnation asks which epochs of it were seen (G12).
+                let highest = self.highest_known_epoch(from.node());
+                self.epoch_inquiries.insert(from.node(), highest);
+                let max_view_seq =
+                    self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
+                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh: false }, out);
+                return;
+            }
+            Body::EpochClaim { nonce, epoch } => {
+                // ... and then claims the epoch it decided: on disk before the grant (G12).
+                let known = self.highest_known_epoch(from.node());
+                let (granted, changed) =
+                    crate::inquiry::grant_claim(&mut self.durable, from.node(), epoch, nonce, known);
+                if changed {
+                    self.persist(out);
+                }
+                let highest = self.highest_known_epoch(from.node());
+                self.epoch_inquiries.insert(from.node(), highest);
+                self.send(from.node(), Body::EpochClaimAnswer { nonce, epoch, granted, highest }, out);
+                return;
+            }
+            _ => {}
         }
         if !self.note_peer(now, from, &env.body) {
             // An epoch below the one known for its node (a wiped data directory, a restored backup):
@@ -1132,7 +1169,10 @@ impl Node {
                 self.note_leaver(from, out);
                 self.send(from.node(), Body::LeaveAck, out);
             }
-            Body::EpochQuery { .. } | Body::EpochAnswer { .. } => {}
+            Body::EpochQuery { .. }
+            | Body::EpochAnswer { .. }
+            | Body::EpochClaim { .. }
+            | Body::EpochClaimAnswer { .. } => {}
             Body::LeaveAck => {
                 if self.leaving && !self.left {
                     self.leave_acks.insert(from.node());

@@ -5,12 +5,20 @@
 //!
 //! It runs once, at start, before the transport exists: it binds the node's own configured address
 //! (peers know the node by it), seals and opens datagrams with the cluster key exactly as the
-//! transport does, and closes the socket when the machine decides: at once when a majority of the
-//! configured nodes answered. A first start (empty data directory) decides alone after twice the larger
-//! of the discovery interval and the failure timeout; a node that ran before waits for a majority (its
-//! data directory may be an older backup), and says so in its log every ten seconds.
+//! transport does, and closes the socket when the machine decides: once a majority of the cluster
+//! answered and then recorded the epoch it claims (two round trips when the others run). An empty data
+//! directory does not speak for itself: it needs a majority of the other nodes, except at a cluster's
+//! very first start (itself and answers from nodes that never ran either, after twice the larger of
+//! the discovery interval and the failure timeout). It says what it waits for in its log every ten
+//! seconds. Claims of other nodes it grants meanwhile are persisted before the answer goes out.
+//!
+//! A running agent whose core asks for a new epoch claims it the same way through its transport
+//! (`MembershipActor`).
 
 use crate::crypto::{self, ClusterKey};
+use crate::epoch_registry::EpochRegistryActor;
+use crate::messages::PersistDurable;
+use actix::Addr;
 use anyhow::Context as _;
 use cohort::inquiry::EpochInquiry;
 use cohort::{Config, Durable, Epoch, NodeId, Output};
@@ -27,8 +35,11 @@ pub struct InquiryOutcome {
     pub min_epoch: Epoch,
     /// Per answering node, the highest epoch it knew for this node.
     pub answers: BTreeMap<NodeId, Epoch>,
-    /// The highest view sequence number any answer reported.
-    pub max_view_seq: u64,
+    /// The view sequence number the new incarnation starts above (see
+    /// [`EpochInquiry::view_seq_floor`]).
+    pub view_seq_floor: u64,
+    /// An answer knew an epoch of this node above its data directory's (wiped or restored).
+    pub behind: bool,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -42,6 +53,7 @@ pub async fn ask_epoch(
     bind: SocketAddr,
     peers: &BTreeMap<NodeId, SocketAddr>,
     key: &ClusterKey,
+    registry: &Addr<EpochRegistryActor>,
 ) -> anyhow::Result<InquiryOutcome> {
     let socket = UdpSocket::bind(bind)
         .await
@@ -60,28 +72,39 @@ pub async fn ask_epoch(
     let mut next_note = Duration::from_secs(5);
     loop {
         for o in out.drain(..) {
-            if let Output::Send { to, bytes } = o {
-                let (Some(addr), Ok(sealed)) = (peers.get(&to), crypto::seal(key, &cluster, &bytes)) else {
-                    continue;
-                };
-                // A peer that is down answers with ICMP at worst; the machine asks again.
-                let _ = socket.send_to(&sealed, addr).await;
+            match o {
+                Output::Send { to, bytes } => {
+                    let (Some(addr), Ok(sealed)) = (peers.get(&to), crypto::seal(key, &cluster, &bytes))
+                    else {
+                        continue;
+                    };
+                    // A peer that is down answers with ICMP at worst; the machine asks again.
+                    let _ = socket.send_to(&sealed, addr).await;
+                }
+                // Another node's claim this one granted: on disk before the grant goes out.
+                Output::Persist(d) => registry
+                    .send(PersistDurable(d))
+                    .await
+                    .context("epoch registry stopped")?
+                    .context("cannot record another node's epoch claim in the data directory")?,
+                _ => {}
             }
         }
         if let Some(min_epoch) = decided {
             return Ok(InquiryOutcome {
                 min_epoch,
                 answers: q.answers().clone(),
-                max_view_seq: q.max_view_seq(),
+                view_seq_floor: q.view_seq_floor(),
+                behind: q.behind(),
                 elapsed: start.elapsed(),
             });
         }
         if start.elapsed() >= next_note {
-            // A node that ran before waits for a majority however long it takes: say so.
+            // It waits for a majority however long it takes: say so.
             tracing::warn!(
-                answers = q.answers().len(),
                 waited_s = start.elapsed().as_secs(),
-                "waiting for a majority of the cluster to say which epochs of this node it has seen"
+                "waiting for {} before this node may pick its epoch",
+                q.waiting_for()
             );
             next_note += Duration::from_secs(10);
         }

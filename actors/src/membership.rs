@@ -9,6 +9,7 @@
 use crate::messages::*;
 use crate::metrics::Metrics;
 use actix::prelude::*;
+use cohort::inquiry::EpochInquiry;
 use cohort::node::{NewEpochReason, Output, SendError, Status};
 use cohort::tripwire::Tripwire;
 use cohort::{Config, Durable, Event, Member, MsgId, Node, NodeId, Notification, Record};
@@ -113,6 +114,19 @@ pub struct MembershipActor {
     /// and in the order the core produced them (two waits in flight would not finish in order).
     persisting: bool,
     backlog: Vec<Output>,
+    /// Between a core's `NewEpoch` and its replacement: see [`Successor`].
+    successor: Successor,
+}
+
+/// A running core asked for a new epoch (`Output::NewEpoch`). The old core is done: it gets no more
+/// input. The next epoch is first claimed at a majority of the cluster ([`EpochInquiry::claim_only`]),
+/// so a data directory wiped later can never bring it back (G12); then the supervisor persists it and
+/// replaces the core. A node cut off from every majority waits here until it can reach one: its new
+/// incarnation could not join a primary view before that anyway.
+enum Successor {
+    None,
+    Claiming { q: Box<EpochInquiry>, reason: NewEpochReason, next_note: Instant },
+    Awaiting { epoch: cohort::Epoch },
 }
 
 impl MembershipActor {
@@ -150,6 +164,7 @@ impl MembershipActor {
             tripwire: Tripwire::new(node_member),
             persisting: false,
             backlog: Vec::new(),
+            successor: Successor::None,
         };
         (actor, out)
     }
@@ -209,9 +224,7 @@ impl MembershipActor {
                 }
                 Output::Fence { target, reason } => self.links.fence.do_send(Fence { target, reason }),
                 Output::SelfFence { reason } => self.links.self_fenced.do_send(SelfFenced { reason }),
-                Output::NewEpoch { min_epoch, reason } => {
-                    self.links.new_epoch.do_send(NewEpochRequested { min_epoch, reason })
-                }
+                Output::NewEpoch { min_epoch, reason } => self.start_claim(min_epoch, reason, ctx),
             }
         }
         if self.node.has_left() && !self.left_told {
@@ -220,6 +233,56 @@ impl MembershipActor {
                 l.do_send(LeftCluster);
             }
         }
+    }
+
+    /// True between a `NewEpoch` and the new core: the old core gets no input.
+    fn replacing(&self) -> bool {
+        !matches!(self.successor, Successor::None)
+    }
+
+    fn start_claim(&mut self, min_epoch: cohort::Epoch, reason: NewEpochReason, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map_or(now, |d| d.as_nanos() as u64) | 1;
+        let durable = self.node.durable().clone();
+        let q = EpochInquiry::claim_only(self.cfg.clone(), self.node_id, durable, min_epoch, nonce, now);
+        tracing::info!(
+            member = %self.node.member(),
+            reason = ?reason,
+            "this incarnation ends; claiming the next epoch at a majority of the cluster before it starts"
+        );
+        self.successor = Successor::Claiming {
+            q: Box::new(q),
+            reason,
+            next_note: Instant::now() + Duration::from_secs(5),
+        };
+        ctx.notify(ClaimTick);
+    }
+
+    /// Drives the claim of the next epoch: its timer (`datagram` None) or a datagram for it.
+    fn drive_claim(&mut self, datagram: Option<&[u8]>, ctx: &mut Context<Self>) {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        let Successor::Claiming { q, reason, next_note } = &mut self.successor else { return };
+        let decided = match datagram {
+            Some(d) => q.receive(now, d, &mut out),
+            None => q.tick(now, &mut out),
+        };
+        let reason = *reason;
+        if decided.is_none() && Instant::now() >= *next_note {
+            *next_note = Instant::now() + Duration::from_secs(10);
+            tracing::warn!(waiting_for = %q.waiting_for(), "the next epoch of this node is not recorded yet");
+        }
+        let waiting = q.waiting_for();
+        self.node.set_origin(format!("this incarnation ended; its successor waits for {waiting}"));
+        if let Some(epoch) = decided {
+            tracing::info!(epoch = epoch.0, "a majority of the cluster recorded the next epoch");
+            self.successor = Successor::Awaiting { epoch };
+            self.links.new_epoch.do_send(NewEpochRequested { min_epoch: epoch, reason });
+        }
+        self.execute(out, ctx);
     }
 
     fn fatal(&self, detail: String) {
@@ -279,6 +342,10 @@ impl Actor for MembershipActor {
         // Mailbox capacity matters only for `send`; the core bounds its own queues.
         ctx.set_mailbox_capacity(64 * 1024);
         ctx.run_interval(self.tick_interval(), |act, ctx| {
+            if act.replacing() {
+                act.drive_claim(None, ctx);
+                return;
+            }
             let mut out = Vec::new();
             act.node.tick(act.clock.now_ms(), &mut out);
             act.execute(out, ctx);
@@ -298,9 +365,25 @@ impl Handler<ExecuteOutputs> for MembershipActor {
     }
 }
 
+/// The claim of the next epoch is due (see [`Successor`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ClaimTick;
+
+impl Handler<ClaimTick> for MembershipActor {
+    type Result = ();
+    fn handle(&mut self, _msg: ClaimTick, ctx: &mut Context<Self>) {
+        self.drive_claim(None, ctx);
+    }
+}
+
 impl Handler<FrameReceived> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: FrameReceived, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            self.drive_claim(Some(&msg.bytes), ctx);
+            return;
+        }
         let mut out = Vec::new();
         self.node.receive(self.clock.now_ms(), &msg.bytes, &mut out);
         self.execute(out, ctx);
@@ -310,6 +393,9 @@ impl Handler<FrameReceived> for MembershipActor {
 impl Handler<JoinGroup> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: JoinGroup, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.join_group(self.clock.now_ms(), &msg.group, &mut out);
         self.execute(out, ctx);
@@ -319,6 +405,9 @@ impl Handler<JoinGroup> for MembershipActor {
 impl Handler<LeaveGroup> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: LeaveGroup, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.leave_group(self.clock.now_ms(), &msg.group, &mut out);
         self.execute(out, ctx);
@@ -328,6 +417,9 @@ impl Handler<LeaveGroup> for MembershipActor {
 impl Handler<Multicast> for MembershipActor {
     type Result = MessageResult<Multicast>;
     fn handle(&mut self, msg: Multicast, ctx: &mut Context<Self>) -> MessageResult<Multicast> {
+        if self.replacing() {
+            return MessageResult(Err(SendError::Stopped));
+        }
         let mut out = Vec::new();
         let r = self.node.multicast(self.clock.now_ms(), &msg.group, msg.payload, msg.delivery, &mut out);
         if !self.flush_scheduled {
@@ -368,6 +460,9 @@ impl Handler<FlushQueued> for MembershipActor {
         }
         self.flush_scheduled = false;
         self.last_flush = Instant::now();
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.flush(self.clock.now_ms(), &mut out);
         self.execute(out, ctx);
@@ -377,6 +472,9 @@ impl Handler<FlushQueued> for MembershipActor {
 impl Handler<ProvideState> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: ProvideState, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.provide_state(self.clock.now_ms(), &msg.group, msg.joiner, msg.token, msg.state, &mut out);
         self.execute(out, ctx);
@@ -386,6 +484,9 @@ impl Handler<ProvideState> for MembershipActor {
 impl Handler<FenceCompleted> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: FenceCompleted, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.fence_result(self.clock.now_ms(), msg.target, msg.ok, &msg.detail, &mut out);
         self.execute(out, ctx);
@@ -395,6 +496,9 @@ impl Handler<FenceCompleted> for MembershipActor {
 impl Handler<AckFence> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: AckFence, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            return;
+        }
         let mut out = Vec::new();
         self.node.fence_ack(self.clock.now_ms(), msg.node, &mut out);
         self.execute(out, ctx);
@@ -404,6 +508,14 @@ impl Handler<AckFence> for MembershipActor {
 impl Handler<LeaveCluster> for MembershipActor {
     type Result = ();
     fn handle(&mut self, _msg: LeaveCluster, ctx: &mut Context<Self>) {
+        if self.replacing() {
+            // The old incarnation was already done (removed, reset or stale) and its successor never
+            // ran: nothing is left to leave.
+            if let Some(l) = &self.links.left {
+                l.do_send(LeftCluster);
+            }
+            return;
+        }
         let mut out = Vec::new();
         self.node.leave(self.clock.now_ms(), &mut out);
         self.execute(out, ctx);
@@ -421,6 +533,16 @@ impl Handler<GetStatus> for MembershipActor {
 impl Handler<ReplaceCore> for MembershipActor {
     type Result = ();
     fn handle(&mut self, msg: ReplaceCore, ctx: &mut Context<Self>) {
+        if let Successor::Awaiting { epoch } = self.successor {
+            if msg.durable.epoch != epoch {
+                self.fatal(format!(
+                    "the data directory opened epoch {} but the cluster recorded epoch {} for this node",
+                    msg.durable.epoch.0, epoch.0
+                ));
+                return;
+            }
+        }
+        self.successor = Successor::None;
         tracing::warn!(epoch = msg.durable.epoch.0, reason = ?msg.reason, "starting a new incarnation");
         let mut out = Vec::new();
         let before = self.node.member();

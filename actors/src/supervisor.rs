@@ -163,8 +163,8 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
             format!("cannot read the data directory {}", settings.node.data_dir.display())
         })?;
     let disk_epoch = disk.epoch;
-    let asked = crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, bind, &peers, &key).await?;
-    if asked.min_epoch.0 > disk_epoch.0 + 1 {
+    let asked = crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, bind, &peers, &key, &registry).await?;
+    if asked.behind {
         tracing::warn!(
             disk_epoch = disk_epoch.0,
             cluster_knows = asked.min_epoch.0 - 1,
@@ -187,7 +187,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     // cluster's, so this incarnation never proposes a view id that was used (G1). Persisted with the
     // first ballot; a crash before that only repeats the inquiry.
     let mut durable = durable;
-    durable.max_view_seq = durable.max_view_seq.max(asked.max_view_seq);
+    durable.max_view_seq = durable.max_view_seq.max(asked.view_seq_floor);
     let member = Member(node_id, durable.epoch);
 
     let (fatal_tx, fatal_rx) = watch::channel(None);

@@ -325,8 +325,7 @@ async fn a_running_node_serves_its_live_status_and_counts_what_happens_on_metric
     use cohort_actors::messages::{JoinGroup, Multicast, SetLinkFilter};
     use inprocess::{wait_primary_of_all, wait_status, Nodes};
     let nodes = Nodes::new("admin", 2, "[admin]\nlisten = \"127.0.0.1:0\"\n");
-    let h1 = nodes.start(1).await;
-    let h2 = nodes.start(2).await;
+    let [h1, h2] = nodes.start_all([1, 2]).await;
     wait_primary_of_all(&[&h1, &h2]).await;
     let admin = h1.admin.as_ref().expect("admin endpoint configured");
     let addr = admin.send(GetAdminAddr).await.expect("admin alive").expect("bound");

@@ -112,7 +112,9 @@ fn demo_with_the_fence_policy_tells_the_whole_story_and_passes_verify() {
 
 #[test]
 fn demo_with_the_restart_policy_tells_the_whole_story_and_passes_verify() {
-    check_story("restart", &["action kill", "learned it was removed from the primary view"]);
+    // Which member hears a zombie first is timing: the leader logs `action kill` only when it heard
+    // the zombie before another member told it to restart; either way the zombie restarts.
+    check_story("restart", &["learned it was removed from the primary view"]);
 }
 
 #[test]

@@ -33,8 +33,7 @@ async fn fatal_reason(h: &mut cohort_actors::supervisor::NodeHandle) -> String {
 #[actix_rt::test]
 async fn a_transport_whose_socket_failed_is_restarted_on_its_address_and_the_node_carries_on() {
     let nodes = Nodes::new("restart", 2, "");
-    let h1 = nodes.start(1).await;
-    let h2 = nodes.start(2).await;
+    let [h1, h2] = nodes.start_all([1, 2]).await;
     wait_primary_of_all(&[&h1, &h2]).await;
     let before = h1.transport.send(GetLocalAddr).await.expect("transport alive").expect("bound");
 
@@ -128,9 +127,7 @@ async fn a_new_epoch_request_starts_a_new_incarnation_persisted_before_its_start
 #[actix_rt::test]
 async fn a_clean_leave_is_acknowledged_and_recorded_as_left_by_the_others() {
     let nodes = Nodes::new("leave", 3, "");
-    let h1 = nodes.start(1).await;
-    let h2 = nodes.start(2).await;
-    let mut h3 = nodes.start(3).await;
+    let [h1, h2, mut h3] = nodes.start_all([1, 2, 3]).await;
     wait_primary_of_all(&[&h1, &h2, &h3]).await;
     let leaver = h3.member;
     let outcome = h3.shutdown("terminate", leave_deadline(&nodes.settings(3, "").timing)).await;
@@ -163,9 +160,7 @@ async fn a_clean_leave_is_acknowledged_and_recorded_as_left_by_the_others() {
 #[actix_rt::test]
 async fn when_every_node_shuts_down_at_once_each_leave_is_acknowledged_and_completes() {
     let nodes = Nodes::new("all-stop", 3, "");
-    let mut h1 = nodes.start(1).await;
-    let mut h2 = nodes.start(2).await;
-    let mut h3 = nodes.start(3).await;
+    let [mut h1, mut h2, mut h3] = nodes.start_all([1, 2, 3]).await;
     wait_primary_of_all(&[&h1, &h2, &h3]).await;
     let bound = leave_deadline(&nodes.settings(1, "").timing);
     assert_eq!(bound, FAILURE_TIMEOUT, "a shutdown waits at most one failure timeout for its leave");

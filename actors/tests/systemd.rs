@@ -122,15 +122,18 @@ const WATCHDOG: Duration = Duration::from_millis(300);
 
 #[test]
 fn ready_comes_after_the_first_view_and_watchdog_pings_stop_while_the_agent_is_stopped() {
-    let mut c = Cluster::new(3, Timing::FAST);
+    // Quorum needs three votes of five expected: two of the three nodes may start (a node picks its
+    // epoch only once a majority of the configured nodes answered, G12) but have no quorum together.
+    let mut c = Cluster::with_extra(3, Timing::FAST, "[quorum]\nexpected_votes = 5\n");
     let notify = c.dir.join("notify");
     let mut manager = Manager::bind(&notify);
     let usec = WATCHDOG.as_micros().to_string();
     let notify_s = notify.to_str().expect("utf-8 path").to_string();
     c.start_with(1, &[("NOTIFY_SOCKET", &notify_s), ("WATCHDOG_USEC", &usec)], &[]);
+    c.start(2);
     let pid = c.pid(1);
 
-    // Alone of three nodes: its first view has no quorum, so READY says "started, waiting for quorum".
+    // Its first view has no quorum, so READY says "started, waiting for quorum".
     let ready = manager.wait_for("READY=1", Duration::from_secs(20), |d| has_line(d, "READY=1"));
     let before_ready = &manager.seen[..manager.seen.len() - 1];
     assert!(
@@ -141,22 +144,22 @@ fn ready_comes_after_the_first_view_and_watchdog_pings_stop_while_the_agent_is_s
     assert!(before_ready.iter().all(|d| !has_line(d, "READY=1")));
     let status = status_of(&ready).expect("READY carries a STATUS line");
     assert!(status.starts_with("view 1."), "{status}");
-    assert!(status.contains("[1], not primary, quorum 1/3 votes (needs 2)"), "{status}");
+    assert!(status.contains("[1 2], not primary, quorum 2/5 votes (needs 3)"), "{status}");
     assert!(status.contains("blocked: no_quorum"), "{status}");
     assert!(status.ends_with("started, waiting for quorum"), "{status}");
     // What the agent reported is what it has: a view, installed before READY was sent.
     let (members, primary) = c.view(1).expect("node 1 has a view once it said READY");
-    assert_eq!((members.len(), primary), (1, false));
+    assert_eq!((members.len(), primary), (2, false));
 
     // Healthy: pings keep coming, at about twice the watchdog's rate.
     for _ in 0..3 {
         manager.wait_for("WATCHDOG=1", WATCHDOG * 2, |d| has_line(d, "WATCHDOG=1"));
     }
 
-    // A second node gives the view quorum, and the status line says so.
-    c.start(2);
+    // A third node gives the view quorum, and the status line says so.
+    c.start(3);
     let primary = manager.wait_for("a primary view in STATUS", Duration::from_secs(20), |d| {
-        status_of(d).is_some_and(|s| s.contains("[1 2], primary, quorum 2/3 votes"))
+        status_of(d).is_some_and(|s| s.contains("[1 2 3], primary, quorum 3/5 votes"))
     });
     assert!(!status_of(&primary).unwrap_or_default().contains("blocked"), "{primary}");
 
@@ -178,6 +181,7 @@ fn ready_comes_after_the_first_view_and_watchdog_pings_stop_while_the_agent_is_s
     let stopping = stopping.unwrap_or_else(|| panic!("no STOPPING=1 after SIGTERM: {after:?}"));
     assert!(after[stopping..].iter().all(|d| !has_line(d, "READY=1") && !has_line(d, "WATCHDOG=1")));
     c.stop(2, Duration::from_secs(10));
+    c.stop(3, Duration::from_secs(10));
 }
 
 #[test]

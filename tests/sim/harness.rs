@@ -1246,7 +1246,7 @@ impl Sim {
                     self.start_with(node, min_epoch, why);
                 } else if self.slot(node).core.is_none() {
                     self.slot_mut(node).inquiry = None;
-                    self.boot_with(node, min_epoch, why);
+                    self.start_claim(node, min_epoch, why);
                 }
             }
             Ev::Resume { node, gen } => {
@@ -1493,8 +1493,9 @@ impl Sim {
             match reason {
                 NewEpochReason::Reset => {
                     self.exit(n, Exit::NewEpoch, "reset in place: state dropped");
-                    // As the agent's `ReplaceCore`: the running core knew its epochs; no inquiry.
-                    self.boot_with(n, min_epoch, "reset with a new epoch");
+                    // As the agent's `ReplaceCore`: the running core knew its epochs; it only claims
+                    // the next one at a majority before it runs under it (G12).
+                    self.start_claim(n, min_epoch, "reset with a new epoch");
                 }
                 NewEpochReason::Restart | NewEpochReason::MovePast => {
                     let why = if reason == NewEpochReason::Restart {
@@ -1864,6 +1865,20 @@ impl Sim {
         self.schedule(now, Ev::Inquire { node: n, inc });
     }
 
+    /// A running core asked for a new epoch (`NewEpoch`): like the agent, the host claims it at a
+    /// majority of the cluster ([`EpochInquiry::claim_only`]) and boots the new core once it holds.
+    fn start_claim(&mut self, n: u32, min_epoch: Epoch, why: &str) {
+        let now = self.now;
+        let disk = self.slot(n).disk.clone();
+        let nonce = now + 1;
+        let q = EpochInquiry::claim_only(Arc::clone(&self.cfg), NodeId(n), disk, min_epoch, nonce, now);
+        let slot = self.slot_mut(n);
+        slot.inc += 1;
+        slot.inquiry = Some((q, min_epoch, why.to_string()));
+        let inc = slot.inc;
+        self.schedule(now, Ev::Inquire { node: n, inc });
+    }
+
     fn on_inquire(&mut self, n: u32, inc: u64) {
         if self.slot(n).inc != inc || self.slot(n).core.is_some() {
             return;
@@ -1883,8 +1898,18 @@ impl Sim {
     /// Sends what the inquiry of node `n` asked to send; boots the node once the inquiry decided.
     fn carry_inquiry(&mut self, n: u32, out: Vec<Output>, decided: Option<Epoch>) {
         for o in out {
-            if let Output::Send { to, bytes } = o {
-                self.net_send(n, to.0, bytes);
+            match o {
+                Output::Send { to, bytes } => self.net_send(n, to.0, bytes),
+                // A claim of another node it granted: on disk before the answer goes out.
+                Output::Persist(d) => {
+                    if d.epoch != self.slot(n).disk.epoch {
+                        self.fail("G12", format!("node {n} changed its epoch on disk while it inquired"));
+                        return;
+                    }
+                    self.slot_mut(n).disk = d;
+                    self.snapshot_disk(n, false);
+                }
+                _ => {}
             }
         }
         if let Some(learned) = decided {
@@ -1897,11 +1922,17 @@ impl Sim {
                     self.slot(n).disk.epoch.0,
                     if answers.is_empty() { "none".to_string() } else { answers.join(" ") }
                 ));
-                // A data directory that lost its own highest view sequence number takes the cluster's.
-                let seen = q.max_view_seq();
+                // A data directory that lost its own highest view sequence number takes the cluster's
+                // (and a wide gap above it when it is behind: its lost views were seen by nobody).
+                let seen = q.view_seq_floor();
                 let disk = &mut self.slot_mut(n).disk;
                 disk.max_view_seq = disk.max_view_seq.max(seen);
-                self.boot_with(n, Epoch(min_epoch.0.max(learned.0)), &why);
+                let epoch = Epoch((disk.epoch.0 + 1).max(min_epoch.0).max(learned.0));
+                if epoch != learned {
+                    self.fail("G12", format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0));
+                    return;
+                }
+                self.boot_with(n, learned, &why);
             }
         }
     }
@@ -2806,6 +2837,9 @@ impl Sim {
         for s in &self.slots {
             if s.paused {
                 return Err(format!("n{} is paused", s.id));
+            }
+            if let (None, Some((q, _, _))) = (&s.core, &s.inquiry) {
+                return Err(format!("n{} is starting: it waits for {}", s.id, q.waiting_for()));
             }
             if let Some(c) = &s.core {
                 let st = c.status();

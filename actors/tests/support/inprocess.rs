@@ -104,6 +104,25 @@ impl Nodes {
         self.start_with(id, "").await
     }
 
+    /// Starts the nodes `ids` together: a node's start waits for a majority of the cluster to answer its
+    /// epoch inquiry (G12), so nodes of one cluster cannot be started one after the other to completion.
+    pub async fn start_all<const N: usize>(&self, ids: [u32; N]) -> [NodeHandle; N] {
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let settings = self.settings(id, "");
+                actix_rt::spawn(async move {
+                    start_node(settings).await.unwrap_or_else(|e| panic!("start node {id}: {e:#}"))
+                })
+            })
+            .collect();
+        let mut handles = Vec::with_capacity(N);
+        for t in tasks {
+            handles.push(t.await.expect("a node's start panicked"));
+        }
+        handles.try_into().unwrap_or_else(|_| unreachable!("one handle per id"))
+    }
+
     /// Starts node `id` with `node_extra` TOML in its node file.
     pub async fn start_with(&self, id: u32, node_extra: &str) -> NodeHandle {
         start_node(self.settings(id, node_extra)).await.unwrap_or_else(|e| panic!("start node {id}: {e:#}"))
