@@ -1818,7 +1818,7 @@ impl Node {
             let installed_by = |s: &FlushState| {
                 s.view.as_ref().is_some_and(|v| v.id == inst.view.id)
                     || s.last_primary.as_ref().is_some_and(|v| v.id == inst.view.id)
-                    || s.registry.last_primary == Some(inst.view.id)
+                    || (s.registry.last_primary == Some(inst.view.id) && !s.registry.last_primary_assumed)
             };
             // A later incarnation of a member refuses for it when it inherited no acceptance of it: the
             // member persisted its acceptance before voting, and a later one it accepted instead was
@@ -1845,10 +1845,11 @@ impl Node {
                 known.merge(&s.registry);
             }
             // Installed somewhere: a participant installed it, or a registry records it as the last
-            // primary view (registries are adopted at install, so some member installed it, or a
-            // coordinator took it as made and formed a view on that assumption).
-            let installed_somewhere =
-                promises.values().any(installed_by) || known.last_primary == Some(inst.view.id);
+            // primary view (registries are adopted at install, so some member installed it). A record
+            // that a coordinator only assumed it made (an inherited acceptance it could not settle) is
+            // no proof: the rest of the cluster may have gone on without it (G3).
+            let installed_somewhere = promises.values().any(installed_by)
+                || (known.last_primary == Some(inst.view.id) && !known.last_primary_assumed);
             let unknown: Vec<Member> = inst
                 .view
                 .members
@@ -1953,6 +1954,7 @@ impl Node {
             if registry.last_primary_view.as_ref().is_none_or(|k| k.id < v.id) {
                 registry.last_primary = Some(v.id);
                 registry.last_primary_view = Some(v.clone());
+                registry.last_primary_assumed = true;
             }
         }
         let inadmissible: Vec<Member> = c

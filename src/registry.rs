@@ -100,6 +100,11 @@ pub struct Registry {
     /// members still knows whom it removes.
     #[serde(default)]
     pub last_primary_view: Option<View>,
+    /// `last_primary` is only assumed: an install some earlier incarnation accepted, which a coordinator
+    /// that could not tell whether it was committed took as made (for its removals, G8). No member is
+    /// known to have installed it, so it is no proof that the install was committed (G3).
+    #[serde(default)]
+    pub last_primary_assumed: bool,
 }
 
 impl Registry {
@@ -159,6 +164,10 @@ impl Registry {
         }
         if other.last_primary > self.last_primary {
             self.last_primary = other.last_primary;
+            self.last_primary_assumed = other.last_primary_assumed;
+        } else if other.last_primary == self.last_primary {
+            // Installed according to either: installed.
+            self.last_primary_assumed &= other.last_primary_assumed;
         }
         if other.last_primary_view.as_ref().map(|v| v.id) > self.last_primary_view.as_ref().map(|v| v.id) {
             self.last_primary_view = other.last_primary_view.clone();
@@ -208,6 +217,7 @@ impl Registry {
         }
         self.last_primary = Some(next.id);
         self.last_primary_view = Some(next.clone());
+        self.last_primary_assumed = false;
         removed
     }
 

@@ -154,6 +154,10 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // view installed first dropped the inherited acceptance, and the next primary view's transition
     // fell back to an older primary view.
     (5, 10_000, 722554464, "an assumed primary view forgotten across a non-primary view"),
+    // G3: a coordinator took an install a restarted member had inherited as made (for its removals) and
+    // recorded it in a non-primary view's registry; the next coordinator read that record as proof the
+    // install was committed and completed it at a member, while the rest had gone on without it.
+    (7, 10_000, 493186873, "an assumed install's registry record taken as proof it was installed"),
     // G3: as seeds 276928145 and 276933356 above.
     (5, 10_000, 234576038, "an install's own installer counted as refusing it"),
     (5, 30_000, 459610677, "an install's own installer counted as refusing it"),
