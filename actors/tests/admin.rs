@@ -53,6 +53,7 @@ fn canned_status() -> Status {
             )]),
             last_primary: Some(ViewId { seq: 12, coord: NodeId(1) }),
             last_primary_view: None,
+            last_primary_assumed: false,
         },
         stalled: false,
         told_to_move_past: vec![m(5, 1)],
