@@ -1829,6 +1829,8 @@ impl Node {
                     && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
                     && s.inherited.as_ref().is_none_or(|a| a.view != inst.view.id)
                     && !installed_by(s)
+                    // A record it only assumed made stands for an earlier incarnation's acceptance.
+                    && !(s.registry.last_primary == Some(inst.view.id) && s.registry.last_primary_assumed)
             });
             let not_yet_installed_here = newest_current.is_none_or(|cur| inst.view.id > cur)
                 || promises.values().any(|s| {

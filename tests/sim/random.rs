@@ -158,6 +158,9 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // recorded it in a non-primary view's registry; the next coordinator read that record as proof the
     // install was committed and completed it at a member, while the rest had gone on without it.
     (7, 10_000, 493186873, "an assumed install's registry record taken as proof it was installed"),
+    // G3: ... and the same record must still stand for its member's acceptance: counted as a refusal,
+    // an install one member had committed and installed was dropped by the others.
+    (3, 10_000, 901788307, "an assumed install's registry record counted as a refusal"),
     // G3: as seeds 276928145 and 276933356 above.
     (5, 10_000, 234576038, "an install's own installer counted as refusing it"),
     (5, 30_000, 459610677, "an install's own installer counted as refusing it"),
