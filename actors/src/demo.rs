@@ -1092,6 +1092,26 @@ impl Story {
                 .await?;
             merge_ts.insert(m, r.ts());
         }
+        // Under `fence` and `wait` the view's leader alone acts, and it logs that action once it hears
+        // the zombie, which may be after another member refused it first: wait for that record too.
+        let leader_action = match self.opts.policy {
+            Policy::Fence => Some("fence"),
+            Policy::Wait => Some("wait"),
+            _ => None,
+        };
+        if let Some(action) = leader_action {
+            for m in &minority {
+                let m = *m;
+                self.wait_for(&format!("the leader's `{action}` for node {m}"), |s| {
+                    s.find(mark, |r| {
+                        r.event() == "stateful_merge"
+                            && r.member_field("member") == Some((m, old[&m]))
+                            && r.0["action"] == action
+                    })
+                })
+                .await?;
+            }
+        }
         match self.opts.policy {
             Policy::Fence => {
                 for m in &minority {
