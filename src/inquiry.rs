@@ -66,6 +66,9 @@ pub struct EpochInquiry {
     answers: BTreeMap<NodeId, Epoch>,
     fresh: BTreeSet<NodeId>,
     max_view_seq: u64,
+    /// The highest epoch of this node its data directory knew when the inquiry began. Leaves learned
+    /// from answers later do not count: a directory found behind the cluster stays behind (G1).
+    own: Epoch,
     behind: bool,
     claim_only: bool,
     next_tx: u64,
@@ -81,7 +84,9 @@ impl EpochInquiry {
     pub fn new(cfg: Arc<Config>, node: NodeId, disk: Durable, nonce: u64, now: u64) -> EpochInquiry {
         let wait = cfg.discovery_interval_ms.max(cfg.failure_timeout_ms) * 2;
         let max_packet = 64 * 1024;
+        let own = disk.epoch.max(known_epoch_on_disk(&disk, node));
         EpochInquiry {
+            own,
             reasm: Reassembler::new(max_packet, 8, max_packet * 4, cfg.failure_timeout_ms * 4),
             frag: Fragmenter::new(nonce ^ (u64::from(node.0) << 40)),
             cfg,
@@ -226,7 +231,17 @@ impl EpochInquiry {
             return self.decided;
         }
         match env.body {
-            Body::EpochAnswer { nonce, highest, max_view_seq, fresh } if nonce == self.nonce => {
+            Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left } if nonce == self.nonce => {
+                // A clean leave of an earlier incarnation that this data directory lost (wiped, or an
+                // older backup): a fact whoever reports it, so it is kept from any answer, in any
+                // phase; the new incarnation reports it in its promises (L6).
+                let mut learned = false;
+                for e in left {
+                    learned |= self.disk.note_left(Member(self.node, e));
+                }
+                if learned {
+                    out.push(Output::Persist(self.disk.clone()));
+                }
                 if matches!(self.phase, Phase::Query) {
                     self.answers.insert(from.node(), highest);
                     if fresh {
@@ -243,7 +258,7 @@ impl EpochInquiry {
                 }
             }
             Body::EpochClaimAnswer { nonce, epoch, granted, highest } if nonce == self.nonce => {
-                let behind_disk = highest > self.disk.epoch.max(known_epoch_on_disk(&self.disk, self.node));
+                let behind_disk = highest > self.own;
                 let querying = !self.claim_only;
                 if let Phase::Claim { epoch: current, granted: set, .. } = &mut self.phase {
                     if epoch == *current {
@@ -269,7 +284,9 @@ impl EpochInquiry {
                 let highest = known_epoch_on_disk(&self.disk, from.node());
                 let max_view_seq = self.disk.max_view_seq.max(self.disk.max_installed_seq);
                 let fresh = self.disk.epoch.0 == 0;
-                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh }, out);
+                let left: Vec<Epoch> =
+                    self.disk.left.iter().filter(|m| m.node() == from.node()).map(|m| m.epoch()).collect();
+                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left }, out);
             }
             Body::EpochClaim { nonce, epoch } => {
                 let known = known_epoch_on_disk(&self.disk, from.node());
@@ -313,7 +330,7 @@ impl EpochInquiry {
                 || (now >= self.deadline && self.may_decide_at_deadline())
             {
                 let learned = self.answers.values().copied().max().unwrap_or(Epoch(0));
-                let own = self.disk.epoch.max(known_epoch_on_disk(&self.disk, self.node));
+                let own = self.own;
                 self.behind = learned > own;
                 let epoch = Epoch(learned.max(own).0 + 1);
                 self.phase = Phase::Claim { epoch, granted: BTreeSet::new(), since: now };
@@ -395,13 +412,19 @@ mod tests {
     }
 
     fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
-        let body =
-            Body::EpochAnswer { nonce, highest: Epoch(highest), max_view_seq: highest * 10, fresh: false };
+        let body = Body::EpochAnswer {
+            nonce,
+            highest: Epoch(highest),
+            max_view_seq: highest * 10,
+            fresh: false,
+            left: Vec::new(),
+        };
         dgram(cfg, Member(NodeId(from), Epoch(3)), body)
     }
 
     fn fresh_answer(cfg: &Config, from: u32, nonce: u64) -> Vec<u8> {
-        let body = Body::EpochAnswer { nonce, highest: Epoch(0), max_view_seq: 0, fresh: true };
+        let body =
+            Body::EpochAnswer { nonce, highest: Epoch(0), max_view_seq: 0, fresh: true, left: Vec::new() };
         dgram(cfg, Member(NodeId(from), INQUIRY_EPOCH), body)
     }
 
@@ -434,6 +457,60 @@ mod tests {
                 |(to, b)| if let Body::EpochClaim { epoch, .. } = b { Some((to, epoch)) } else { None },
             )
             .collect()
+    }
+
+    #[test]
+    fn a_restored_disk_learns_back_the_clean_leave_of_its_earlier_incarnation_from_any_answer() {
+        let c = cfg(5);
+        // Restored from a backup of epoch 1; epoch 2 left cleanly since, and node 2 has its `Leave`.
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(1)), 9, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        out.clear();
+        let body = Body::EpochAnswer {
+            nonce: 9,
+            highest: Epoch(2),
+            max_view_seq: 40,
+            fresh: false,
+            left: vec![Epoch(2)],
+        };
+        q.receive(1, &dgram(&c, Member(NodeId(2), Epoch(3)), body), &mut out);
+        let persisted: Vec<&Durable> =
+            out.iter().filter_map(|o| if let Output::Persist(d) = o { Some(d) } else { None }).collect();
+        assert_eq!(persisted.len(), 1, "the learned leave goes to disk at once: {out:?}");
+        assert!(persisted[0].has_left(Member(NodeId(1), Epoch(2))));
+        assert_eq!(persisted[0].epoch, Epoch(1), "learning a leave changes no epoch");
+        assert!(q.disk().has_left(Member(NodeId(1), Epoch(2))));
+        // Told again by another node: nothing new, nothing written.
+        out.clear();
+        let body = Body::EpochAnswer {
+            nonce: 9,
+            highest: Epoch(2),
+            max_view_seq: 40,
+            fresh: false,
+            left: vec![Epoch(2)],
+        };
+        q.receive(2, &dgram(&c, Member(NodeId(3), Epoch(3)), body), &mut out);
+        assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))), "{out:?}");
+        // Itself and two answers are a majority of five. The learned leave does not make the directory
+        // look up to date: it lost epoch 2's views, so its view numbers start far above (G1).
+        assert_eq!(claims(&out).iter().map(|(_, e)| *e).max(), Some(Epoch(3)));
+        assert!(q.behind(), "a restored directory stays behind after learning a leave");
+        // And it tells others what its disk knows of their clean leaves.
+        out.clear();
+        let mut disk = Durable::fresh(Epoch(2));
+        disk.note_left(Member(NodeId(4), Epoch(5)));
+        let mut asked = EpochInquiry::new(c.clone(), NodeId(1), disk, 3, 0);
+        asked.receive(
+            1,
+            &dgram(&c, Member(NodeId(4), INQUIRY_EPOCH), Body::EpochQuery { nonce: 44 }),
+            &mut out,
+        );
+        let told: Vec<Vec<Epoch>> = bodies(&out)
+            .into_iter()
+            .filter_map(|(_, b)| if let Body::EpochAnswer { left, .. } = b { Some(left) } else { None })
+            .collect();
+        assert_eq!(told, vec![vec![Epoch(5)]]);
     }
 
     #[test]
@@ -598,7 +675,13 @@ mod tests {
             bodies(&out),
             vec![(
                 NodeId(3),
-                Body::EpochAnswer { nonce: 42, highest: Epoch(8), max_view_seq: 0, fresh: false }
+                Body::EpochAnswer {
+                    nonce: 42,
+                    highest: Epoch(8),
+                    max_view_seq: 0,
+                    fresh: false,
+                    left: vec![Epoch(8)]
+                }
             )]
         );
         out.clear();

@@ -154,6 +154,12 @@ pub enum Body {
         /// of any node. Answers that are all fresh are what the first start of a cluster looks like.
         #[serde(default)]
         fresh: bool,
+        /// Epochs of the querying node that the sender knows left cleanly (their `Leave` is on its
+        /// disk). A data directory wiped or restored from a backup lost its own record of a clean
+        /// leave; the new incarnation learns it back, and reports it, so the leave is not taken for a
+        /// failure (L6).
+        #[serde(default)]
+        left: Vec<Epoch>,
     },
     /// Sent under epoch 0 by a node that decided the epoch of its new incarnation: record that my node
     /// may run under `epoch` (durably, before answering). The epoch is used only once a strict majority

@@ -584,6 +584,17 @@ impl Node {
         self.view.as_ref()
     }
 
+    /// The registries of installs already decided here and not installed yet: the one this member
+    /// accepted, and the one it sends for acceptance as coordinator. A removal they record is decided,
+    /// and becomes a primary view's once a coordinator commits or completes the install.
+    pub fn decided_registries(&self) -> Vec<&Registry> {
+        let mut r: Vec<&Registry> = self.accepted.iter().map(|i| &i.registry).collect();
+        if let Some(Coord { phase: Phase::Accepting { install, .. }, .. }) = &self.coord {
+            r.push(&install.registry);
+        }
+        r
+    }
+
     /// When the host must call [`Node::tick`] next.
     pub fn next_wakeup_ms(&self) -> u64 {
         let rtx = self.last_step + self.cfg.retransmit_interval_ms.min(self.cfg.heartbeat_interval_ms);
@@ -694,7 +705,19 @@ impl Node {
                 self.epoch_inquiries.insert(from.node(), highest);
                 let max_view_seq =
                     self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
-                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh: false }, out);
+                let left: Vec<Epoch> = self
+                    .durable
+                    .left
+                    .iter()
+                    .chain(self.leavers.iter())
+                    .filter(|m| m.node() == from.node())
+                    .map(|m| m.epoch())
+                    .collect();
+                self.send(
+                    from.node(),
+                    Body::EpochAnswer { nonce, highest, max_view_seq, fresh: false, left },
+                    out,
+                );
                 return;
             }
             Body::EpochClaim { nonce, epoch } => {

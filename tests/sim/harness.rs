@@ -1932,6 +1932,24 @@ impl Sim {
                     self.fail("G12", format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0));
                     return;
                 }
+                // A clean leave of an earlier incarnation whose record this data directory lost (wiped or
+                // restored) and that no answer gave back is known only to the nodes that acknowledged the
+                // `Leave`: a primary view formed without them cannot tell it from a failure (PROTOCOL
+                // §11), so it no longer counts for L6.
+                let lost: Vec<Member> = self
+                    .clean_leavers
+                    .iter()
+                    .copied()
+                    .filter(|m| m.node().0 == n && !self.slot(n).disk.has_left(*m))
+                    .collect();
+                for m in lost {
+                    self.clean_leavers.remove(&m);
+                    self.note(format!(
+                        "n{n}: the data directory lost the clean leave of {} and no answer gave it back: \
+                         not counted for L6 any more",
+                        fmt_member(m)
+                    ));
+                }
                 self.boot_with(n, learned, &why);
             }
         }
@@ -2294,7 +2312,8 @@ impl Sim {
     ///
     /// L6 then applies to the member when its leave could reach everyone who could remove it: the nodes
     /// of its last primary view that are up, none of them cut off from it at that moment, and no primary
-    /// view removed it as failed already. A member cut off from some of them when it is asked to stop may
+    /// view removed it as failed already (or decided to: an install that records it as failed accepted
+    /// somewhere). A member cut off from some of them when it is asked to stop may
     /// already be removed as failed by a view they are forming, and that removal is then correct; one
     /// that is cut off later, while it waits, still counts (its `Leave` went out before the cut, and a
     /// lost one must be retransmitted).
@@ -2325,12 +2344,18 @@ impl Sim {
             Some(_) => !self.is_cut(n, *j),
             None => self.clean_leavers.contains(&Member(NodeId(*j), self.slot(*j).disk.epoch)),
         });
-        // A member some primary view already removed as failed (it was cut off before it was asked to
-        // stop) cannot turn that removal into a leave.
+        // A member some primary view already removed as failed (it was cut off, or its heartbeats were
+        // lost, before it was asked to stop) cannot turn that removal into a leave; nor one whose removal
+        // as failed is already decided (an install some member accepted records it), which a coordinator
+        // commits or completes whatever the leave says.
         let removed = self.log.iter().any(|r| match &r.event {
             Event::View { primary: true, failed, .. } => failed.contains(&me),
             Event::FenceRequest { target, .. } | Event::StatefulMerge { member: target, .. } => *target == me,
             _ => false,
+        }) || self.slots.iter().filter_map(|s| s.core.as_ref()).any(|c| {
+            c.decided_registries().iter().any(|reg| {
+                reg.removal(me).is_some_and(|rm| rm.reason == cohort::registry::RemovalReason::Failed)
+            })
         });
         if in_a_view && reaches && !removed {
             self.clean_leavers.insert(me);
