@@ -11,8 +11,10 @@
 //!   ([`crate::client_cli`]).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (the agent could not start, the socket refused us) or
-//! `verify` found violations; 2 a user's mistake (a bad flag, a bad configuration value, an unreadable
-//! log), reported as one line naming the flag or key and what is expected.
+//! `verify` found violations; 2 a user's mistake (a bad flag, a bad configuration value, a key file that
+//! is missing, unreadable, someone else's, open to its group or others, or malformed
+//! ([`crate::key_file`]), an unreadable log), reported as one line naming the flag, key or file and what
+//! is expected.
 //!
 //! - `lock serve|acquire|release|holders|status`: the lock service's daemon and its client
 //!   ([`crate::lock`]).
@@ -185,7 +187,9 @@ pub enum Command {
     /// --config FILE in order, COHORT__SECTION__KEY environment variables, then these flags), joins the
     /// cluster described by cluster.nodes as node.id, and serves applications on the local socket
     /// (api.socket), the status and metrics on admin.listen, and the event log in node.data_dir. A bad
-    /// configuration value stops it before anything starts, with one line naming the key (exit code 2).
+    /// configuration value stops it before anything starts, with one line naming the key (exit code 2);
+    /// so does a key file (node.key_file) that is missing, not owned by the agent's user or root, open
+    /// to its group or others, or not one 32-byte key, before the data directory is touched.
     ///
     /// SIGHUP reloads the configuration from the same files, environment and flags: log.level and
     /// fencing.levels are applied at once, and every other changed key is logged as needing a restart
@@ -457,6 +461,11 @@ pub enum ConfigAction {
     /// /etc/cohort/cohort.toml, `file:PATH`, `env:COHORT__...` or `flag:--...`. On a bad value it prints one
     /// line naming the key, the value, where it came from and what is expected, and exits with code 2.
     ///
+    /// The key file (node.key_file) is checked as the agent checks it: it must exist, be a regular file
+    /// owned by the agent's user or root (run as root, any owner is accepted and named in the output),
+    /// give its group and others no access, and hold one 32-byte key as `cohort keygen` writes it.
+    /// Otherwise one line names the file and what is wrong, with exit code 2.
+    ///
     /// When an agent runs with this configuration's client socket, the output ends with every key whose
     /// value differs from the agent's running configuration and when the change would take effect:
     /// "applied by a reload (SIGHUP, systemctl reload cohort)" or "needs a restart".
@@ -652,7 +661,10 @@ pub fn main_entry() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            if e.downcast_ref::<SettingsError>().is_some() || e.downcast_ref::<UserError>().is_some() {
+            if e.downcast_ref::<SettingsError>().is_some()
+                || e.downcast_ref::<UserError>().is_some()
+                || e.downcast_ref::<crate::key_file::KeyFileError>().is_some()
+            {
                 eprintln!("error: {}", one_line(&e.to_string()));
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -696,14 +708,20 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
 /// Runs one parsed command.
 ///
 /// # Errors
-/// [`SettingsError`] and [`UserError`] for the user's mistakes (exit code 2), anything else for runtime
+/// [`SettingsError`], [`UserError`] and [`crate::key_file::KeyFileError`] for the user's mistakes (exit
+/// code 2), anything else for runtime
 /// failures (exit code 1).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agent(args) => agent(&args),
         Command::Config { action: ConfigAction::Check(flags) } => {
             let loaded = flags.load()?;
+            // The key file is checked as the agent would check it, before anything is printed: a bad key
+            // is a configuration mistake like a bad value (exit code 2, one line).
+            let rule = crate::key_file::OwnerRule::for_config_check();
+            let (_, key) = crate::key_file::check(&loaded.settings.node.key_file, rule)?;
             print!("{}", settings_load::render_effective(&loaded));
+            println!("\n# {}", key.describe(rule));
             print!("{}", crate::reload::compare_with_running(&loaded.settings));
             Ok(ExitCode::SUCCESS)
         }
@@ -801,6 +819,10 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let service = crate::sd_notify::ServiceEnv::take_from_process().map_err(|e| UserError(e.to_string()))?;
     let load_options = LoadOptions::for_process(flags.config.clone(), flags.overrides());
     let loaded = settings_load::load(&load_options)?;
+    // The key file before anything else, so that its mistake is the one line the operator sees; the
+    // supervisor checks it again before it writes anything (`start_node` is also called in-process).
+    let uid = crate::key_file::effective_uid();
+    crate::key_file::check(&loaded.settings.node.key_file, crate::key_file::OwnerRule::Agent(uid))?;
     crate::telemetry::init_with(&loaded.settings.log.level, args.log_format);
     for (key, origin) in loaded.provenance.iter().filter(|(_, o)| o.as_str() != "default") {
         tracing::debug!(%key, %origin, "configuration value set outside the defaults");

@@ -34,6 +34,7 @@ pub mod epoch_registry;
 pub mod event_log;
 pub mod fencing;
 pub mod inquiry;
+pub mod key_file;
 pub mod lock;
 pub mod manpages;
 pub mod membership;

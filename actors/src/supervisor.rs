@@ -1,7 +1,7 @@
 //! The composition root and the NodeSupervisor.
 //!
-//! [`start_node`] starts the actors in dependency order and wires them with `Recipient`s: the epoch
-//! registry first (it takes the data-directory lock and persists the new epoch before anything can be
+//! [`start_node`] checks the key file before it writes anything, then starts the actors in dependency
+//! order and wires them with `Recipient`s: the epoch registry first (it takes the data-directory lock and persists the new epoch before anything can be
 //! sent under it, G12), then the event log, the transport, fencing, the client API, the membership and
 //! the admin endpoint. The binary ([`run_agent`]) and the tests use the same function.
 //!
@@ -13,10 +13,10 @@
 use crate::admin::AdminActor;
 use crate::client_api::{self, ClientApiActor};
 use crate::client_proto::frame_limit as client_api_frame_limit;
-use crate::crypto;
 use crate::epoch_registry::EpochRegistryActor;
 use crate::event_log::EventLogActor;
 use crate::fencing::FencingActor;
+use crate::key_file::{self, OwnerRule};
 use crate::membership::{
     AgentClock, ExecuteOutputs, LeftCluster, MembershipActor, MembershipLinks, RecordStop, ReplaceCore,
 };
@@ -149,12 +149,16 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let metrics = Arc::new(Metrics::default());
     let clock = AgentClock::new();
 
-    // 1. The data directory: lock, then a new epoch persisted before anything else happens (G12). The
-    //    key is checked first (validate before writing), and the cluster is asked which epochs of this
-    //    node it has seen, so a wiped or restored data directory never brings back a used epoch.
+    // 1. The key is checked before anything is written (the data directory, its lock, an epoch): a bad
+    //    key file is a configuration mistake ([`KeyFileError`], exit code 2), and an agent that
+    //    persisted a new epoch before refusing its key would have spent an epoch on nothing.
+    let rule = OwnerRule::Agent(key_file::effective_uid());
+    let (key, _) = key_file::check(&settings.node.key_file, rule)?;
+    // 2. The data directory: lock, then a new epoch persisted before anything else happens (G12). The
+    //    cluster is asked which epochs of this node it has seen first, so a wiped or restored data
+    //    directory never brings back a used epoch.
     let registry =
         EpochRegistryActor::open(&settings.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?.start();
-    let key = crypto::load_key(&settings.node.key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let peers: BTreeMap<NodeId, std::net::SocketAddr> =
         settings.cluster.nodes.iter().map(|n| (NodeId(n.id), n.addr)).collect();
     let bind = settings.addr_of(node_id).context("node.id is not in cluster.nodes")?;
@@ -195,16 +199,16 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let sup_ctx: Context<NodeSupervisor> = Context::new();
     let sup = sup_ctx.address();
 
-    // 2. The event log.
+    // 3. The event log.
     let event_log = EventLogActor::open(&settings.event_log_path(), sup.clone().recipient())
         .with_context(|| format!("cannot open the event log {}", settings.event_log_path().display()))?
         .start();
 
-    // 3. The membership's address exists before the actor, so the actors it talks to can point at it.
+    // 4. The membership's address exists before the actor, so the actors it talks to can point at it.
     let m_ctx: Context<MembershipActor> = Context::new();
     let m_addr = m_ctx.address();
 
-    // 4. Transport, supervised: a socket failure restarts it.
+    // 5. Transport, supervised: a socket failure restarts it.
     let tcfg = TransportConfig {
         bind,
         node: node_id,
@@ -217,13 +221,13 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let tmetrics = metrics.clone();
     let transport = actix::Supervisor::start(move |_| TransportActor::new(tcfg, deliver, tmetrics));
 
-    // 5. Fencing.
+    // 6. Fencing.
     let fencing =
         FencingActor::new(settings.fencing.levels.clone(), m_addr.clone().recipient(), metrics.clone())
             .start();
     let fencing_addr = fencing.clone();
 
-    // 6. The client API.
+    // 7. The client API.
     let links = client_api::MembershipLinks {
         join: m_addr.clone().recipient(),
         leave: m_addr.clone().recipient(),
@@ -248,7 +252,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     .with_fatal(sup.clone().recipient())
     .start();
 
-    // 7. The membership itself.
+    // 8. The membership itself.
     let mlinks = MembershipLinks {
         send_frame: transport.clone().recipient(),
         persist: registry.clone().recipient(),
@@ -273,7 +277,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     m_ctx.run(actor);
     m_addr.do_send(ExecuteOutputs(first_outputs));
 
-    // 8. Admin endpoint.
+    // 9. Admin endpoint.
     let admin = settings
         .admin
         .listen

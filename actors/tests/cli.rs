@@ -40,6 +40,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A fresh cluster key made by `cohort keygen` in `dir`, and the environment variable that points the
+/// configuration at it (the examples name a key under /tmp that may not exist).
+fn with_key(cmd: &mut Command, dir: &Scratch) -> PathBuf {
+    let key = dir.0.join("cluster.key");
+    if !key.exists() {
+        let o = run(cohort().arg("keygen").arg("--out").arg(&key));
+        assert_eq!(o.status.code(), Some(0), "keygen: {}", stderr(&o));
+    }
+    cmd.env("COHORT__NODE__KEY_FILE", &key);
+    key
+}
+
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples").join(name)
 }
@@ -82,13 +94,18 @@ fn every_subcommand_help_has_an_examples_section() {
 #[test]
 fn config_check_prints_each_value_with_its_source() {
     let node2 = example("three-node/node2.toml");
-    let o = run(cohort()
+    let dir = Scratch::new("cli");
+    let mut cmd = cohort();
+    let key = with_key(&mut cmd, &dir);
+    let o = run(cmd
         .args(["config", "check", "--config"])
         .arg(example("three-node/cluster.toml"))
         .arg("--config")
         .arg(&node2));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
+    let key_line = format!("# key file {}: ok (owner uid ", key.display());
+    assert!(out.lines().any(|l| l.starts_with(&key_line) && l.contains("mode 0600")), "{out}");
     let line = out.lines().find(|l| l.starts_with("node.id = ")).expect("a node.id line");
     assert!(line.starts_with("node.id = 2 "), "{line}");
     assert!(line.ends_with(&format!("# from file:{}", node2.display())), "{line}");
@@ -100,7 +117,10 @@ fn config_check_prints_each_value_with_its_source() {
 
 #[test]
 fn config_check_reports_environment_and_flags_as_sources() {
-    let o = run(cohort()
+    let dir = Scratch::new("cli");
+    let mut cmd = cohort();
+    with_key(&mut cmd, &dir);
+    let o = run(cmd
         .args(["config", "check", "--config"])
         .arg(example("five-node/cluster.toml"))
         .args(["--node-id", "4"])
@@ -150,6 +170,93 @@ fn a_bad_value_exits_2_with_one_line_naming_the_key() {
         .arg(example("three-node/cluster.toml"))
         .args(["--node-id", "0"]));
     assert_one_line_usage_error(&o, &["`node.id`"]);
+}
+
+/// Writes `text` to `dir/name` with `mode`.
+fn key_file(dir: &Scratch, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.file(name, text);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    p
+}
+
+/// The bad key files of the tests below, each with what its error must say: absent, open to others or
+/// to its group, too short, not hex, a directory.
+fn bad_keys(dir: &Scratch) -> Vec<(PathBuf, Vec<String>)> {
+    let hex = "ab".repeat(32);
+    let missing = dir.0.join("absent.key");
+    let open = key_file(dir, "open.key", &hex, 0o644);
+    let group = key_file(dir, "group.key", &hex, 0o640);
+    let short = key_file(dir, "short.key", "abcdef\n", 0o600);
+    let junk = key_file(dir, "junk.key", &"zz".repeat(32), 0o600);
+    let sub = dir.0.join("a-directory.key");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    vec![
+        (
+            missing.clone(),
+            vec!["does not exist".to_string(), format!("cohort keygen --out {}", missing.display())],
+        ),
+        (
+            open.clone(),
+            vec![
+                "mode 0644".into(),
+                "group and others must have no access".into(),
+                format!("chmod 600 {}", open.display()),
+            ],
+        ),
+        (group.clone(), vec!["mode 0640".into()]),
+        (short.clone(), vec!["malformed".into(), "6 characters".into(), "32-byte key".into()]),
+        (junk.clone(), vec!["malformed".into(), "non-hex".into()]),
+        (sub, vec!["not a regular file".into()]),
+    ]
+}
+
+#[test]
+fn config_check_refuses_a_bad_key_file_with_exit_2_naming_the_file_and_the_problem() {
+    let dir = Scratch::new("cli-key");
+    for (key, needles) in bad_keys(&dir) {
+        let o = run(cohort()
+            .args(["config", "check", "--config"])
+            .arg(example("three-node/cluster.toml"))
+            .arg("--config")
+            .arg(example("three-node/node1.toml"))
+            .env("COHORT__NODE__KEY_FILE", &key));
+        let mut all: Vec<&str> = vec![key.to_str().expect("utf-8 path"), "node.key_file"];
+        all.extend(needles.iter().map(String::as_str));
+        assert_one_line_usage_error(&o, &all);
+        assert_eq!(stdout(&o), "", "nothing is printed for a configuration that fails");
+    }
+}
+
+#[test]
+fn the_agent_refuses_a_bad_key_file_with_exit_2_before_it_creates_its_data_directory() {
+    let dir = Scratch::new("cli-key");
+    let mut cases = bad_keys(&dir);
+    // Another user's key (as root: given to `nobody`). Root's `config check` accepts any owner (it
+    // cannot know the agent's user), but the agent knows its own uid and refuses it.
+    let foreign = key_file(&dir, "foreign.key", &"cd".repeat(32), 0o600);
+    let me = cohort_actors::key_file::effective_uid();
+    if me == 0 && std::os::unix::fs::chown(&foreign, Some(65534), None).is_ok() {
+        cases.push((foreign, vec!["owned by uid 65534".into(), "expected uid 0".into(), "chown 0".into()]));
+    }
+    for (i, (key, needles)) in cases.into_iter().enumerate() {
+        let data = dir.0.join(format!("data{i}"));
+        let o = run(cohort()
+            .args(["agent", "--config"])
+            .arg(example("three-node/cluster.toml"))
+            .arg("--config")
+            .arg(example("three-node/node1.toml"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", ""])
+            .env("COHORT__NODE__KEY_FILE", &key)
+            .env("COHORT__API__SOCKET", dir.0.join(format!("s{i}.sock"))));
+        let mut all: Vec<&str> = vec![key.to_str().expect("utf-8 path")];
+        all.extend(needles.iter().map(String::as_str));
+        assert_one_line_usage_error(&o, &all);
+        // Nothing was written: no data directory, so no lock and no epoch.
+        assert!(!data.exists(), "the agent created {} before refusing its key", data.display());
+    }
 }
 
 #[test]
