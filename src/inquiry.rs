@@ -322,8 +322,11 @@ impl EpochInquiry {
         let n = self.cfg.nodes.len();
         if matches!(self.phase, Phase::Query) {
             let others = n.saturating_sub(1);
-            // A data directory that held an epoch speaks for itself; a wiped one knows nothing.
-            let me = usize::from(self.disk.epoch.0 > 0);
+            // A data directory that held an epoch speaks for itself; a wiped one knows nothing, and
+            // neither does one an answer shows behind (an older backup restored): the epochs it lost were
+            // granted by other nodes, which a majority of the others must include.
+            let shown_behind = self.answers.values().any(|e| *e > self.own);
+            let me = usize::from(self.disk.epoch.0 > 0 && !shown_behind);
             let majority = 2 * (self.answers.len() + me) > n;
             if majority
                 || self.answers.len() >= others
@@ -492,8 +495,11 @@ mod tests {
         };
         q.receive(2, &dgram(&c, Member(NodeId(3), Epoch(3)), body), &mut out);
         assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))), "{out:?}");
-        // Itself and two answers are a majority of five. The learned leave does not make the directory
-        // look up to date: it lost epoch 2's views, so its view numbers start far above (G1).
+        // Shown behind, the directory does not speak for itself: two answers are no majority of five.
+        assert!(claims(&out).is_empty(), "{out:?}");
+        q.receive(3, &answer(&c, 4, 9, 2), &mut out);
+        // Three of the others are. The learned leave does not make the directory look up to date: it
+        // lost epoch 2's views, so its view numbers start far above (G1).
         assert_eq!(claims(&out).iter().map(|(_, e)| *e).max(), Some(Epoch(3)));
         assert!(q.behind(), "a restored directory stays behind after learning a leave");
         // And it tells others what its disk knows of their clean leaves.
@@ -577,12 +583,29 @@ mod tests {
         let late = c.discovery_interval_ms.max(c.failure_timeout_ms) * 20;
         assert_eq!(q.tick(late, &mut out), None);
         assert!(!sends(&out).is_empty(), "it keeps asking");
-        assert_eq!(q.receive(late + 1, &answer(&c, 3, 5, 7), &mut out), None);
+        assert_eq!(q.receive(late + 1, &answer(&c, 3, 5, 2), &mut out), None);
         out.clear();
         // The claim waits past any deadline too, and is sent again to the nodes that did not grant it.
         assert_eq!(q.tick(late * 2, &mut out), None);
-        assert_eq!(claims(&out), vec![(NodeId(2), Epoch(8)), (NodeId(3), Epoch(8))]);
-        assert_eq!(q.receive(late * 2, &claim_answer(&c, 2, 5, 8, true, 8), &mut out), Some(Epoch(8)));
+        assert_eq!(claims(&out), vec![(NodeId(2), Epoch(3)), (NodeId(3), Epoch(3))]);
+        assert_eq!(q.receive(late * 2, &claim_answer(&c, 2, 5, 3, true, 3), &mut out), Some(Epoch(3)));
+    }
+
+    #[test]
+    fn a_directory_shown_behind_does_not_speak_for_itself() {
+        // Node 2's directory was restored from a backup of epoch 1; it ran epoch 3 since, claimed at
+        // itself and node 3. Node 1 knows epoch 2 only: with node 2's own vote it would be a majority of
+        // three, and epoch 3 would be claimed again (G12). Shown behind, node 2 waits for node 3.
+        let c = cfg(3);
+        let mut q = EpochInquiry::new(c.clone(), NodeId(2), Durable::fresh(Epoch(1)), 5, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        out.clear();
+        assert_eq!(q.receive(1, &answer(&c, 1, 5, 2), &mut out), None);
+        assert!(claims(&out).is_empty(), "no claim on one answer that shows the directory behind");
+        assert_eq!(q.receive(2, &answer(&c, 3, 5, 3), &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(1), Epoch(4)), (NodeId(3), Epoch(4))]);
+        assert!(q.behind());
     }
 
     #[test]

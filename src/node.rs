@@ -905,27 +905,19 @@ impl Node {
         self.durable.note_left(self.me);
         self.persist(out);
         // Who must have the leave on disk before this member is done: the other members of its view,
-        // and the nodes of its last primary view that it hears now (they, or their next incarnations,
-        // form the next primary view; one that is not in this member's view, say because this member
-        // is alone in a non-primary view after a stall, would otherwise count it as failed).
+        // and the nodes of its last primary view (they, or their next incarnations, form the next
+        // primary view; one that is not in this member's view, say because this member is alone in a
+        // non-primary view after a stall, or because it is paused itself, would otherwise count it as
+        // failed). One that is down never answers: the host gives up waiting after its leave deadline
+        // (the failure timeout), by which time the `Leave`s sent to a paused node wait in its buffer.
         let me = self.me;
         let mut leave_to: BTreeSet<NodeId> =
             self.view.iter().flat_map(|v| v.members.iter().map(|m| m.node())).collect();
         if let Some(lp) = &self.last_primary {
-            for m in &lp.members {
-                if self.peers.get(&m.node()).is_some_and(|p| self.alive(now, p)) {
-                    leave_to.insert(m.node());
-                }
-            }
+            leave_to.extend(lp.members.iter().map(|m| m.node()));
         }
         leave_to.remove(&me.node());
         self.leave_to = leave_to;
-        if self.leave_to.is_empty() {
-            self.finish_leave(now, out);
-            return;
-        }
-        self.leave_acks.clear();
-        self.send_leave(now, out);
         // Once to every other configured node too: a coordinator forming a view from outside this
         // member's view (a restarted node, say) then knows it left instead of counting it as failed.
         let others: Vec<NodeId> = self
@@ -936,6 +928,12 @@ impl Node {
             .filter(|n| *n != me.node() && !self.leave_to.contains(n))
             .collect();
         self.send_many(&others, Body::Leave, out);
+        if self.leave_to.is_empty() {
+            self.finish_leave(now, out);
+            return;
+        }
+        self.leave_acks.clear();
+        self.send_leave(now, out);
         self.send_heartbeats(now, out);
     }
 
@@ -2046,6 +2044,20 @@ impl Node {
             .unwrap_or_default();
         if primary {
             registry.record_transition(prev_primary.as_ref(), &view, &left, true, now);
+            // Earlier removals as failed of members now known to have left cleanly (their `Leave` arrived
+            // late, or their next incarnation reports it) become clean leaves, unless recovered already.
+            let failed_before: Vec<Member> = registry
+                .nodes
+                .values()
+                .flat_map(|rec| rec.removals.iter())
+                .filter(|r| r.reason == RemovalReason::Failed && !r.recovered)
+                .map(|r| r.member)
+                .collect();
+            for m in failed_before {
+                if self.known_leaver(m, &promises) {
+                    registry.left_after_all(m);
+                }
+            }
             if self.cfg.restart_counts_as_fenced {
                 for t in registry.pending_fences() {
                     if view.members.iter().any(|m| m.node() == t.node() && m.epoch() > t.epoch()) {

@@ -155,6 +155,13 @@ impl Registry {
                             x.fence = r.fence;
                         }
                         x.recovered |= r.recovered;
+                        // A removal learned to be a clean leave (`left_after_all`) stays one unless its
+                        // recovery was announced somewhere first: then it stays a failure.
+                        if x.recovered {
+                            x.reason = RemovalReason::Failed;
+                        } else if r.reason == RemovalReason::Left {
+                            x.reason = RemovalReason::Left;
+                        }
                     }
                     None => rec.removals.push(r.clone()),
                 }
@@ -241,6 +248,23 @@ impl Registry {
         match rec.removals.iter_mut().find(|r| r.member == m) {
             Some(r) if r.fence == FenceStatus::Pending => {
                 r.fence = FenceStatus::Fenced(method);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A member removed as failed is learned to have left cleanly after all (its own `Leave`, or its
+    /// next incarnation's report of it): unless its recovery was already announced, the removal becomes
+    /// a clean leave, which needs no fence and no `recovered` (L6). Returns true if that changed anything.
+    pub fn left_after_all(&mut self, m: Member) -> bool {
+        let Some(rec) = self.nodes.get_mut(&m.node()) else { return false };
+        match rec.removals.iter_mut().find(|r| r.member == m) {
+            Some(r) if r.reason == RemovalReason::Failed && !r.recovered => {
+                r.reason = RemovalReason::Left;
+                if r.fence == FenceStatus::Pending {
+                    r.fence = FenceStatus::NotRequired;
+                }
                 true
             }
             _ => false,

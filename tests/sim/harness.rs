@@ -859,6 +859,11 @@ pub struct Sim {
     stop_all_from_settled: bool,
     /// `deliver` records as (time, member, view), when `opts.keep_deliveries`.
     deliveries: Vec<(u64, Member, ViewId)>,
+    /// Nodes whose data directory was wiped or restored and that have not yet installed a primary view
+    /// of every configured node since. The service manager loses one directory at a time: what a lost
+    /// directory knew of other nodes' epochs is back on it only once such a view formed, and G12 rests
+    /// on every epoch being known to a majority of surviving directories (PROTOCOL §1 and §11).
+    lost_disks: BTreeSet<u32>,
 }
 
 impl Sim {
@@ -940,6 +945,7 @@ impl Sim {
             clean_leavers: BTreeSet::new(),
             cold_start_clean: false,
             stop_all_from_settled: false,
+            lost_disks: BTreeSet::new(),
             deliveries: Vec::new(),
         }
     }
@@ -1559,6 +1565,11 @@ impl Sim {
                 self.deliveries.push((r.ts_ms, r.member(), *view));
             }
         }
+        if let Event::View { members, primary: true, .. } = &r.event {
+            if members.len() == self.slots.len() {
+                self.lost_disks.remove(&n);
+            }
+        }
         let violations = self.checker.observe(&r);
         if let Some(why) = self.l6_violation(&r) {
             self.push_trace(TraceWhat::Record(r.clone()));
@@ -2099,7 +2110,11 @@ impl Sim {
             return;
         };
         let r: f64 = self.rng.gen();
-        let disk = if r < svc.wipe_ratio {
+        // Another node's lost directory has not caught up yet: this one is kept (one loss at a time).
+        let another_lost = self.lost_disks.iter().any(|x| *x != n);
+        let disk = if another_lost {
+            DiskOnRestart::Keep
+        } else if r < svc.wipe_ratio {
             DiskOnRestart::Wipe
         } else if r < svc.wipe_ratio + svc.backup_ratio {
             DiskOnRestart::Backup
@@ -2141,6 +2156,7 @@ impl Sim {
     pub fn wipe_disk(&mut self, n: u32) {
         let was = self.slot(n).disk.epoch;
         self.slot_mut(n).disk = Durable::fresh(Epoch(0));
+        self.lost_disks.insert(n);
         self.note(format!("n{n}: data directory wiped (it held epoch {})", was.0));
     }
 
@@ -2152,6 +2168,7 @@ impl Sim {
             return false;
         };
         self.slot_mut(n).disk = d;
+        self.lost_disks.insert(n);
         self.note(format!(
             "n{n}: data directory restored from the backup of t={t} (epoch {}; it held epoch {})",
             epoch.0, was.0

@@ -132,6 +132,19 @@ const WORLD_REGRESSIONS: &[(u32, u64, &str)] = &[
     // L1: a clean stop that began in the safety phase ended after it; the liveness phase had booted
     // every node that was down, not this one, so policy `wait` zombies and it left no majority.
     (5, 38288747, "a node still stopping when the liveness phase began"),
+    // L6: the leaver heard nobody of its last primary view (the other member was paused), so it told
+    // nobody at all; now it sends its `Leave` to them all and waits for them until its deadline.
+    (3, 644303889, "a leaver whose last primary view's other member was paused"),
+    // L6: a leave acknowledged by nobody (the only other member self-fenced on waking, its buffer
+    // unread) was removed as failed; the leaver's next incarnation reported it, too late for that
+    // removal, and the member was announced `recovered`. The removal now becomes a clean leave.
+    (3, 644302827, "a removal as failed of a member whose next incarnation reports its clean leave"),
+    // G12: a data directory restored from a backup counted itself in the epoch query although an
+    // answer showed it behind, and claimed again the epoch its lost incarnation had run.
+    (3, 644304721, "a restored directory shown behind that spoke for itself"),
+    // L6: a restored data directory lost the record of its earlier incarnation's clean leave; the
+    // epoch answers now give it back.
+    (5, 810450172, "a restored directory that lost its own clean leave"),
 ];
 
 #[test]
