@@ -483,6 +483,10 @@ impl Node {
             durable.max_installed_seq = durable.max_installed_seq.max(a.view.seq);
         }
         let me = Member(node, durable.epoch);
+        // No ballot below the highest view sequence number on disk is promised: that covers the ballots
+        // earlier incarnations started, and the floor an epoch inquiry set for a data directory found
+        // behind, whose lost incarnation may have installed views with any number up to it (G1, G2).
+        let promised = ViewId { seq: durable.max_view_seq, coord: NodeId(0) };
         let seed = (u64::from(node.0) << 40) ^ (durable.epoch.0 << 20);
         let max_packet = cfg.max_message_bytes.max(cfg.max_state_bytes) + 64 * 1024;
         let n_nodes = cfg.nodes.len().max(1);
@@ -513,7 +517,7 @@ impl Node {
             started_at: now_ms,
             stall: None,
             coord: None,
-            promised: ViewId::default(),
+            promised,
             released: None,
             frozen_since: None,
             accepted: None,
@@ -1575,6 +1579,17 @@ impl Node {
         }) && !self.suspected(now, m)
     }
 
+    /// True for the fencer of a primary view that knows a member its registry removed as failed (and
+    /// did not recover) left cleanly after all: it holds that fence, and a new install (same members)
+    /// records the leave (`Registry::left_after_all`).
+    fn left_after_removal(&self) -> bool {
+        self.is_fencer()
+            && self.frozen_since.is_none()
+            && self.durable.registry.nodes.values().flat_map(|rec| rec.removals.iter()).any(|r| {
+                r.reason == RemovalReason::Failed && !r.recovered && self.known_leaver(r.member, &BTreeMap::new())
+            })
+    }
+
     fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
         if self.coord.is_some()
             || self.removed_self
@@ -1587,7 +1602,8 @@ impl Node {
         }
         let live = self.live_set(now);
         let candidate = live.first().copied() == Some(self.me);
-        if !candidate {
+        let left_after_removal = self.left_after_removal();
+        if !candidate && !left_after_removal {
             return;
         }
         let need = match &self.view {
@@ -1618,7 +1634,7 @@ impl Node {
         let stuck =
             self.frozen_since.is_some_and(|t| now.saturating_sub(t) > self.cfg.view_change_timeout_ms * 3);
         let two_node_fenced = self.two_node_ready_to_promote();
-        if need || stuck || two_node_fenced {
+        if need || stuck || two_node_fenced || left_after_removal {
             self.start_view_change(now, live, out);
         }
     }
@@ -3528,7 +3544,15 @@ impl Node {
         if !self.is_fencer() {
             return;
         }
-        let pending = self.durable.registry.pending_fences();
+        // A member removed as failed whose clean leave this fencer has learned since needs no fence: the
+        // next install records it as left (`maybe_start_view_change` starts one), L6.
+        let pending: Vec<Member> = self
+            .durable
+            .registry
+            .pending_fences()
+            .into_iter()
+            .filter(|t| !self.known_leaver(*t, &BTreeMap::new()))
+            .collect();
         for t in pending {
             match self.cfg.fencing {
                 FencingMode::Agent => {

@@ -864,6 +864,10 @@ pub struct Sim {
     /// directory knew of other nodes' epochs is back on it only once such a view formed, and G12 rests
     /// on every epoch being known to a majority of surviving directories (PROTOCOL §1 and §11).
     lost_disks: BTreeSet<u32>,
+    /// Clean leavers whose leave reached nobody (every node that could record it was down): they count
+    /// for L6 once their node's next incarnation is in a primary view (it reports the leave there); a
+    /// removal as failed before that is what the others must do, and ends their counting.
+    unheard_leaves: BTreeSet<Member>,
 }
 
 impl Sim {
@@ -946,6 +950,7 @@ impl Sim {
             cold_start_clean: false,
             stop_all_from_settled: false,
             lost_disks: BTreeSet::new(),
+            unheard_leaves: BTreeSet::new(),
             deliveries: Vec::new(),
         }
     }
@@ -1570,6 +1575,27 @@ impl Sim {
                 self.lost_disks.remove(&n);
             }
         }
+        if let Event::View { members, primary: true, .. } = &r.event {
+            // The node's next incarnation takes part in a primary view: it reported the leave there.
+            self.unheard_leaves
+                .retain(|m| !members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch()));
+        }
+        let named: Vec<Member> = match &r.event {
+            Event::View { primary: true, failed, .. } => failed.clone(),
+            Event::FenceRequest { target, .. } => vec![*target],
+            Event::Recovered { failed, .. } => failed.clone(),
+            _ => Vec::new(),
+        };
+        let unheard: Vec<Member> = named.into_iter().filter(|m| self.unheard_leaves.contains(m)).collect();
+        for m in unheard {
+            self.unheard_leaves.remove(&m);
+            self.clean_leavers.remove(&m);
+            self.note(format!(
+                "{} is removed as failed before its node's next incarnation was in a primary view: its \
+                 leave reached nobody, so it no longer counts for L6",
+                fmt_member(m)
+            ));
+        }
         let violations = self.checker.observe(&r);
         if let Some(why) = self.l6_violation(&r) {
             self.push_trace(TraceWhat::Record(r.clone()));
@@ -2089,9 +2115,10 @@ impl Sim {
         if let Some((lo, hi)) = delay {
             let d = self.rng.gen_range(lo..=hi.max(lo));
             self.schedule(now + d, Ev::ServiceStart { node: n, gen });
-        } else if self.liveness {
+        } else if self.liveness && kind != Exit::NewEpoch {
             // A clean stop that began in the safety phase and ended after it: the liveness phase boots
-            // every node, this one too.
+            // every node, this one too. (A `NewEpoch` exit is restarted by `carry_out` already: a second
+            // start would race it, with a data directory the service manager may have replaced.)
             self.slot_mut(n).stopped_by_operator = false;
             self.note(format!("n{n} stopped after the faults ended: booted again for the liveness phase"));
             self.schedule(now + self.opts.restart_delay_ms, Ev::ServiceStart { node: n, gen });
@@ -2373,10 +2400,31 @@ impl Sim {
             c.decided_registries().iter().any(|reg| {
                 reg.removal(me).is_some_and(|rm| rm.reason == cohort::registry::RemovalReason::Failed)
             })
-        });
+        })
+            // ...or whose failure a judge had detected already: the judge installed a view without it
+            // (it was silent for the failure timeout, paused or cut off), and the primary view that
+            // judge forms next may be decided before any `Leave` arrives.
+            || judges.iter().any(|j| {
+                self.slot(*j).core.as_ref().is_some_and(|c| {
+                    c.view().is_some_and(|v| !v.contains(me))
+                        && c.view().map(|v| v.id) > core.view().map(|v| v.id)
+                })
+            });
+        // Every node that could record the leave is down (they left cleanly before it): the leave is on
+        // this node's disk only, and a view the others form before this node starts again cannot know it.
+        let heard_by_nobody = !judges.iter().any(|j| self.member_of(*j).is_some());
         if in_a_view && reaches && !removed {
             self.clean_leavers.insert(me);
-            self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
+            if heard_by_nobody {
+                self.unheard_leaves.insert(me);
+                self.note(format!(
+                    "n{n} leaves cleanly ({} counts as a clean leave for L6 once node {n}'s next \
+                     incarnation is in a primary view: nobody who could record it is up)",
+                    fmt_member(me)
+                ));
+            } else {
+                self.note(format!("n{n} leaves cleanly ({} counts as a clean leave for L6)", fmt_member(me)));
+            }
         } else {
             self.note(format!(
                 "n{n} leaves cleanly, but {} may be removed as failed already (cut off from its primary \
