@@ -7,8 +7,8 @@
 //! - `keygen`: write a new cluster key ([`crate::crypto::generate_key_file`]).
 //! - `verify`: check event logs of several nodes against the guarantees with the core's checker
 //!   ([`cohort::checker`]), the same one the simulator uses.
-//! - `status`, `members`, `watch`, `send`, `fence ack`: talk to a running agent over its local socket
-//!   ([`crate::client_cli`]).
+//! - `status`, `members`, `watch`, `send`: talk to a running agent over its client socket, and
+//!   `fence ack` over its operator socket ([`crate::client_cli`]).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (the agent could not start, the socket refused us) or
 //! `verify` found violations; 2 a user's mistake (a bad flag, a bad configuration value, a key file that
@@ -44,6 +44,9 @@ pub const DEFAULT_KEY_FILE: &str = "/etc/cohort/cluster.key";
 
 /// The client socket tried when neither `--socket` nor a configuration names one.
 pub const FALLBACK_SOCKET: &str = "./cohort.sock";
+
+/// The operator socket tried when neither `--operator-socket` nor a configuration names one.
+pub const FALLBACK_OPERATOR_SOCKET: &str = "./operator.sock";
 
 const TOP_EXAMPLES: &str = "\
 Examples:
@@ -110,13 +113,13 @@ Examples:
 
 const FENCE_EXAMPLES: &str = "\
 Examples:
-  cohort fence ack 3 --config /etc/cohort/node.toml";
+  sudo cohort fence ack 3 --config /etc/cohort/node.toml";
 
 const ACK_EXAMPLES: &str = "\
 Examples:
-  # After checking that node 3 is powered off:
-  cohort fence ack 3 --config /etc/cohort/node.toml
-  cohort fence ack 3 --socket /tmp/cohort-3n/node1/cohort.sock";
+  # After checking that node 3 is powered off (as root or the agent's user):
+  sudo cohort fence ack 3 --config /etc/cohort/node.toml
+  cohort fence ack 3 --operator-socket /tmp/cohort-3n/node1/operator.sock";
 
 const LOCK_EXAMPLES: &str = "\
 Examples:
@@ -264,7 +267,9 @@ pub enum Command {
     /// Operator actions on fencing.
     ///
     /// `cohort fence ack NODE` tells the cluster that NODE is known to be down (powered off, its disks cut
-    /// off), which counts as a successful fence and lets recovery proceed.
+    /// off), which counts as a successful fence and lets recovery proceed. Fence commands are operator
+    /// commands: they go to the agent's operator socket (api.operator_socket, mode 0600: root, the
+    /// agent's user and api.operator_allowed_uids/gids), never to the applications' client socket.
     #[command(after_help = FENCE_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
     Fence {
         /// The action.
@@ -485,6 +490,18 @@ pub enum FenceAction {
     Ack(AckArgs),
 }
 
+/// How an operator command finds the agent's operator socket.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OperatorSocketArgs {
+    /// The agent's operator socket (api.operator_socket), not its client socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    pub operator_socket: Option<PathBuf>,
+    /// The agent's configuration files, to find its operator socket (api.operator_socket, or
+    /// operator.sock beside the client socket).
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+}
+
 /// Configuration files and the flags that override single keys.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SettingsFlags {
@@ -642,9 +659,9 @@ pub struct AckArgs {
     /// The node id to acknowledge as fenced.
     #[arg(value_name = "NODE")]
     pub node: u32,
-    /// Where the agent is.
+    /// Where the agent's operator socket is.
     #[command(flatten)]
-    pub socket: SocketArgs,
+    pub socket: OperatorSocketArgs,
 }
 
 /// A mistake of the user's (a bad flag, an unreadable input): exit code 2, one line.
@@ -760,7 +777,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             block_on(crate::client_cli::send(&socket, send))
         }
         Command::Fence { action: FenceAction::Ack(args) } => {
-            let socket = resolve_socket(&args.socket)?;
+            let socket = resolve_operator_socket(&args.socket)?;
             block_on(crate::client_cli::fence_ack(&socket, args.node))
         }
         Command::Lock { action } => lock(action),
@@ -973,11 +990,7 @@ pub fn resolve_socket(args: &SocketArgs) -> anyhow::Result<PathBuf> {
     if let Some(socket) = &args.socket {
         return Ok(socket.clone());
     }
-    let configured_elsewhere = Path::new(settings_load::SYSTEM_FILE).exists()
-        || settings_load::process_env()
-            .iter()
-            .any(|(k, _)| k.to_uppercase().starts_with(settings_load::ENV_PREFIX));
-    if !args.config.is_empty() || configured_elsewhere {
+    if !args.config.is_empty() || configured_elsewhere() {
         let loaded = settings_load::load(&LoadOptions::for_process(args.config.clone(), Vec::new()))?;
         return Ok(loaded.settings.socket_path());
     }
@@ -990,6 +1003,39 @@ pub fn resolve_socket(args: &SocketArgs) -> anyhow::Result<PathBuf> {
         ))
         .into())
     }
+}
+
+/// The agent's operator socket: `--operator-socket`; else the configuration given with `--config` (or
+/// the system file or `COHORT__` variables if there are any); else `./operator.sock` if it exists.
+///
+/// # Errors
+/// A configuration error, or a [`UserError`] when nothing names the socket and `./operator.sock` is
+/// absent.
+pub fn resolve_operator_socket(args: &OperatorSocketArgs) -> anyhow::Result<PathBuf> {
+    if let Some(socket) = &args.operator_socket {
+        return Ok(socket.clone());
+    }
+    if !args.config.is_empty() || configured_elsewhere() {
+        let loaded = settings_load::load(&LoadOptions::for_process(args.config.clone(), Vec::new()))?;
+        return Ok(loaded.settings.operator_socket_path());
+    }
+    let fallback = PathBuf::from(FALLBACK_OPERATOR_SOCKET);
+    if fallback.exists() {
+        Ok(fallback)
+    } else {
+        Err(UserError(format!(
+            "no operator socket at {FALLBACK_OPERATOR_SOCKET}; pass --operator-socket PATH or --config FILE (the agent's configuration)"
+        ))
+        .into())
+    }
+}
+
+/// True when the system file or `COHORT__` variables configure an agent on this machine.
+fn configured_elsewhere() -> bool {
+    Path::new(settings_load::SYSTEM_FILE).exists()
+        || settings_load::process_env()
+            .iter()
+            .any(|(k, _)| k.to_uppercase().starts_with(settings_load::ENV_PREFIX))
 }
 
 /// Runs a client command on a current-thread tokio runtime.

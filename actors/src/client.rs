@@ -1,7 +1,8 @@
 //! The Rust client library for the local cohort agent: connect to the agent's Unix socket, join process
 //! groups, multicast, and receive a stream of typed events (views, deliveries in the total order, state
 //! transfers, blocks). The wire protocol is [`crate::client_proto`]; the `cohort` CLI's `status`, `watch`,
-//! `send`, `members` and `fence ack` commands are built on this module.
+//! `send`, `members` and `fence ack` commands are built on this module. The same client connects to the
+//! agent's operator socket for the operator commands ([`Client::fence_ack`], [`Client::set_link_filter`]).
 //!
 //! A [`Client`] is one connection, used from one task (`&mut self` everywhere). Requests that have a
 //! reply ([`Client::join`], [`Client::status`], ...) wait for it; events that arrive meanwhile are kept
@@ -383,12 +384,14 @@ impl Client {
         }
     }
 
-    /// Acknowledges, as an operator, that `node` is fenced.
+    /// Acknowledges, as an operator, that `node` is fenced. Served only on the agent's operator socket
+    /// (connect to it, not to the client socket; see [`crate::client_access`]).
     pub async fn fence_ack(&mut self, node: NodeId) -> Result<(), ClientError> {
         self.expect_ok(&Request::FenceAck { node: node.0 }).await
     }
 
-    /// Cuts this agent off from `blocked` nodes (an empty list restores every link). For demos and tests.
+    /// Cuts this agent off from `blocked` nodes (an empty list restores every link). For demos and tests:
+    /// served only on the operator socket of an agent with `testing.link_filter = true`.
     pub async fn set_link_filter(&mut self, blocked: &[NodeId]) -> Result<(), ClientError> {
         self.expect_ok(&Request::SetLinkFilter { blocked: blocked.iter().map(|n| n.0).collect() }).await
     }

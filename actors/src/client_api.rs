@@ -42,19 +42,30 @@
 //! the send queue fills and drains in between. A leave waits behind the client's earlier sends, so those are
 //! sent as a member; until it reaches the membership, the group stays owned by the leaving client.
 //!
-//! # The socket
-//! At start the actor removes a socket file left by an agent that is gone (only a socket, and only when
-//! nothing answers a connect on it; a live socket or any other file at the path is an error naming the
-//! path), binds, and sets the file mode (`[api] socket_mode`, 0660 by default: the socket's group is the
-//! access control). It removes the file when it stops. A failure to listen is logged and reported to the
-//! supervisor when one was given ([`ClientApiActor::with_fatal`]). At most `max_clients` connections are
-//! served; one more gets an `Error` and is closed.
+//! # The sockets
+//! The actor serves two sockets with the same protocol: the client socket for applications and the
+//! operator socket for operators ([`crate::client_access`] says who may use which and classifies every
+//! request). At start it removes a socket file left by an agent that is gone (only a socket, and only
+//! when nothing answers a connect on it; a live socket or any other file at the path is an error naming
+//! the path), binds each, and sets its file mode (`api.socket_mode`, 0660, and
+//! `api.operator_socket_mode`, 0600, by default). It removes both files when it stops. A failure to
+//! listen is logged and reported to the supervisor when one was given ([`ClientApiActor::with_fatal`]).
+//!
+//! Every accepted connection's peer credentials (`SO_PEERCRED`) are checked against its socket's
+//! [`PeerPolicy`]; a refused peer gets an `Error` naming its uid and the socket and is closed. At most
+//! `max_clients` connections are served on the client socket and [`MAX_OPERATOR_CLIENTS`] on the
+//! operator socket, so that applications cannot crowd operators out; one more gets an `Error` and is
+//! closed. An operator command on the client socket is answered by an `Error` naming the command and the
+//! operator socket; the connection stays usable. Log lines about refused and misbehaving clients are
+//! rate-limited ([`LogLimiter`]).
 //!
 //! **Deliberately absent:** several local clients sharing one group (see above), authentication beyond
-//! the socket's file mode, and any protocol decision.
+//! the kernel's peer credentials and the sockets' file modes, and any protocol decision.
 
+use crate::client_access::{self, LogLimiter, Peer, PeerPolicy, Principal};
 use crate::client_proto::{
-    FrameCodec, ProtoError, Reply, Request, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
+    FrameCodec, ProtoError, Reply, Request, MAX_FRAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS,
+    PROTOCOL_VERSION,
 };
 use crate::messages::*;
 use crate::metrics::Metrics;
@@ -70,7 +81,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -95,6 +106,78 @@ const QUEUE_FULL_ERROR: &str =
 /// After an accept error (e.g. out of file descriptors), wait this long before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Most connections served on the operator socket at once (beside `max_clients` on the client socket).
+pub const MAX_OPERATOR_CLIENTS: usize = 8;
+
+/// Log lines about refused or misbehaving clients: at most this many per [`LOG_WINDOW`] of each kind.
+const LOG_BURST: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// How a client API is set up: its two sockets, who may use them, and its limits.
+#[derive(Clone, Debug)]
+pub struct ClientApiConfig {
+    /// The client socket.
+    pub socket_path: PathBuf,
+    /// Its file mode (e.g. `0o660`).
+    pub socket_mode: u32,
+    /// Who may use it.
+    pub client_policy: PeerPolicy,
+    /// The operator socket.
+    pub operator_socket_path: PathBuf,
+    /// Its file mode (e.g. `0o600`).
+    pub operator_socket_mode: u32,
+    /// Who may use it.
+    pub operator_policy: PeerPolicy,
+    /// The frame limit after hello (see [`crate::client_proto::frame_limit`]).
+    pub max_frame: usize,
+    /// Events queued for one client before it is disconnected as too slow.
+    pub client_queue_msgs: usize,
+    /// Most connections on the client socket.
+    pub max_clients: usize,
+}
+
+impl ClientApiConfig {
+    /// The defaults of `config/default.toml` for a client socket at `socket_path`: mode 0660 open to
+    /// every peer the mode lets in, the operator socket beside it with mode 0600 for root and this
+    /// process's uid, a 1 MiB message frame limit, 16384 queued events and 64 clients.
+    pub fn new(socket_path: PathBuf) -> ClientApiConfig {
+        let operator_socket_path = crate::settings::operator_socket_beside(&socket_path);
+        ClientApiConfig {
+            socket_path,
+            socket_mode: 0o660,
+            client_policy: PeerPolicy::client(&[], &[]),
+            operator_socket_path,
+            operator_socket_mode: 0o600,
+            operator_policy: PeerPolicy::operator(crate::key_file::effective_uid(), &[], &[]),
+            max_frame: MAX_FRAME_BYTES,
+            client_queue_msgs: 16384,
+            max_clients: 64,
+        }
+    }
+
+    /// The configuration of `settings` (its `[api]` and `[limits]` sections).
+    pub fn from_settings(settings: &crate::settings::Settings) -> ClientApiConfig {
+        let api = &settings.api;
+        let mode = |m: &str, default| crate::settings_load::parse_octal_mode(m).unwrap_or(default);
+        let limits = &settings.limits;
+        ClientApiConfig {
+            socket_path: settings.socket_path(),
+            socket_mode: mode(&api.socket_mode, 0o660),
+            client_policy: PeerPolicy::client(&api.allowed_uids, &api.allowed_gids),
+            operator_socket_path: settings.operator_socket_path(),
+            operator_socket_mode: mode(&api.operator_socket_mode, 0o600),
+            operator_policy: PeerPolicy::operator(
+                crate::key_file::effective_uid(),
+                &api.operator_allowed_uids,
+                &api.operator_allowed_gids,
+            ),
+            max_frame: crate::client_proto::frame_limit(limits.max_message_bytes, limits.max_state_bytes),
+            client_queue_msgs: limits.client_queue_msgs,
+            max_clients: limits.max_clients,
+        }
+    }
+}
+
 /// Where the client API sends what applications ask for.
 #[derive(Clone)]
 pub struct MembershipLinks {
@@ -110,8 +193,9 @@ pub struct MembershipLinks {
     pub ack_fence: Recipient<AckFence>,
     /// Status queries, to the membership.
     pub get_status: Recipient<GetStatus>,
-    /// The link filter, to the transport.
-    pub link_filter: Recipient<SetLinkFilter>,
+    /// The link filter, to the transport; `None` unless `testing.link_filter` is on, and then
+    /// `SetLinkFilter` is refused.
+    pub link_filter: Option<Recipient<SetLinkFilter>>,
 }
 
 /// An encoded frame (length prefix and body), shared when the same event goes to several clients.
@@ -122,16 +206,17 @@ type ClientId = u64;
 
 /// The actor. See the module documentation.
 pub struct ClientApiActor {
-    socket_path: PathBuf,
-    socket_mode: u32,
+    cfg: ClientApiConfig,
     codec: FrameCodec,
-    client_queue_msgs: usize,
-    max_clients: usize,
     links: MembershipLinks,
     metrics: Arc<Metrics>,
     fatal: Option<Recipient<FatalError>>,
-    /// True once this actor created the socket file (so it removes it when it stops).
-    bound: bool,
+    /// The socket files this actor created (it removes them when it stops).
+    bound: Vec<PathBuf>,
+    /// Rate limits of the log lines about refused connections and refused requests, and about clients
+    /// dropped for misbehaving.
+    refused_log: LogLimiter,
+    misbehaving_log: LogLimiter,
     clients: BTreeMap<ClientId, ClientState>,
     /// Group → the local client that owns it.
     owners: BTreeMap<String, ClientId>,
@@ -173,6 +258,9 @@ enum SendState {
 struct ClientState {
     name: String,
     greeted: bool,
+    /// The socket it came in on.
+    principal: Principal,
+    peer: Peer,
     /// Encoded frames for the writer task; bounded by `client_queue_msgs`.
     out: mpsc::Sender<Frame>,
     /// Tells the writer to stop, with an optional final frame.
@@ -188,28 +276,19 @@ struct ClientState {
 }
 
 impl ClientApiActor {
-    /// A client API listening on `socket_path` (file mode `socket_mode`, e.g. `0o660`), accepting frames
-    /// of at most `max_frame` bytes (see [`crate::client_proto::frame_limit`]), queueing at most
-    /// `client_queue_msgs` events per client and accepting at most `max_clients` connections.
-    pub fn new(
-        socket_path: PathBuf,
-        socket_mode: u32,
-        max_frame: usize,
-        client_queue_msgs: usize,
-        max_clients: usize,
-        links: MembershipLinks,
-        metrics: Arc<Metrics>,
-    ) -> ClientApiActor {
+    /// A client API serving the sockets of `cfg`.
+    pub fn new(cfg: ClientApiConfig, links: MembershipLinks, metrics: Arc<Metrics>) -> ClientApiActor {
+        let mut cfg = cfg;
+        cfg.client_queue_msgs = cfg.client_queue_msgs.max(1);
         ClientApiActor {
-            socket_path,
-            socket_mode,
-            codec: FrameCodec::new(max_frame),
-            client_queue_msgs: client_queue_msgs.max(1),
-            max_clients,
+            codec: FrameCodec::new(cfg.max_frame),
+            cfg,
             links,
             metrics,
             fatal: None,
-            bound: false,
+            bound: Vec::new(),
+            refused_log: LogLimiter::new(LOG_BURST, LOG_WINDOW),
+            misbehaving_log: LogLimiter::new(LOG_BURST, LOG_WINDOW),
             clients: BTreeMap::new(),
             owners: BTreeMap::new(),
             next_client: 1,
@@ -226,32 +305,89 @@ impl ClientApiActor {
         self
     }
 
-    fn listen(&mut self) -> io::Result<UnixListener> {
-        remove_stale_socket(&self.socket_path)?;
-        let listener = UnixListener::bind(&self.socket_path)?;
-        self.bound = true;
-        std::fs::set_permissions(&self.socket_path, std::fs::Permissions::from_mode(self.socket_mode))?;
+    fn listen(&mut self, path: &Path, mode: u32) -> io::Result<UnixListener> {
+        remove_stale_socket(path)?;
+        let listener = UnixListener::bind(path)?;
+        self.bound.push(path.to_path_buf());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         Ok(listener)
     }
 
-    fn accept(&mut self, stream: UnixStream, ctx: &mut Context<Self>) {
-        if self.clients.len() >= self.max_clients {
-            tracing::warn!(max_clients = self.max_clients, "client refused: too many clients");
-            let frame = self.codec.encode(&Reply::Error {
-                message: format!("too many clients: this agent accepts at most {}", self.max_clients),
-            });
-            actix_rt::spawn(async move {
-                let mut stream = stream;
-                if let Ok(frame) = frame {
-                    let _ = tokio::time::timeout(FINAL_WRITE_DEADLINE, stream.write_all(&frame)).await;
+    fn socket_of(&self, principal: Principal) -> &Path {
+        match principal {
+            Principal::Application => &self.cfg.socket_path,
+            Principal::Operator => &self.cfg.operator_socket_path,
+        }
+    }
+
+    /// Closes a connection that is not served, after one best-effort `Error` frame.
+    fn refuse(&mut self, stream: UnixStream, message: String) {
+        self.metrics.clients_refused.fetch_add(1, Relaxed);
+        let frame = self.codec.encode(&Reply::Error { message });
+        actix_rt::spawn(async move {
+            let mut stream = stream;
+            if let Ok(frame) = frame {
+                let _ = tokio::time::timeout(FINAL_WRITE_DEADLINE, stream.write_all(&frame)).await;
+            }
+        });
+    }
+
+    fn accept(&mut self, principal: Principal, stream: UnixStream, ctx: &mut Context<Self>) {
+        let socket = self.socket_of(principal).to_path_buf();
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(suppressed) = self.refused_log.allow(Instant::now()) {
+                    tracing::warn!(socket = %socket.display(), error = %e, suppressed, "connection refused: no peer credentials");
                 }
-            });
-            return;
+                return self.refuse(stream, "the agent cannot read this connection's credentials".into());
+            }
+        };
+        let (policy, keys) = match principal {
+            Principal::Application => (&self.cfg.client_policy, "api.allowed_uids, api.allowed_gids"),
+            Principal::Operator => {
+                (&self.cfg.operator_policy, "api.operator_allowed_uids, api.operator_allowed_gids")
+            }
+        };
+        if !policy.admits(&peer) {
+            let allowed = policy.describe();
+            if let Some(suppressed) = self.refused_log.allow(Instant::now()) {
+                tracing::warn!(
+                    socket = %socket.display(), %peer, %allowed, suppressed,
+                    "connection refused: peer not allowed on the {}", principal.socket_name()
+                );
+            }
+            let message = format!(
+                "uid {} gid {} may not use the {} {} ({keys})",
+                peer.uid,
+                peer.gid,
+                principal.socket_name(),
+                socket.display()
+            );
+            return self.refuse(stream, message);
+        }
+        let limit = match principal {
+            Principal::Application => self.cfg.max_clients,
+            Principal::Operator => MAX_OPERATOR_CLIENTS,
+        };
+        if self.clients.values().filter(|c| c.principal == principal).count() >= limit {
+            if let Some(suppressed) = self.refused_log.allow(Instant::now()) {
+                tracing::warn!(socket = %socket.display(), %peer, limit, suppressed, "connection refused: too many clients");
+            }
+            let message = match principal {
+                Principal::Application => {
+                    format!("too many clients: this agent accepts at most {limit} (limits.max_clients)")
+                }
+                Principal::Operator => {
+                    format!("too many operator connections: this agent accepts at most {limit}")
+                }
+            };
+            return self.refuse(stream, message);
         }
         let id = self.next_client;
         self.next_client += 1;
         let (rd, wr) = stream.into_split();
-        let (out, rx) = mpsc::channel(self.client_queue_msgs);
+        let (out, rx) = mpsc::channel(self.cfg.client_queue_msgs);
         let (kill, kill_rx) = oneshot::channel();
         actix_rt::spawn(run_writer(wr, rx, kill_rx));
         let permits = Arc::new(Semaphore::new(MAX_UNANSWERED_SENDS));
@@ -261,6 +397,8 @@ impl ClientApiActor {
             ClientState {
                 name: String::new(),
                 greeted: false,
+                principal,
+                peer,
                 out,
                 kill: Some(kill),
                 reader: Some(reader),
@@ -272,7 +410,7 @@ impl ClientApiActor {
             },
         );
         self.metrics.clients.fetch_add(1, Relaxed);
-        tracing::debug!(client = id, "client connected");
+        tracing::debug!(client = id, %peer, socket = principal.socket_name(), "client connected");
     }
 
     /// Ends a client's session: leaves its groups, stops its reader, and lets its writer send
@@ -298,7 +436,11 @@ impl ClientApiActor {
             self.metrics.clients_dropped.fetch_add(1, Relaxed);
         }
         match &final_error {
-            Some(e) => tracing::warn!(client = id, name = %c.name, error = %e, "client disconnected"),
+            Some(e) => {
+                if let Some(suppressed) = self.misbehaving_log.allow(Instant::now()) {
+                    tracing::warn!(client = id, name = %c.name, peer = %c.peer, error = %e, suppressed, "client disconnected");
+                }
+            }
             None => tracing::debug!(client = id, name = %c.name, "client disconnected"),
         }
     }
@@ -309,7 +451,10 @@ impl ClientApiActor {
         match c.out.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                let msg = format!("client too slow: {} events queued", self.client_queue_msgs);
+                let msg = format!(
+                    "client too slow: {} events queued (limits.client_queue_msgs)",
+                    self.cfg.client_queue_msgs
+                );
                 self.drop_client(id, Some(msg), true);
             }
             // The writer ended: the socket failed. The reader will see it too; end the session now.
@@ -456,6 +601,18 @@ impl ClientApiActor {
             }
             return done();
         }
+        let operator_socket = &self.cfg.operator_socket_path;
+        if let Some(message) =
+            client_access::refusal(c.principal, &req, operator_socket, self.links.link_filter.is_some())
+        {
+            self.metrics.requests_refused.fetch_add(1, Relaxed);
+            if let Some(suppressed) = self.refused_log.allow(Instant::now()) {
+                let request = client_access::request_name(&req);
+                tracing::warn!(client = id, name = %c.name, peer = %c.peer, request, suppressed, "request refused: {message}");
+            }
+            self.error(id, message);
+            return done();
+        }
         match req {
             Request::Hello { .. } => self.error(id, "hello was already received on this connection".into()),
             Request::Join { group } => self.join(id, group, ctx),
@@ -495,9 +652,10 @@ impl ClientApiActor {
                 self.reply(id, &Reply::Ok);
             }
             Request::SetLinkFilter { blocked } => {
-                self.links
-                    .link_filter
-                    .do_send(SetLinkFilter { blocked: blocked.into_iter().map(NodeId).collect() });
+                // Refused above when there is no link filter.
+                if let Some(filter) = &self.links.link_filter {
+                    filter.do_send(SetLinkFilter { blocked: blocked.into_iter().map(NodeId).collect() });
+                }
                 self.reply(id, &Reply::Ok);
             }
             Request::Watch { group } => {
@@ -659,19 +817,26 @@ impl Actor for ClientApiActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.listen() {
-            Ok(listener) => {
-                tracing::info!(path = %self.socket_path.display(), mode = format!("{:o}", self.socket_mode), "client API listening");
-                ctx.add_stream(Incoming { listener, backoff: None });
-            }
-            Err(e) => {
-                let detail =
-                    format!("cannot listen on the client socket {}: {e}", self.socket_path.display());
-                tracing::error!("{detail}");
-                if let Some(f) = &self.fatal {
-                    f.do_send(FatalError { detail });
+        let sockets = [
+            (Principal::Application, self.cfg.socket_path.clone(), self.cfg.socket_mode),
+            (Principal::Operator, self.cfg.operator_socket_path.clone(), self.cfg.operator_socket_mode),
+        ];
+        for (principal, path, mode) in sockets {
+            match self.listen(&path, mode) {
+                Ok(listener) => {
+                    tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "{} listening", principal.socket_name());
+                    ctx.add_stream(Incoming { listener, backoff: None, principal });
                 }
-                ctx.stop();
+                Err(e) => {
+                    let detail =
+                        format!("cannot listen on the {} {}: {e}", principal.socket_name(), path.display());
+                    tracing::error!("{detail}");
+                    if let Some(f) = &self.fatal {
+                        f.do_send(FatalError { detail });
+                    }
+                    ctx.stop();
+                    return;
+                }
             }
         }
     }
@@ -684,8 +849,8 @@ impl Actor for ClientApiActor {
         }
         self.metrics.clients.fetch_sub(self.clients.len() as u64, Relaxed);
         self.clients.clear();
-        if self.bound {
-            let _ = std::fs::remove_file(&self.socket_path);
+        for path in &self.bound {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -719,10 +884,14 @@ fn block_reason_name(reason: BlockReason) -> String {
 struct Incoming {
     listener: UnixListener,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    principal: Principal,
 }
 
+/// An accepted connection and the socket it came in on.
+struct Accepted(Principal, io::Result<UnixStream>);
+
 impl Stream for Incoming {
-    type Item = io::Result<UnixStream>;
+    type Item = Accepted;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         if let Some(sleep) = self.backoff.as_mut() {
@@ -731,28 +900,33 @@ impl Stream for Incoming {
             }
             self.backoff = None;
         }
+        let principal = self.principal;
         match self.listener.poll_accept(cx) {
-            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(Ok(stream))),
+            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(Accepted(principal, Ok(stream)))),
             Poll::Ready(Err(e)) => {
                 self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Accepted(principal, Err(e))))
             }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl StreamHandler<io::Result<UnixStream>> for ClientApiActor {
-    fn handle(&mut self, item: io::Result<UnixStream>, ctx: &mut Context<Self>) {
+impl StreamHandler<Accepted> for ClientApiActor {
+    fn handle(&mut self, Accepted(principal, item): Accepted, ctx: &mut Context<Self>) {
         match item {
-            Ok(stream) => self.accept(stream, ctx),
-            Err(e) => tracing::warn!(error = %e, "cannot accept a client connection"),
+            Ok(stream) => self.accept(principal, stream, ctx),
+            Err(e) => {
+                if let Some(suppressed) = self.refused_log.allow(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "cannot accept a connection on the {}", principal.socket_name());
+                }
+            }
         }
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         // The listener never ends by itself; keep serving the connected clients if it does.
-        tracing::warn!("the client socket stopped accepting connections");
+        tracing::warn!("a socket of the client API stopped accepting connections");
     }
 }
 

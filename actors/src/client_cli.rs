@@ -1,6 +1,7 @@
-//! The `cohort` commands that talk to the local agent over its client socket: `status`, `members`,
-//! `watch`, `send` and `fence ack`. Each is one async function the CLI (`crate::cli`) calls with the
-//! socket path; all of them use the [`crate::client`] library, so they double as its examples.
+//! The `cohort` commands that talk to the local agent: `status`, `members`, `watch` and `send` over its
+//! client socket, `fence ack` over its operator socket. Each is one async function the CLI
+//! (`crate::cli`) calls with the socket path; all of them use the [`crate::client`] library, so they
+//! double as its examples.
 //!
 //! Output goes to stdout; progress and notices of `send` and `watch` to stderr. Every error names the
 //! socket ("cannot connect to the cohort agent at PATH: is `cohort agent` running?").
@@ -197,7 +198,7 @@ pub async fn send(socket: &Path, args: SendArgs) -> anyhow::Result<()> {
 }
 
 /// `cohort fence ack NODE`: the operator confirms that `node` is fenced (powered off, cut off), so its
-/// recovery may proceed.
+/// recovery may proceed. `socket` is the agent's operator socket.
 pub async fn fence_ack(socket: &Path, node: u32) -> anyhow::Result<()> {
     let mut c = connect(socket, "cohort fence ack").await?;
     c.fence_ack(NodeId(node)).await.with_context(|| format!("cannot acknowledge node {node} as fenced"))?;

@@ -33,7 +33,13 @@
 //!    agent stops reading the connection until one is answered (the socket buffer pushes back).
 //! 3. Events ([`Reply::View`], [`Reply::Deliver`], ...) arrive at any time between replies.
 //!
-//! **Deliberately absent:** authentication (the socket's file mode is the access control), and several
+//! The same protocol runs on the agent's two sockets: the client socket for applications and the
+//! operator socket for operators. Which requests each serves, and which peers (by `SO_PEERCRED`) may
+//! connect to each, is [`crate::client_access`]; an operator request on the client socket is answered
+//! by an `Error` naming it and the operator socket.
+//!
+//! **Deliberately absent:** authentication in the protocol (the kernel's peer credentials and the
+//! sockets' file modes are the access control), and several
 //! clients sharing one process group on one node: the core's process groups belong to the node's
 //! member, so a group is owned by the one local client that joined it (a second local client's `Join`
 //! gets an `Error`).
@@ -128,12 +134,14 @@ pub enum Request {
     },
     /// The node's status: answered by [`Reply::Status`].
     Status,
-    /// An operator acknowledges that `node` is fenced (`cohort fence ack NODE`). `Ok`.
+    /// An operator acknowledges that `node` is fenced (`cohort fence ack NODE`). `Ok`; only on the
+    /// operator socket.
     FenceAck {
         /// The node id.
         node: u32,
     },
-    /// Drop all traffic to and from these nodes, replacing the previous filter (demos and tests). `Ok`.
+    /// Drop all traffic to and from these nodes, replacing the previous filter (demos and tests). `Ok`;
+    /// only on the operator socket, and only when `testing.link_filter` is on.
     SetLinkFilter {
         /// Node ids cut off from this agent; empty restores every link.
         blocked: Vec<u32>,

@@ -149,6 +149,8 @@ struct Agent {
     config: PathBuf,
     data_dir: PathBuf,
     socket: PathBuf,
+    /// The operator socket: the link filter and `cohort fence ack`.
+    operator_socket: PathBuf,
     child: Option<Child>,
     starts: u32,
 }
@@ -356,17 +358,19 @@ fn write_bed(opts: &DemoOptions) -> anyhow::Result<(Bed, String)> {
     for id in 1..=n {
         let data_dir = dir.join(format!("node{id}"));
         let socket = data_dir.join("cohort.sock");
+        let operator_socket = crate::settings::operator_socket_beside(&socket);
         let config = dir.join(format!("node{id}.toml"));
+        // The demo makes its partitions with the link filter, which only a testing setting enables.
         std::fs::write(
             &config,
             format!(
-                "[node]\nid = {id}\ndata_dir = \"{}\"\nkey_file = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[admin]\nlisten = \"\"\n",
+                "[node]\nid = {id}\ndata_dir = \"{}\"\nkey_file = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[admin]\nlisten = \"\"\n\n[testing]\nlink_filter = true\n",
                 data_dir.display(),
                 key.display(),
                 socket.display()
             ),
         )?;
-        bed.agents.push(Agent { config, data_dir, socket, child: None, starts: 0 });
+        bed.agents.push(Agent { config, data_dir, socket, operator_socket, child: None, starts: 0 });
     }
     Ok((bed, fence_desc))
 }
@@ -1168,14 +1172,14 @@ impl Story {
                 self.pause(1000).await;
                 for m in &minority {
                     let m = *m;
-                    let socket = self.bed.agent(majority[0]).socket.clone();
+                    let socket = self.bed.agent(majority[0]).operator_socket.clone();
                     self.say(
                         Tone::Op,
                         "operator",
-                        &format!("$ cohort fence ack {m} --socket {}", socket.display()),
+                        &format!("$ cohort fence ack {m} --operator-socket {}", socket.display()),
                     );
                     let out = Command::new(&self.bed.cohort)
-                        .args(["fence", "ack", &m.to_string(), "--socket"])
+                        .args(["fence", "ack", &m.to_string(), "--operator-socket"])
                         .arg(&socket)
                         .output()
                         .context("run cohort fence ack")?;
@@ -1291,7 +1295,7 @@ impl Story {
     }
 
     async fn set_link_filter(&self, id: u32, cut: &[u32]) -> anyhow::Result<()> {
-        let socket = self.bed.agent(id).socket.clone();
+        let socket = self.bed.agent(id).operator_socket.clone();
         let mut c = Client::connect(&socket, "cohort-demo").await?;
         let nodes: Vec<cohort::NodeId> = cut.iter().map(|n| cohort::NodeId(*n)).collect();
         c.set_link_filter(&nodes).await?;

@@ -7,7 +7,8 @@
 //! - [`membership::MembershipActor`]: the core's state machine, its timers, and the execution of its outputs.
 //! - [`epoch_registry::EpochRegistryActor`]: the data directory (epoch, registry snapshot, lock).
 //! - [`fencing::FencingActor`]: runs fence agents with timeouts, retries and levels.
-//! - [`client_api::ClientApiActor`]: the local Unix-socket API for applications.
+//! - [`client_api::ClientApiActor`]: the local Unix sockets, for applications and for operators
+//!   ([`client_access`]: who may use which, and for what).
 //! - [`event_log::EventLogActor`]: the event log (`shared/spec/event-log.md`).
 //! - [`admin::AdminActor`]: `GET /status` and `GET /metrics`.
 //! - [`supervisor`]: the composition root ([`supervisor::start_node`]) and the `NodeSupervisor`.
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod client_access;
 pub mod client_api;
 pub mod client_cli;
 pub mod client_proto;

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub clients: AtomicU64,
     /// Clients disconnected for protocol errors or for being too slow.
     pub clients_dropped: AtomicU64,
+    /// Connections refused at accept: a uid or gid the socket does not allow (`SO_PEERCRED`), or too
+    /// many connections.
+    pub clients_refused: AtomicU64,
+    /// Requests refused for their class: an operator command on the client socket, or the link filter
+    /// while `testing.link_filter` is off.
+    pub requests_refused: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -73,7 +79,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self, node: u32) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             ("cohort_views_installed_total", "Views installed.", &self.views_installed),
             ("cohort_suspicions_total", "Members removed by failure or partition.", &self.suspicions),
             ("cohort_stateful_merges_total", "Stateful merges detected.", &self.stateful_merges),
@@ -121,6 +127,16 @@ impl Metrics {
                 "cohort_clients_dropped_total",
                 "Clients disconnected for errors or slowness.",
                 &self.clients_dropped,
+            ),
+            (
+                "cohort_clients_refused_total",
+                "Connections refused: peer uid/gid not allowed or too many connections.",
+                &self.clients_refused,
+            ),
+            (
+                "cohort_requests_refused_total",
+                "Requests refused on the socket they came in on (operator commands on the client socket).",
+                &self.requests_refused,
             ),
         ];
         for (name, help, v) in counters {

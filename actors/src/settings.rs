@@ -33,6 +33,8 @@ pub struct Settings {
     pub admin: AdminSection,
     /// `[log]`.
     pub log: LogSection,
+    /// `[testing]`: what only test beds and demos turn on.
+    pub testing: TestingSection,
 }
 
 /// `[cluster]`.
@@ -209,15 +211,30 @@ fn default_action() -> String {
     "off".to_string()
 }
 
-/// `[api]`.
+/// `[api]`: the client socket for applications and the operator socket (see
+/// [`crate::client_access`] for who may use which).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
-    /// Unix socket path; empty means `<data_dir>/cohort.sock`.
+    /// Client socket path; empty means `<data_dir>/cohort.sock`.
     #[serde(default)]
     pub socket: Option<PathBuf>,
-    /// Socket file mode (octal in TOML as a string, e.g. "0660").
+    /// Client socket file mode (octal in TOML as a string, e.g. "0660").
     pub socket_mode: String,
+    /// Uids allowed on the client socket (`SO_PEERCRED`); with `allowed_gids` also empty, every peer the
+    /// file mode lets connect.
+    pub allowed_uids: Vec<u32>,
+    /// Primary gids allowed on the client socket.
+    pub allowed_gids: Vec<u32>,
+    /// Operator socket path; empty means `operator.sock` in the client socket's directory.
+    #[serde(default)]
+    pub operator_socket: Option<PathBuf>,
+    /// Operator socket file mode (e.g. "0600").
+    pub operator_socket_mode: String,
+    /// Uids allowed on the operator socket besides root and the agent's own uid.
+    pub operator_allowed_uids: Vec<u32>,
+    /// Primary gids allowed on the operator socket.
+    pub operator_allowed_gids: Vec<u32>,
 }
 
 /// `[admin]`.
@@ -238,6 +255,19 @@ pub struct LogSection {
     pub level: String,
 }
 
+/// `[testing]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSection {
+    /// Serve `SetLinkFilter` on the operator socket (test beds and `cohort demo` cut links with it).
+    pub link_filter: bool,
+}
+
+/// The operator socket's default path: `operator.sock` in the client socket's directory.
+pub fn operator_socket_beside(client_socket: &std::path::Path) -> PathBuf {
+    client_socket.parent().unwrap_or_else(|| std::path::Path::new(".")).join("operator.sock")
+}
+
 impl Settings {
     /// The event log path.
     pub fn event_log_path(&self) -> PathBuf {
@@ -247,6 +277,11 @@ impl Settings {
     /// The client socket path.
     pub fn socket_path(&self) -> PathBuf {
         self.api.socket.clone().unwrap_or_else(|| self.node.data_dir.join("cohort.sock"))
+    }
+
+    /// The operator socket path.
+    pub fn operator_socket_path(&self) -> PathBuf {
+        self.api.operator_socket.clone().unwrap_or_else(|| operator_socket_beside(&self.socket_path()))
     }
 
     /// The node id.

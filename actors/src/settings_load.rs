@@ -213,6 +213,8 @@ enum Kind {
     LogFilter,
     /// An array of strings.
     StrList,
+    /// An array of unsigned integers up to `u32::MAX` (uids, gids).
+    IdList,
     /// A table of strings.
     StrMap,
     /// An array of tables with these fields; `nonempty` rejects [].
@@ -269,6 +271,7 @@ const MS: Kind = Kind::Uint { min: 0, max: u64::MAX };
 const POS_USIZE: Kind = Kind::Uint { min: 1, max: USIZE };
 const POS_MS_TEXT: &str = "a positive integer number of milliseconds";
 const BOOL_TEXT: &str = "true or false";
+const ID_LIST_TEXT: &str = "an array of numeric ids, like [0, 1001] (arrays can only be set in a file)";
 
 const NODE_FIELDS: &[Field] = &[
     f("id", Kind::Uint { min: 1, max: U32 }, "a positive integer node id"),
@@ -359,12 +362,23 @@ const KEYS: &[Field] = &[
     ),
     f("api.socket", Kind::OptPath, "a socket path in quotes, or \"\" for <data_dir>/cohort.sock"),
     f("api.socket_mode", Kind::Octal, "an octal file mode in quotes, like \"0660\""),
+    f("api.allowed_uids", Kind::IdList, ID_LIST_TEXT),
+    f("api.allowed_gids", Kind::IdList, ID_LIST_TEXT),
+    f(
+        "api.operator_socket",
+        Kind::OptPath,
+        "a socket path in quotes, or \"\" for operator.sock beside api.socket",
+    ),
+    f("api.operator_socket_mode", Kind::Octal, "an octal file mode in quotes, like \"0600\""),
+    f("api.operator_allowed_uids", Kind::IdList, ID_LIST_TEXT),
+    f("api.operator_allowed_gids", Kind::IdList, ID_LIST_TEXT),
     f("admin.listen", Kind::OptAddr, "an IP:PORT address in quotes, like \"127.0.0.1:7480\", or \"\" to disable"),
     live(
         "log.level",
         Kind::LogFilter,
         "a log level (error, warn, info, debug, trace) or a filter like \"cohort_actors=debug,info\"",
     ),
+    f("testing.link_filter", Kind::Bool, BOOL_TEXT),
 ];
 
 fn spec_of(key: &str) -> Option<&'static Field> {
@@ -746,6 +760,12 @@ fn check(key: &str, field: &Field, raw: &Raw, origin: &str) -> Result<(), Settin
             Raw::Toml(toml::Value::Array(a)) => a.iter().all(|v| v.is_str()),
             _ => false,
         },
+        Kind::IdList => match raw {
+            Raw::Toml(toml::Value::Array(a)) => {
+                a.iter().all(|v| v.as_integer().is_some_and(|i| u32::try_from(i).is_ok()))
+            }
+            _ => false,
+        },
         Kind::StrMap => match raw {
             Raw::Toml(toml::Value::Table(t)) => t.values().all(|v| v.is_str()),
             _ => false,
@@ -1018,6 +1038,14 @@ fn validate(s: &Settings, merged: &BTreeMap<String, (Raw, String)>) -> Result<()
             format!("one of the ids in cluster.nodes ({})", ids.join(", ")),
         ));
     }
+    if s.operator_socket_path() == s.socket_path() {
+        return Err(invalid(
+            "api.operator_socket".to_string(),
+            format!("\"{}\"", s.operator_socket_path().display()),
+            "api.operator_socket",
+            "another path than the client socket (api.socket)".to_string(),
+        ));
+    }
     for (l, level) in s.fencing.levels.iter().enumerate() {
         for (a, agent) in level.agents.iter().enumerate() {
             for plug_node in agent.plugs.keys() {
@@ -1068,6 +1096,9 @@ pub fn render_effective(loaded: &Loaded) -> String {
                     format!("; means {}", s.event_log_path().display())
                 }
                 "api.socket" if s.api.socket.is_none() => format!("; means {}", s.socket_path().display()),
+                "api.operator_socket" if s.api.operator_socket.is_none() => {
+                    format!("; means {}", s.operator_socket_path().display())
+                }
                 "admin.listen" if s.admin.listen.is_none() => "; disabled".to_string(),
                 _ => String::new(),
             };
@@ -1175,6 +1206,7 @@ mod tests {
         let mut s = load(&defaults()).expect("defaults").settings;
         s.node.event_log = Some("/x".into());
         s.api.socket = Some("/x".into());
+        s.api.operator_socket = Some("/y".into());
         s.admin.listen = Some("127.0.0.1:1".parse().expect("addr"));
         let keys_of = |t: &toml::Table| {
             let mut out = Vec::new();
@@ -1457,6 +1489,32 @@ mod tests {
         for key in known_keys() {
             assert!(text.lines().any(|l| l.starts_with(&format!("{key} = "))), "{key} missing");
         }
+    }
+
+    #[test]
+    fn socket_access_keys_load_and_are_checked() {
+        let dir = TempDir::new();
+        let a = dir.file(
+            "a.toml",
+            "[api]\nsocket = \"/run/c/cohort.sock\"\nallowed_uids = [1001, 0]\noperator_allowed_gids = [50]\n[testing]\nlink_filter = true\n",
+        );
+        let l = load(&opts(&[&a])).expect("load");
+        assert_eq!(l.settings.api.allowed_uids, vec![1001, 0]);
+        assert_eq!(l.settings.api.operator_allowed_gids, vec![50]);
+        assert_eq!(l.settings.operator_socket_path(), PathBuf::from("/run/c/operator.sock"));
+        assert_eq!(l.settings.api.operator_socket_mode, "0600");
+        assert!(l.settings.testing.link_filter);
+        let b = dir.file("b.toml", "[api]\nallowed_uids = [-1]\n");
+        let e = load_err(&opts(&[b]));
+        assert_eq!(e.key(), Some("api.allowed_uids"));
+        assert!(e.to_string().contains("an array of numeric ids"), "{e}");
+        let mut o = defaults();
+        o.env = vec![("COHORT__API__OPERATOR_ALLOWED_UIDS".into(), "1000".into())];
+        assert!(load_err(&o).to_string().contains("arrays can only be set in a file"));
+        let c = dir.file("c.toml", "[api]\nsocket = \"/s/x.sock\"\noperator_socket = \"/s/x.sock\"\n");
+        let e = load_err(&opts(&[c]));
+        assert_eq!(e.key(), Some("api.operator_socket"));
+        assert!(e.to_string().contains("another path than the client socket"), "{e}");
     }
 
     #[test]

@@ -11,8 +11,7 @@
 //! so an IO failure of its socket restarts it.
 
 use crate::admin::AdminActor;
-use crate::client_api::{self, ClientApiActor};
-use crate::client_proto::frame_limit as client_api_frame_limit;
+use crate::client_api::{self, ClientApiActor, ClientApiConfig};
 use crate::epoch_registry::EpochRegistryActor;
 use crate::event_log::EventLogActor;
 use crate::fencing::FencingActor;
@@ -235,22 +234,13 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         provide_state: m_addr.clone().recipient(),
         ack_fence: m_addr.clone().recipient(),
         get_status: m_addr.clone().recipient(),
-        link_filter: transport.clone().recipient(),
+        // The link filter is reachable from the operator socket only where a test bed or the demo
+        // turned it on.
+        link_filter: settings.testing.link_filter.then(|| transport.clone().recipient()),
     };
-    let mode = u32::from_str_radix(settings.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660);
-    let max_frame =
-        client_api_frame_limit(settings.limits.max_message_bytes, settings.limits.max_state_bytes);
-    let client_api = ClientApiActor::new(
-        settings.socket_path(),
-        mode,
-        max_frame,
-        settings.limits.client_queue_msgs,
-        settings.limits.max_clients,
-        links,
-        metrics.clone(),
-    )
-    .with_fatal(sup.clone().recipient())
-    .start();
+    let client_api = ClientApiActor::new(ClientApiConfig::from_settings(&settings), links, metrics.clone())
+        .with_fatal(sup.clone().recipient())
+        .start();
 
     // 8. The membership itself.
     let mlinks = MembershipLinks {

@@ -173,6 +173,8 @@ async fn metrics_are_prometheus_text_with_every_counter_of_the_issue_and_the_lat
         ("cohort_filtered_datagrams_total", &metrics.filtered_datagrams),
         ("cohort_flow_control_waits_total", &metrics.flow_control_waits),
         ("cohort_clients_dropped_total", &metrics.clients_dropped),
+        ("cohort_clients_refused_total", &metrics.clients_refused),
+        ("cohort_requests_refused_total", &metrics.requests_refused),
     ];
     for (i, (_, c)) in counters.iter().enumerate() {
         c.store(100 + i as u64, Relaxed);

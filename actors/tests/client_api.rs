@@ -13,7 +13,8 @@ use cohort::node::{SendError, Status};
 use cohort::registry::Registry;
 use cohort::{Delivery, Epoch, Member, MsgId, NodeId, Notification, View, ViewId};
 use cohort_actors::client::{Client, ClientError, ClientEvent};
-use cohort_actors::client_api::{ClientApiActor, MembershipLinks, SEND_RETRY_INTERVAL};
+use cohort_actors::client_access::{class_of, Class, PeerPolicy};
+use cohort_actors::client_api::{ClientApiActor, ClientApiConfig, MembershipLinks, SEND_RETRY_INTERVAL};
 use cohort_actors::client_proto::{
     FrameCodec, Reply, Request, MAX_FRAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
 };
@@ -163,6 +164,7 @@ fn deliver(group: &str, n: u64, payload: Vec<u8>) -> Notification {
 struct Harness {
     dir: PathBuf,
     socket: PathBuf,
+    operator: PathBuf,
     api: Addr<ClientApiActor>,
     got: mpsc::UnboundedReceiver<Got>,
     full: Arc<AtomicBool>,
@@ -192,6 +194,15 @@ impl Harness {
         client_queue_msgs: usize,
         max_clients: usize,
     ) -> Harness {
+        let mut cfg = ClientApiConfig::new(socket);
+        cfg.client_queue_msgs = client_queue_msgs;
+        cfg.max_clients = max_clients;
+        Harness::start_with(dir, cfg, true).await
+    }
+
+    /// A client API with `cfg`; `link_filter` is `testing.link_filter`.
+    async fn start_with(dir: PathBuf, cfg: ClientApiConfig, link_filter: bool) -> Harness {
+        let (socket, operator) = (cfg.socket_path.clone(), cfg.operator_socket_path.clone());
         let (tx, got) = mpsc::unbounded_channel();
         let full = Arc::new(AtomicBool::new(false));
         let probe = Probe { tx, full: full.clone(), n: 0 }.start();
@@ -202,22 +213,20 @@ impl Harness {
             provide_state: probe.clone().recipient(),
             ack_fence: probe.clone().recipient(),
             get_status: probe.clone().recipient(),
-            link_filter: probe.recipient(),
+            link_filter: link_filter.then(|| probe.recipient()),
         };
         let metrics = Arc::new(Metrics::default());
-        let api = ClientApiActor::new(
-            socket.clone(),
-            0o660,
-            MAX_FRAME_BYTES,
-            client_queue_msgs,
-            max_clients,
-            links,
-            metrics.clone(),
-        )
-        .start();
-        // `started` (which binds the socket) runs before the first message is handled.
+        let api = ClientApiActor::new(cfg, links, metrics.clone()).start();
+        // `started` (which binds the sockets) runs before the first message is handled.
         let _ = api.send(AppNotified(Notification::SendReady)).await;
-        Harness { dir, socket, api, got, full, metrics }
+        Harness { dir, socket, operator, api, got, full, metrics }
+    }
+
+    async fn operator(&self, name: &str) -> Client {
+        timeout(DEADLINE, Client::connect(&self.operator, name))
+            .await
+            .expect("connect in time")
+            .expect("connect to the operator socket")
     }
 
     async fn client(&self, name: &str) -> Client {
@@ -264,7 +273,10 @@ struct Raw {
 
 impl Raw {
     async fn connect(h: &Harness) -> Raw {
-        let stream = UnixStream::connect(&h.socket).await.expect("connect");
+        Raw::connect_to(&h.socket).await
+    }
+    async fn connect_to(socket: &std::path::Path) -> Raw {
+        let stream = UnixStream::connect(socket).await.expect("connect");
         Raw { stream, codec: FrameCodec::default() }
     }
     async fn hello(h: &Harness) -> Raw {
@@ -584,7 +596,9 @@ async fn a_client_that_never_reads_is_disconnected_once_its_queue_overflows() {
     }
     match ended {
         Some(ClientError::Closed) => {}
-        Some(ClientError::Agent(m)) => assert_eq!(m, "client too slow: 4 events queued"),
+        Some(ClientError::Agent(m)) => {
+            assert_eq!(m, "client too slow: 4 events queued (limits.client_queue_msgs)")
+        }
         other => panic!("expected the connection to end, got {other:?}"),
     }
 }
@@ -654,17 +668,142 @@ async fn views_and_blocks_go_to_everyone_and_group_views_to_owner_and_watchers()
 }
 
 #[actix_rt::test]
-async fn status_fence_ack_and_link_filter_reach_the_membership() {
+async fn status_on_the_client_socket_and_fence_ack_and_link_filter_on_the_operator_socket_reach_the_membership(
+) {
     let mut h = Harness::start("admin", 64, 8).await;
     let mut c = h.client("admin").await;
     let s = c.status().await.expect("status");
     assert_eq!(s["primary"], serde_json::json!(true));
     assert_eq!(s["view"]["id"], serde_json::json!({"seq": 3, "coord": 1}));
     assert_eq!(s["peers"], serde_json::json!([[[2, 1], 12]]));
-    c.fence_ack(NodeId(3)).await.expect("fence ack");
+    let mut op = h.operator("operator").await;
+    op.fence_ack(NodeId(3)).await.expect("fence ack");
     assert_eq!(h.next_got().await, Got::AckFence(3));
-    c.set_link_filter(&[NodeId(2), NodeId(3)]).await.expect("filter");
+    op.set_link_filter(&[NodeId(2), NodeId(3)]).await.expect("filter");
     assert_eq!(h.next_got().await, Got::Filter(vec![2, 3]));
+    assert_eq!(op.status().await.expect("status on the operator socket")["primary"], serde_json::json!(true));
+    let md = std::fs::metadata(&h.operator).expect("stat the operator socket");
+    assert!(md.file_type().is_socket());
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+}
+
+/// Every operator command of the protocol (by [`class_of`], so a new one is covered), in its wire form.
+fn operator_requests() -> Vec<Request> {
+    let all = vec![
+        Request::Hello { client_name: "x".into(), version: PROTOCOL_VERSION },
+        Request::Join { group: "g".into() },
+        Request::Leave { group: "g".into() },
+        Request::Send { group: "g".into(), payload: vec![], safe: false, req: 1 },
+        Request::ProvideState {
+            group: "g".into(),
+            joiner: Member(NodeId(2), Epoch(1)),
+            token: TransferToken { view: ViewId { seq: 1, coord: NodeId(1) }, seq: 1 },
+            state: vec![],
+        },
+        Request::Status,
+        Request::FenceAck { node: 3 },
+        Request::SetLinkFilter { blocked: vec![2, 3] },
+        Request::Watch { group: None },
+    ];
+    let ops: Vec<Request> =
+        all.into_iter().filter(|r| matches!(class_of(r), Class::Operator | Class::OperatorTesting)).collect();
+    assert_eq!(ops.len(), 2, "FenceAck and SetLinkFilter");
+    ops
+}
+
+#[actix_rt::test]
+async fn an_application_connection_is_refused_every_operator_command_by_name_and_stays_usable() {
+    let mut h = Harness::start("operator-refused", 64, 8).await;
+    let mut app = Raw::connect_to(&h.socket).await;
+    app.send(&Request::Hello { client_name: "app".into(), version: PROTOCOL_VERSION }).await;
+    assert!(matches!(app.recv().await, Some(Reply::Welcome { .. })));
+    for req in operator_requests() {
+        let name = match req {
+            Request::FenceAck { .. } => "FenceAck",
+            _ => "SetLinkFilter",
+        };
+        app.send(&req).await;
+        match app.recv().await {
+            Some(Reply::Error { message }) => {
+                assert!(message.starts_with(&format!("{name} is an operator command: ")), "{message}");
+                assert!(
+                    message.contains(&format!("send it on the operator socket {}", h.operator.display())),
+                    "{message}"
+                );
+            }
+            other => panic!("expected an error for {name}, got {other:?}"),
+        }
+        // The connection stays usable: the next request is answered.
+        app.send(&Request::Status).await;
+        assert!(matches!(app.recv().await, Some(Reply::Status { .. })), "{name}");
+    }
+    assert_eq!(h.metrics.requests_refused.load(Relaxed), 2);
+    // Nothing reached the membership: the first thing the probe sees is this join.
+    app.send(&Request::Join { group: "after".into() }).await;
+    assert_eq!(app.recv().await, Some(Reply::Ok));
+    assert_eq!(h.next_got().await, Got::Join("after".into()));
+    // The library says the same through its error type.
+    let mut c = h.client("lib").await;
+    match c.fence_ack(NodeId(3)).await {
+        Err(ClientError::Agent(m)) => assert!(m.starts_with("FenceAck is an operator command"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The operator socket serves both.
+    let mut op = Raw::connect_to(&h.operator).await;
+    op.send(&Request::Hello { client_name: "op".into(), version: PROTOCOL_VERSION }).await;
+    assert!(matches!(op.recv().await, Some(Reply::Welcome { .. })));
+    for req in operator_requests() {
+        op.send(&req).await;
+        assert_eq!(op.recv().await, Some(Reply::Ok), "{req:?} on the operator socket");
+    }
+    assert_eq!(h.next_got().await, Got::AckFence(3));
+    assert_eq!(h.next_got().await, Got::Filter(vec![2, 3]));
+}
+
+#[actix_rt::test]
+async fn without_the_testing_setting_the_link_filter_is_refused_on_the_operator_socket_too() {
+    let dir = temp_dir("no-filter");
+    let cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    let mut h = Harness::start_with(dir, cfg, false).await;
+    let mut op = h.operator("operator").await;
+    match op.set_link_filter(&[NodeId(2)]).await {
+        Err(ClientError::Agent(m)) => assert_eq!(
+            m,
+            "SetLinkFilter is disabled: the link filter exists only for tests and demos (testing.link_filter = true)"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    op.fence_ack(NodeId(4)).await.expect("fence ack still served");
+    assert_eq!(h.next_got().await, Got::AckFence(4));
+}
+
+#[actix_rt::test]
+async fn peers_whose_uid_is_not_allowed_are_refused_by_their_kernel_credentials() {
+    let me = cohort_actors::key_file::effective_uid();
+    let other = if me == 65534 { 65533 } else { 65534 };
+    let dir = temp_dir("peercred");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    // Allow-lists that exclude this process's uid (root, when the tests run as root): on the client
+    // socket through its configuration keys, and on the operator socket without the implicit root and
+    // agent uid, so the refusal can be seen without a second user.
+    cfg.client_policy = PeerPolicy::client(&[other], &[]);
+    cfg.operator_policy = PeerPolicy { uids: [other].into(), ..PeerPolicy::default() };
+    let h = Harness::start_with(dir, cfg, true).await;
+    for (socket, name, keys) in [
+        (&h.socket, "client socket", "api.allowed_uids, api.allowed_gids"),
+        (&h.operator, "operator socket", "api.operator_allowed_uids, api.operator_allowed_gids"),
+    ] {
+        match timeout(DEADLINE, Client::connect(socket, "intruder")).await.expect("in time") {
+            Err(ClientError::Agent(m)) => {
+                assert!(m.starts_with(&format!("uid {me} gid ")), "{m}");
+                assert!(m.ends_with(&format!("may not use the {name} {} ({keys})", socket.display())), "{m}");
+            }
+            Err(e) => panic!("expected a refusal on the {name}, got {e:?}"),
+            Ok(_) => panic!("expected a refusal on the {name}, got a connection"),
+        }
+    }
+    assert_eq!(h.metrics.clients_refused.load(Relaxed), 2);
+    assert_eq!(h.metrics.clients.load(Relaxed), 0);
 }
 
 #[actix_rt::test]
@@ -672,10 +811,15 @@ async fn clients_beyond_the_limit_are_refused() {
     let h = Harness::start("max-clients", 64, 1).await;
     let _first = h.client("first").await;
     match timeout(DEADLINE, Client::connect(&h.socket, "second")).await.expect("in time") {
-        Err(ClientError::Agent(m)) => assert_eq!(m, "too many clients: this agent accepts at most 1"),
+        Err(ClientError::Agent(m)) => {
+            assert_eq!(m, "too many clients: this agent accepts at most 1 (limits.max_clients)")
+        }
         Err(e) => panic!("expected a refusal, got {e:?}"),
         Ok(_) => panic!("expected a refusal, got a connection"),
     }
+    // Operators have their own connections: a full client socket does not lock them out.
+    let mut op = h.operator("operator").await;
+    op.status().await.expect("the operator is served");
 }
 
 #[actix_rt::test]

@@ -221,14 +221,18 @@ impl Agents for Cluster {
     }
 }
 
-/// Sets node `id`'s link filter through its client socket (a node that is down keeps none).
+/// Sets node `id`'s link filter through its operator socket (a node that is down keeps none, so an
+/// agent that cannot be reached is skipped; one that refuses the request fails the test).
 fn link_filter(c: &Cluster, id: u32, cut: &[u32]) {
-    let socket = c.nodes[id as usize - 1].socket.clone();
+    let socket = c.nodes[id as usize - 1].operator_socket.clone();
     let nodes: Vec<cohort::NodeId> = cut.iter().map(|n| cohort::NodeId(*n)).collect();
-    let _ = c.block_on(async move {
+    let result = c.block_on(async move {
         let mut client = cohort_actors::client::Client::connect(&socket, "lock-safety").await?;
         client.set_link_filter(&nodes).await
     });
+    if let Err(e @ cohort_actors::client::ClientError::Agent(_)) = result {
+        panic!("node {id} refused the link filter: {e}");
+    }
 }
 
 impl Agents for netns::Bed {

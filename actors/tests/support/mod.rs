@@ -90,6 +90,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// Its client socket.
     pub socket: PathBuf,
+    /// Its operator socket (the link filter; `cohort fence ack`).
+    pub operator_socket: PathBuf,
     /// Its node configuration file.
     pub config: PathBuf,
     /// The running agent, if any.
@@ -168,16 +170,27 @@ impl Cluster {
             let id = i as u32 + 1;
             let data_dir = cluster.dir.join(format!("node{id}"));
             let socket = data_dir.join("cohort.sock");
+            let operator_socket = data_dir.join("operator.sock");
             let config = cluster.dir.join(format!("node{id}.toml"));
+            // The tests make partitions with the link filter, which only a testing setting enables.
             let node_toml = format!(
                 "[node]\nid = {id}\ndata_dir = \"{}\"\nkey_file = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n\
-                 [admin]\nlisten = \"\"\n\n[log]\nlevel = \"info\"\n",
+                 [admin]\nlisten = \"\"\n\n[log]\nlevel = \"info\"\n\n[testing]\nlink_filter = true\n",
                 data_dir.display(),
                 key.display(),
                 socket.display()
             );
             fs::write(&config, node_toml).expect("write the node configuration");
-            cluster.nodes.push(Node { id, port, data_dir, socket, config, child: None, starts: 0 });
+            cluster.nodes.push(Node {
+                id,
+                port,
+                data_dir,
+                socket,
+                operator_socket,
+                config,
+                child: None,
+                starts: 0,
+            });
         }
         cluster
     }

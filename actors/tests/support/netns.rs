@@ -1180,8 +1180,8 @@ impl Bed {
         let out = Command::new("ip")
             .args(["netns", "exec", &n.ns])
             .arg(cohort_bin())
-            .args(["fence", "ack", &target.to_string(), "--socket"])
-            .arg(&n.socket)
+            .args(["fence", "ack", &target.to_string(), "--operator-socket"])
+            .arg(n.socket.with_file_name("operator.sock"))
             .output()
             .expect("run cohort fence ack");
         assert!(
@@ -1439,7 +1439,7 @@ fn copy_state(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create a data directory copy");
     for entry in fs::read_dir(from).expect("read a data directory").flatten() {
         let name = entry.file_name();
-        if name == "events.jsonl" || name == "cohort.sock" {
+        if name == "events.jsonl" || name == "cohort.sock" || name == "operator.sock" {
             continue;
         }
         let (src, dst) = (entry.path(), to.join(&name));
