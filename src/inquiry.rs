@@ -69,6 +69,10 @@ pub struct EpochInquiry {
     /// The highest epoch of this node its data directory knew when the inquiry began. Leaves learned
     /// from answers later do not count: a directory found behind the cluster stays behind (G1).
     own: Epoch,
+    /// The highest epoch of this node an answer saw in use.
+    ran: Epoch,
+    /// The operator said the data directory was restored from a backup ([`EpochInquiry::after_restore`]).
+    restored: bool,
     behind: bool,
     claim_only: bool,
     next_tx: u64,
@@ -87,6 +91,8 @@ impl EpochInquiry {
         let own = disk.epoch.max(known_epoch_on_disk(&disk, node));
         EpochInquiry {
             own,
+            ran: Epoch(0),
+            restored: false,
             reasm: Reassembler::new(max_packet, 8, max_packet * 4, cfg.failure_timeout_ms * 4),
             frag: Fragmenter::new(nonce ^ (u64::from(node.0) << 40)),
             cfg,
@@ -125,6 +131,14 @@ impl EpochInquiry {
         q
     }
 
+    /// The data directory was restored from a backup (the operator says so, see docs/OPERATIONS.md): it
+    /// may lack epochs that other nodes granted since, so it does not speak for itself in the query and
+    /// waits for a majority of the others, like a wiped one (G12).
+    pub fn after_restore(mut self) -> EpochInquiry {
+        self.restored = true;
+        self
+    }
+
     /// The epoch the new incarnation must use, once decided (claimed at a majority).
     pub fn decided(&self) -> Option<Epoch> {
         self.decided
@@ -150,6 +164,14 @@ impl EpochInquiry {
     /// from an older backup).
     pub fn behind(&self) -> bool {
         self.behind
+    }
+
+    /// True when the data directory lost what it knew: an answer saw an epoch of this node in use above
+    /// the directory's (wiped, or an older backup), or the operator said it restored a backup. The host
+    /// then starts the incarnation with [`Durable::catching_up`] set. (An epoch only claimed above it,
+    /// by a restart that never ran, is no sign of loss.)
+    pub fn forgot(&self) -> bool {
+        self.ran > self.own || self.restored
     }
 
     /// The view sequence number the new incarnation starts above (`Durable::max_view_seq`): the highest
@@ -231,7 +253,8 @@ impl EpochInquiry {
             return self.decided;
         }
         match env.body {
-            Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left } if nonce == self.nonce => {
+            Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left, ran } if nonce == self.nonce => {
+                self.ran = self.ran.max(ran);
                 // A clean leave of an earlier incarnation that this data directory lost (wiped, or an
                 // older backup): a fact whoever reports it, so it is kept from any answer, in any
                 // phase; the new incarnation reports it in its promises (L6).
@@ -280,13 +303,20 @@ impl EpochInquiry {
                     self.tick(now, out);
                 }
             }
+            // A directory that forgot what it knew and has not caught up answers no query (G12).
+            Body::EpochQuery { .. } if self.disk.catching_up => {}
             Body::EpochQuery { nonce } => {
                 let highest = known_epoch_on_disk(&self.disk, from.node());
                 let max_view_seq = self.disk.max_view_seq.max(self.disk.max_installed_seq);
                 let fresh = self.disk.epoch.0 == 0;
                 let left: Vec<Epoch> =
                     self.disk.left.iter().filter(|m| m.node() == from.node()).map(|m| m.epoch()).collect();
-                self.send(from.node(), Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left }, out);
+                let ran = seen_epoch_on_disk(&self.disk, from.node());
+                self.send(
+                    from.node(),
+                    Body::EpochAnswer { nonce, highest, max_view_seq, fresh, left, ran },
+                    out,
+                );
             }
             Body::EpochClaim { nonce, epoch } => {
                 let known = known_epoch_on_disk(&self.disk, from.node());
@@ -326,8 +356,12 @@ impl EpochInquiry {
             // neither does one an answer shows behind (an older backup restored): the epochs it lost were
             // granted by other nodes, which a majority of the others must include.
             let shown_behind = self.answers.values().any(|e| *e > self.own);
-            let me = usize::from(self.disk.epoch.0 > 0 && !shown_behind);
-            let majority = 2 * (self.answers.len() + me) > n;
+            let me = usize::from(self.disk.epoch.0 > 0 && !shown_behind && !self.restored);
+            // Nor does a `fresh` answer (a directory that never held an epoch, or one wiped and asking
+            // itself) count toward the majority: it knows nothing. Fresh answers matter at a cluster's
+            // first start only (`may_decide_at_deadline`).
+            let knowing = self.answers.keys().filter(|k| !self.fresh.contains(k)).count();
+            let majority = 2 * (knowing + me) > n;
             if majority
                 || self.answers.len() >= others
                 || (now >= self.deadline && self.may_decide_at_deadline())
@@ -382,8 +416,16 @@ pub fn grant_claim(disk: &mut Durable, node: NodeId, epoch: Epoch, nonce: u64, k
     (true, true)
 }
 
-/// The highest epoch a data directory's durable state knows for `node`.
+/// The highest epoch a data directory's durable state knows for `node`, claimed or seen in use.
 pub fn known_epoch_on_disk(disk: &Durable, node: NodeId) -> Epoch {
+    let claimed =
+        disk.reserved.iter().map(|r| r.member).filter(|m| m.node() == node).map(|m| m.epoch()).max();
+    seen_epoch_on_disk(disk, node).max(claimed.unwrap_or(Epoch(0)))
+}
+
+/// The highest epoch of `node` a data directory's durable state saw in use (its registry, a leave, an
+/// accepted install): claims granted but maybe never run are left out.
+pub fn seen_epoch_on_disk(disk: &Durable, node: NodeId) -> Epoch {
     let mut e = disk.registry.known_epoch(node);
     let mut also = |m: &Member| {
         if m.node() == node {
@@ -391,7 +433,6 @@ pub fn known_epoch_on_disk(disk: &Durable, node: NodeId) -> Epoch {
         }
     };
     disk.left.iter().for_each(&mut also);
-    disk.reserved.iter().map(|r| &r.member).for_each(&mut also);
     if let Some(a) = &disk.accepted {
         a.members.iter().for_each(&mut also);
     }
@@ -421,13 +462,20 @@ mod tests {
             max_view_seq: highest * 10,
             fresh: false,
             left: Vec::new(),
+            ran: Epoch(highest),
         };
         dgram(cfg, Member(NodeId(from), Epoch(3)), body)
     }
 
     fn fresh_answer(cfg: &Config, from: u32, nonce: u64) -> Vec<u8> {
-        let body =
-            Body::EpochAnswer { nonce, highest: Epoch(0), max_view_seq: 0, fresh: true, left: Vec::new() };
+        let body = Body::EpochAnswer {
+            nonce,
+            highest: Epoch(0),
+            max_view_seq: 0,
+            fresh: true,
+            left: Vec::new(),
+            ran: Epoch(0),
+        };
         dgram(cfg, Member(NodeId(from), INQUIRY_EPOCH), body)
     }
 
@@ -476,6 +524,7 @@ mod tests {
             max_view_seq: 40,
             fresh: false,
             left: vec![Epoch(2)],
+            ran: Epoch(2),
         };
         q.receive(1, &dgram(&c, Member(NodeId(2), Epoch(3)), body), &mut out);
         let persisted: Vec<&Durable> =
@@ -492,6 +541,7 @@ mod tests {
             max_view_seq: 40,
             fresh: false,
             left: vec![Epoch(2)],
+            ran: Epoch(2),
         };
         q.receive(2, &dgram(&c, Member(NodeId(3), Epoch(3)), body), &mut out);
         assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))), "{out:?}");
@@ -589,6 +639,49 @@ mod tests {
         assert_eq!(q.tick(late * 2, &mut out), None);
         assert_eq!(claims(&out), vec![(NodeId(2), Epoch(3)), (NodeId(3), Epoch(3))]);
         assert_eq!(q.receive(late * 2, &claim_answer(&c, 2, 5, 3, true, 3), &mut out), Some(Epoch(3)));
+    }
+
+    #[test]
+    fn a_directory_the_operator_restored_does_not_speak_for_itself() {
+        // Restored from a backup of epoch 2; epoch 3 ran since, granted by node 3 only, which is slow to
+        // answer. Node 2 knows epoch 2: counting itself, the directory would claim epoch 3 again.
+        let c = cfg(3);
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(2)), 5, 0).after_restore();
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        out.clear();
+        assert_eq!(q.receive(1, &answer(&c, 2, 5, 2), &mut out), None);
+        assert!(claims(&out).is_empty(), "one answer is no majority of the others");
+        assert_eq!(q.receive(2, &answer(&c, 3, 5, 3), &mut out), None);
+        assert_eq!(claims(&out), vec![(NodeId(2), Epoch(4)), (NodeId(3), Epoch(4))]);
+    }
+
+    #[test]
+    fn an_epoch_claimed_but_never_run_above_the_disk_is_no_sign_of_a_lost_directory() {
+        // Node 1 restarted under epoch 3 (granted by node 2) but crashed before running it: node 2 knows
+        // the claim, nobody saw epoch 3 in use. The directory (epoch 2) is intact: it is not catching up.
+        let c = cfg(3);
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(2)), 5, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        let body = Body::EpochAnswer {
+            nonce: 5,
+            highest: Epoch(3),
+            max_view_seq: 7,
+            fresh: false,
+            left: Vec::new(),
+            ran: Epoch(2),
+        };
+        q.receive(1, &dgram(&c, Member(NodeId(2), Epoch(4)), body), &mut out);
+        q.receive(2, &answer(&c, 3, 5, 2), &mut out);
+        assert_eq!(claims(&out).iter().map(|(_, e)| *e).max(), Some(Epoch(4)));
+        assert!(!q.forgot(), "only claimed above it: the directory remembers");
+        // Seen in use above it, the directory did lose what that incarnation learned.
+        let mut r = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(2)), 6, 0);
+        r.tick(0, &mut out);
+        r.receive(1, &answer(&c, 2, 6, 3), &mut out);
+        r.receive(2, &answer(&c, 3, 6, 3), &mut out);
+        assert!(r.forgot());
     }
 
     #[test]
@@ -703,7 +796,8 @@ mod tests {
                     highest: Epoch(8),
                     max_view_seq: 0,
                     fresh: false,
-                    left: vec![Epoch(8)]
+                    left: vec![Epoch(8)],
+                    ran: Epoch(8),
                 }
             )]
         );

@@ -160,6 +160,11 @@ pub enum Body {
         /// failure (L6).
         #[serde(default)]
         left: Vec<Epoch>,
+        /// The highest epoch of the querying node the sender saw in use (in a view, its registry, a
+        /// heartbeat, a leave), not only claimed: above the querier's data directory, it shows that
+        /// directory lost what an incarnation learned (`Durable::catching_up`).
+        #[serde(default)]
+        ran: Epoch,
     },
     /// Sent under epoch 0 by a node that decided the epoch of its new incarnation: record that my node
     /// may run under `epoch` (durably, before answering). The epoch is used only once a strict majority
@@ -286,6 +291,10 @@ pub struct FlushState {
     /// took with it (see `Durable::accepted`).
     #[serde(default)]
     pub inherited: Option<AcceptedInstall>,
+    /// The member's data directory lost what it knew and has not installed a primary view since
+    /// ([`crate::node::Durable::catching_up`]): it counts for no quorum.
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 /// What a node persists of an install it accepted (see `Durable::accepted`).

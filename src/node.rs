@@ -59,6 +59,13 @@ pub struct Durable {
     /// that node's own data directory is later wiped (G12).
     #[serde(default)]
     pub reserved: Vec<Reservation>,
+    /// This data directory lost what it knew (wiped, restored from a backup, or found behind the cluster
+    /// by the epoch inquiry) and has not installed a primary view since. Until it has, this node counts
+    /// for no quorum (a primary view needs a quorum of members that remember) and answers no epoch
+    /// query: a fact a majority recorded (a removal, a view, an epoch) may be held in the intersection
+    /// with any later majority only by this node, which forgot it (G8, G12).
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 /// An epoch a node claimed for an incarnation (see [`Durable::reserved`]).
@@ -81,6 +88,7 @@ impl Durable {
             accepted: None,
             left: Vec::new(),
             reserved: Vec::new(),
+            catching_up: false,
         }
     }
 
@@ -703,6 +711,10 @@ impl Node {
             return;
         }
         match env.body {
+            Body::EpochQuery { .. } if self.durable.catching_up => {
+                // Forgot what it knew: its answer could make a majority that misses an epoch (G12).
+                return;
+            }
             Body::EpochQuery { nonce } => {
                 // A node about to start a new incarnation asks which epochs of it were seen (G12).
                 let highest = self.highest_known_epoch(from.node());
@@ -717,9 +729,10 @@ impl Node {
                     .filter(|m| m.node() == from.node())
                     .map(|m| m.epoch())
                     .collect();
+                let ran = self.seen_running_epoch(from.node());
                 self.send(
                     from.node(),
-                    Body::EpochAnswer { nonce, highest, max_view_seq, fresh: false, left },
+                    Body::EpochAnswer { nonce, highest, max_view_seq, fresh: false, left, ran },
                     out,
                 );
                 return;
@@ -1416,6 +1429,21 @@ impl Node {
         e
     }
 
+    /// The highest epoch this member saw `node` use (as [`Node::highest_known_epoch`] without the epochs
+    /// only claimed).
+    fn seen_running_epoch(&self, node: NodeId) -> Epoch {
+        let mut e = crate::inquiry::seen_epoch_on_disk(&self.durable, node);
+        if let Some(p) = self.peers.get(&node) {
+            e = e.max(p.member.epoch());
+        }
+        for m in self.view.iter().flat_map(|v| v.members.iter()).chain(self.told_stale.keys()) {
+            if m.node() == node {
+                e = e.max(m.epoch());
+            }
+        }
+        e
+    }
+
     /// Tells `m`, whose node is known under a newer epoch, to restart above every epoch known for it.
     fn tell_stale(&mut self, now: u64, m: Member, out: &mut Vec<Output>) {
         let known = self.peers.get(&m.node()).map_or(Epoch(0), |p| p.member.epoch());
@@ -2018,7 +2046,14 @@ impl Node {
             let nodes: BTreeSet<NodeId> = members.iter().map(|m| m.node()).collect();
             self.cfg.nodes.iter().all(|n| nodes.contains(&n.id))
         };
-        let present: Vec<NodeId> = members.iter().map(|m| m.node()).collect();
+        // Members whose data directory forgot what it knew count for no quorum until they installed a
+        // primary view (`Durable::catching_up`): the intersection with every earlier primary view must
+        // be a member that remembers it.
+        let present: Vec<NodeId> = members
+            .iter()
+            .filter(|m| !promises.get(m).is_some_and(|s| s.catching_up))
+            .map(|m| m.node())
+            .collect();
         // The previous primary view: the newest any participant installed or any registry (persisted,
         // so restarted members remember it too) recorded.
         let prev_primary: Option<View> = promises
@@ -2236,6 +2271,7 @@ impl Node {
                 _ => self.history,
             },
             inherited: self.inherited.clone(),
+            catching_up: self.durable.catching_up,
         }
     }
 
@@ -2567,6 +2603,10 @@ impl Node {
         self.merge_fence_requested.retain(|m, _| !superseded(m));
         self.durable.registry.merge(&inst.registry);
         self.durable.max_installed_seq = self.durable.max_installed_seq.max(new.id.seq);
+        if new.primary {
+            // Its registry is now the merged one of a quorum that remembers: caught up.
+            self.durable.catching_up = false;
+        }
         if self.durable.accepted.as_ref().is_some_and(|a| a.view <= new.id) {
             self.durable.accepted = None;
         }

@@ -632,6 +632,8 @@ struct Slot {
     inc: u64,
     /// The node's disk: survives crashes.
     disk: Durable,
+    /// The operator restored the disk from a backup and says so at the next start (`after_restore`).
+    restored: bool,
     paused: bool,
     pause_gen: u64,
     /// A fence agent paused it (a "fence" that only stops the process) until this time: the liveness
@@ -893,6 +895,7 @@ impl Sim {
                 core: None,
                 inc: 0,
                 disk: Durable::fresh(Epoch(0)),
+                restored: false,
                 paused: false,
                 pause_gen: 0,
                 fence_pause_until: 0,
@@ -1894,7 +1897,11 @@ impl Sim {
         let now = self.now;
         let disk = self.slot(n).disk.clone();
         let nonce = now + 1;
-        let q = EpochInquiry::new(Arc::clone(&self.cfg), NodeId(n), disk, nonce, now);
+        let mut q = EpochInquiry::new(Arc::clone(&self.cfg), NodeId(n), disk, nonce, now);
+        // The operator who restored a backup says so, as docs/OPERATIONS.md asks.
+        if std::mem::take(&mut self.slot_mut(n).restored) {
+            q = q.after_restore();
+        }
         let slot = self.slot_mut(n);
         slot.inc += 1;
         slot.inquiry = Some((q, min_epoch, why.to_string()));
@@ -1964,6 +1971,8 @@ impl Sim {
                 let seen = q.view_seq_floor();
                 let disk = &mut self.slot_mut(n).disk;
                 disk.max_view_seq = disk.max_view_seq.max(seen);
+                // ...and counts for no quorum until it installed a primary view, like the agent.
+                disk.catching_up |= q.forgot();
                 let epoch = Epoch((disk.epoch.0 + 1).max(min_epoch.0).max(learned.0));
                 if epoch != learned {
                     self.fail("G12", format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0));
@@ -2195,6 +2204,7 @@ impl Sim {
             return false;
         };
         self.slot_mut(n).disk = d;
+        self.slot_mut(n).restored = true;
         self.lost_disks.insert(n);
         self.note(format!(
             "n{n}: data directory restored from the backup of t={t} (epoch {}; it held epoch {})",
@@ -2482,6 +2492,16 @@ impl Sim {
             return;
         }
         let Some(me) = self.member_of(n) else { return };
+        // Not acknowledged by every node that could remove it: the `Leave`s may all be lost (a paused
+        // judge that dies before it reads its buffer, a cut that came after the first one), and then
+        // only this node's disk knows. It counts as an unheard leave (see `unheard_leaves`).
+        if self.clean_leavers.contains(&me) && self.unheard_leaves.insert(me) {
+            self.note(format!(
+                "{}'s leave was not acknowledged in time: it counts for L6 once node {n}'s next \
+                 incarnation is in a primary view",
+                fmt_member(me)
+            ));
+        }
         let r = Record {
             ts_ms: self.now,
             node: NodeId(n),
@@ -2992,6 +3012,28 @@ impl Sim {
             .collect()
     }
 
+    /// The operator acknowledges the fence of each refused member and restarts its node (policy `wait`).
+    fn operator_resolves(&mut self, zombies: &[Member]) {
+        let zombie_nodes: Vec<u32> = zombies.iter().map(|m| m.node().0).collect();
+        let Some(on) = self
+            .slots
+            .iter()
+            .filter(|s| s.core.is_some() && !s.paused && !zombie_nodes.contains(&s.id))
+            .map(|s| s.id)
+            .next()
+        else {
+            return;
+        };
+        self.note(format!(
+            "operator: no primary view without the refused {}; acknowledging their fence and restarting them",
+            fmt_members(zombies)
+        ));
+        for n in zombie_nodes {
+            self.fence_ack(on, n);
+            self.restart(n, "the operator restarts a refused member (policy wait)");
+        }
+    }
+
     /// Waits up to `bound_ms` for L1 (and, unless the policy is `wait`, for every stateful merge to be
     /// resolved: L3). Returns the view and how long it took, or records the violation.
     pub fn await_convergence(&mut self, bound_ms: u64) -> Option<(View, u64)> {
@@ -3003,7 +3045,25 @@ impl Sim {
         // first reached.
         let stable_ms = 2 * self.cfg.failure_timeout_ms;
         let mut since: Option<(ViewId, u64)> = None;
+        let mut operator_acted = false;
         let ok = self.run_until_cond(start + bound_ms + stable_ms, 5, |s| {
+            // Refused members wait for the primary side (policy `fence`: its fence; `wait`: the operator).
+            // When the rest cannot form a primary view without them, because a member's data directory
+            // forgot what it knew and counts for no quorum (`Durable::catching_up`), or the policy is
+            // `wait`, the operator acknowledges their fence and restarts them, as docs/OPERATIONS.md
+            // says.
+            let catching_up = s.slots.iter().any(|x| x.core.is_some() && x.disk.catching_up);
+            if (wait_policy || catching_up)
+                && !operator_acted
+                && s.now >= start + bound_ms / 2
+                && s.converged().is_err()
+            {
+                let zombies = s.removed_selves();
+                if !zombies.is_empty() {
+                    operator_acted = true;
+                    s.operator_resolves(&zombies);
+                }
+            }
             let good = match s.converged() {
                 Ok(v) if wait_policy || s.removed_selves().is_empty() => Some(v.id),
                 _ => None,

@@ -145,6 +145,15 @@ const WORLD_REGRESSIONS: &[(u32, u64, &str)] = &[
     // L6: a restored data directory lost the record of its earlier incarnation's clean leave; the
     // epoch answers now give it back.
     (5, 810450172, "a restored directory that lost its own clean leave"),
+    // G8: the only member in the intersection of a new primary view with the one that removed 1e1
+    // had a restored (here empty) data directory: it forgot the removal. Members catching up now
+    // count for no quorum (`Durable::catching_up`).
+    (3, 30480459, "a primary view whose intersection with the last one was a member that forgot it"),
+    // G8: a directory found behind promised a ballot below a view its lost incarnation had installed.
+    (3, 619774272, "a ballot below the view number on disk promised"),
+    // L1: two nodes falsely taken for catching up (an epoch only claimed above their directories, by
+    // resets that never ran) left no quorum: only epochs seen in use show a lost directory.
+    (3, 644303352, "an epoch claimed but never run taken for a lost directory"),
 ];
 
 #[test]
