@@ -285,6 +285,10 @@ pub struct Status {
     /// Nodes that asked this member for their epochs before starting, with the highest epoch of theirs
     /// it knew: a node whose data directory was wiped or restored shows up here.
     pub epoch_inquiries: Vec<(NodeId, Epoch)>,
+    /// This node's data directory forgot what it knew and it has not installed a primary view since: it
+    /// counts for no quorum ([`Durable::catching_up`]).
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -621,6 +625,7 @@ impl Node {
             primary: self.is_primary(),
             blocked: self.blocked.iter().copied().collect(),
             removed_self: self.removed_self,
+            catching_up: self.durable.catching_up,
             self_fenced: self.self_fenced,
             groups: self.groups.clone(),
             pending_fences: self.durable.registry.pending_fences(),
@@ -1614,7 +1619,9 @@ impl Node {
         self.is_fencer()
             && self.frozen_since.is_none()
             && self.durable.registry.nodes.values().flat_map(|rec| rec.removals.iter()).any(|r| {
-                r.reason == RemovalReason::Failed && !r.recovered && self.known_leaver(r.member, &BTreeMap::new())
+                r.reason == RemovalReason::Failed
+                    && !r.recovered
+                    && self.known_leaver(r.member, &BTreeMap::new())
             })
     }
 

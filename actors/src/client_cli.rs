@@ -471,6 +471,13 @@ fn render_status(s: &Value) -> String {
     if s["stalled"].as_bool() == Some(true) {
         let _ = writeln!(o, "stalled:          yes: waiting for the view to be confirmed after a pause");
     }
+    if s["catching_up"].as_bool() == Some(true) {
+        let _ = writeln!(
+            o,
+            "catching up:      yes: the data directory forgot what it knew (wiped or restored); this node \
+             counts for no quorum until it has installed a primary view"
+        );
+    }
     if s["told_to_move_past"].as_array().is_some_and(|a| !a.is_empty()) {
         let _ = writeln!(o, "told to move past: {}", list_or_none(&s["told_to_move_past"], member_str));
     }

@@ -40,16 +40,23 @@ pub struct InquiryOutcome {
     pub view_seq_floor: u64,
     /// An answer knew an epoch of this node above its data directory's (wiped or restored).
     pub behind: bool,
+    /// The data directory lost what an incarnation learned (an epoch of this node seen in use above it,
+    /// or restored from a backup by the operator's word): the incarnation starts catching up
+    /// ([`Durable::catching_up`]).
+    pub forgot: bool,
     /// How long it took.
     pub elapsed: Duration,
 }
 
 /// Asks the cluster for this node's epochs. `bind` is the node's configured address, `peers` every
-/// node's; `disk` the data directory's durable state as it is.
+/// node's; `disk` the data directory's durable state as it is; `restored` the operator's word that it was
+/// restored from a backup (docs/OPERATIONS.md).
+#[allow(clippy::too_many_arguments)]
 pub async fn ask_epoch(
     cfg: Arc<Config>,
     node: NodeId,
     disk: Durable,
+    restored: bool,
     bind: SocketAddr,
     peers: &BTreeMap<NodeId, SocketAddr>,
     key: &ClusterKey,
@@ -66,6 +73,9 @@ pub async fn ask_epoch(
     let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
     let cluster = cfg.cluster.clone();
     let mut q = EpochInquiry::new(cfg, node, disk, nonce, 0);
+    if restored {
+        q = q.after_restore();
+    }
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let mut decided = q.tick(0, &mut out);
@@ -96,6 +106,7 @@ pub async fn ask_epoch(
                 answers: q.answers().clone(),
                 view_seq_floor: q.view_seq_floor(),
                 behind: q.behind(),
+                forgot: q.forgot(),
                 elapsed: start.elapsed(),
             });
         }

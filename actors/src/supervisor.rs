@@ -33,6 +33,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The file an operator creates in the data directory after restoring it from a backup
+/// (docs/OPERATIONS.md, "Restoring a data directory"): the next start does not let the directory speak for
+/// itself and catches up before it counts for a quorum. Removed once that is on disk.
+pub const RESTORED_MARKER: &str = "RESTORED_FROM_BACKUP";
+
 /// Handles to a running node.
 pub struct NodeHandle {
     /// The membership actor (status, leave, client operations).
@@ -166,7 +171,20 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
             format!("cannot read the data directory {}", settings.node.data_dir.display())
         })?;
     let disk_epoch = disk.epoch;
-    let asked = crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, bind, &peers, &key, &registry).await?;
+    // The operator restored this data directory from a backup and says so with this file
+    // (docs/OPERATIONS.md): the directory may lack epochs and facts the cluster recorded since.
+    let restored_marker = settings.node.data_dir.join(RESTORED_MARKER);
+    let restored = restored_marker.exists();
+    if restored {
+        tracing::warn!(
+            marker = %restored_marker.display(),
+            "the data directory was restored from a backup: this node asks a majority of the others for \
+             its epoch and counts for no quorum until it has installed a primary view"
+        );
+    }
+    let asked =
+        crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, restored, bind, &peers, &key, &registry)
+            .await?;
     if asked.behind {
         tracing::warn!(
             disk_epoch = disk_epoch.0,
@@ -191,6 +209,23 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     // first ballot; a crash before that only repeats the inquiry.
     let mut durable = durable;
     durable.max_view_seq = durable.max_view_seq.max(asked.view_seq_floor);
+    // A directory that forgot what it knew counts for no quorum until it installed a primary view (G8,
+    // G12). On disk before the incarnation sends anything, and before the operator's marker goes.
+    if asked.forgot && !durable.catching_up {
+        durable.catching_up = true;
+        registry
+            .send(PersistDurable(durable.clone()))
+            .await
+            .context("epoch registry stopped")?
+            .with_context(|| {
+                format!("cannot persist the data directory {}", settings.node.data_dir.display())
+            })?;
+        tracing::warn!("this node catches up: it counts for no quorum until it has installed a primary view");
+    }
+    if restored {
+        std::fs::remove_file(&restored_marker)
+            .with_context(|| format!("cannot remove {}", restored_marker.display()))?;
+    }
     let member = Member(node_id, durable.epoch);
 
     let (fatal_tx, fatal_rx) = watch::channel(None);

@@ -60,6 +60,7 @@ fn canned_status() -> Status {
         known_left: vec![m(2, 2)],
         origin: None,
         epoch_inquiries: vec![],
+        catching_up: false,
     }
 }
 

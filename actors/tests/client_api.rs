@@ -137,6 +137,7 @@ fn canned_status() -> Status {
         known_left: vec![],
         origin: None,
         epoch_inquiries: vec![],
+        catching_up: false,
     }
 }
 

@@ -984,10 +984,13 @@ fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() 
         assert!(used >= 2, "node {n} ran only as epoch {used}");
         let t = now_ms();
         assert!(bed.stop(n, Duration::from_secs(5)), "node {n} did not exit 0 on SIGTERM");
+        let marker = bed.node(n).data_dir.join(cohort_actors::supervisor::RESTORED_MARKER);
         if n == 4 {
             bed.wipe_data_dir(4);
         } else {
             bed.restore_data_dir(5, &backup);
+            // The operator says so, as docs/OPERATIONS.md asks after a restore.
+            std::fs::write(&marker, b"").expect("write the restore marker");
         }
         bed.start(n);
         let bound = bed.spec.timing.convergence_bound();
@@ -1003,6 +1006,11 @@ fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() 
         );
         let fences = all_events_since(&bed, "fence_request", t, |_| true);
         assert!(fences.is_empty(), "node {n} ({disk}) came back with fence requests: {fences:?}");
+        // It forgot what it knew, so it caught up before counting for a quorum; in a primary view now, it
+        // has (the flag is on disk until then), and the operator's marker is consumed.
+        assert!(!marker.exists(), "node {n}'s restore marker is still there after its start");
+        let st = bed.status(n).expect("status");
+        assert_eq!(st["catching_up"], serde_json::json!(false), "node {n} still catching up in a primary view: {st}");
         // It asked the cluster before picking an epoch: no epoch it used before starts again (G12).
         let stale: Vec<u64> = bed
             .events_where(n, "start", |e| e["ts_ms"].as_u64().is_some_and(|ts| ts >= t))
