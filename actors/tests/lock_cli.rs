@@ -150,8 +150,8 @@ fn locks_move_between_nodes_and_a_failed_holders_lock_waits_for_recovery() {
     // The operator confirms node 2 is down: cohort fences by acknowledgement, announces `recovered`,
     // and the lock service releases bob's locks; carol gets the printer.
     let ack = Command::new(cohort_bin())
-        .args(["fence", "ack", "2", "--socket"])
-        .arg(socket(&c, 1))
+        .args(["fence", "ack", "2", "--operator-socket"])
+        .arg(&c.nodes[0].operator_socket)
         .output()
         .expect("cohort fence ack");
     assert!(ack.status.success(), "{}", text(&ack));
