@@ -4,7 +4,8 @@
 //!
 //! # Design
 //! One actor holds every decision: which client owns which group, who gets which event, and each
-//! client's queue of membership operations. Each connection has two small tasks that do only IO:
+//! client's queue of membership operations. Each connection has two small tasks that do only IO
+//! ([`crate::client_conn`]):
 //!
 //! - a **reader** task reads frames, decodes them and hands each [`Request`] to the actor, waiting for
 //!   the actor to have handled it before reading the next one (so replies come in request order). Before
@@ -17,9 +18,14 @@
 //!   whose queue is full is too slow, and is disconnected with a final `Error` written best-effort
 //!   (the writer finishes the frame it was writing, then the error, within [`FINAL_WRITE_DEADLINE`]).
 //!
-//! So the agent never waits on a client and nothing grows without bound: per client at most
-//! `client_queue_msgs` queued events, [`MAX_UNANSWERED_SENDS`] pending sends, a bounded number of
-//! joins and leaves waiting behind them, and one frame being read.
+//! So the agent never waits on a client and nothing grows without bound. A connection that has not
+//! said hello may send one frame of at most 64 KiB and is closed with an `Error` when its hello has not
+//! arrived within `limits.hello_timeout_ms`. After hello, per client at most `client_queue_msgs`
+//! queued events and `client_queue_bytes` of them, [`MAX_UNANSWERED_SENDS`] pending sends of at most
+//! `max_message_bytes` each (a larger one is answered `SendFailed` before it is queued), a bounded
+//! number of joins and leaves waiting behind them, `max_groups_per_client` groups, and one frame being
+//! read; agent-wide at most `max_clients` connections (and [`MAX_OPERATOR_CLIENTS`] operator ones) and
+//! `client_frames_total_bytes` of large frames being read. Each limit's error names its key.
 //!
 //! # Groups
 //! The core's process groups belong to the node's member, not to a connection. The actor therefore
@@ -63,9 +69,12 @@
 //! the kernel's peer credentials and the sockets' file modes, and any protocol decision.
 
 use crate::client_access::{self, LogLimiter, Peer, PeerPolicy, Principal};
+use crate::client_conn::{
+    remove_stale_socket, run_reader, run_writer, Accepted, ClientGone, ClientId, ClientRequest, Frame,
+    Incoming, ReadLimits,
+};
 use crate::client_proto::{
-    FrameCodec, ProtoError, Reply, Request, MAX_FRAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS,
-    PROTOCOL_VERSION,
+    FrameCodec, Reply, Request, MAX_FRAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
 };
 use crate::messages::*;
 use crate::metrics::Metrics;
@@ -73,17 +82,13 @@ use actix::prelude::*;
 use cohort::node::SendError;
 use cohort::{BlockReason, Delivery, MsgId, NodeId, Notification, View};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -93,18 +98,12 @@ pub const FINAL_WRITE_DEADLINE: Duration = Duration::from_secs(2);
 /// Blocked sends are retried at least this often, in case a `SendReady` never comes.
 pub const SEND_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The writer gathers ready frames into one write of at most about this many bytes.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
-
 /// At most this many joins, leaves and sends of one client wait behind an unanswered send; sends are
 /// bounded by [`MAX_UNANSWERED_SENDS`] already, this bounds joins and leaves too.
 const MAX_QUEUED_OPS: usize = 4 * MAX_UNANSWERED_SENDS;
 
 const QUEUE_FULL_ERROR: &str =
     "too many joins and leaves waiting behind unanswered sends: wait for a send to be answered";
-
-/// After an accept error (e.g. out of file descriptors), wait this long before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Most connections served on the operator socket at once (beside `max_clients` on the client socket).
 pub const MAX_OPERATOR_CLIENTS: usize = 8;
@@ -132,14 +131,27 @@ pub struct ClientApiConfig {
     pub max_frame: usize,
     /// Events queued for one client before it is disconnected as too slow.
     pub client_queue_msgs: usize,
+    /// Bytes of events queued for one client before it is disconnected as too slow (one frame of any
+    /// size is always accepted into an empty queue).
+    pub client_queue_bytes: usize,
     /// Most connections on the client socket.
     pub max_clients: usize,
+    /// How long a connection may take to say hello.
+    pub hello_timeout: Duration,
+    /// Most process groups one client may have joined.
+    pub max_groups_per_client: usize,
+    /// The largest payload of a `Send` (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Bytes of large frames being read from all clients at once.
+    pub client_frames_total_bytes: usize,
 }
 
 impl ClientApiConfig {
     /// The defaults of `config/default.toml` for a client socket at `socket_path`: mode 0660 open to
     /// every peer the mode lets in, the operator socket beside it with mode 0600 for root and this
-    /// process's uid, a 1 MiB message frame limit, 16384 queued events and 64 clients.
+    /// process's uid, a 1 MiB message frame limit, 16384 queued events or 16 MiB per client, 64
+    /// clients, a 5 s hello deadline, 256 groups per client, 1 MiB messages and 128 MiB of large frames
+    /// being read at once.
     pub fn new(socket_path: PathBuf) -> ClientApiConfig {
         let operator_socket_path = crate::settings::operator_socket_beside(&socket_path);
         ClientApiConfig {
@@ -151,7 +163,12 @@ impl ClientApiConfig {
             operator_policy: PeerPolicy::operator(crate::key_file::effective_uid(), &[], &[]),
             max_frame: MAX_FRAME_BYTES,
             client_queue_msgs: 16384,
+            client_queue_bytes: 16 << 20,
             max_clients: 64,
+            hello_timeout: Duration::from_secs(5),
+            max_groups_per_client: 256,
+            max_message_bytes: crate::client_proto::MAX_MESSAGE_BYTES,
+            client_frames_total_bytes: 128 << 20,
         }
     }
 
@@ -173,7 +190,12 @@ impl ClientApiConfig {
             ),
             max_frame: crate::client_proto::frame_limit(limits.max_message_bytes, limits.max_state_bytes),
             client_queue_msgs: limits.client_queue_msgs,
+            client_queue_bytes: limits.client_queue_bytes,
             max_clients: limits.max_clients,
+            hello_timeout: Duration::from_millis(limits.hello_timeout_ms),
+            max_groups_per_client: limits.max_groups_per_client,
+            max_message_bytes: limits.max_message_bytes,
+            client_frames_total_bytes: limits.client_frames_total_bytes,
         }
     }
 }
@@ -198,12 +220,6 @@ pub struct MembershipLinks {
     pub link_filter: Option<Recipient<SetLinkFilter>>,
 }
 
-/// An encoded frame (length prefix and body), shared when the same event goes to several clients.
-type Frame = Arc<Vec<u8>>;
-
-/// A connection's id, unique for the actor's lifetime.
-type ClientId = u64;
-
 /// The actor. See the module documentation.
 pub struct ClientApiActor {
     cfg: ClientApiConfig,
@@ -217,6 +233,8 @@ pub struct ClientApiActor {
     /// dropped for misbehaving.
     refused_log: LogLimiter,
     misbehaving_log: LogLimiter,
+    /// The agent-wide budget of bytes of large frames being read (see [`crate::client_conn`]).
+    frames: Arc<Semaphore>,
     clients: BTreeMap<ClientId, ClientState>,
     /// Group → the local client that owns it.
     owners: BTreeMap<String, ClientId>,
@@ -268,6 +286,8 @@ struct ClientState {
     reader: Option<actix_rt::task::JoinHandle<()>>,
     /// Unanswered-send permits shared with the reader.
     permits: Arc<Semaphore>,
+    /// Bytes of frames queued for the writer, shared with it (it subtracts what it wrote).
+    queued_bytes: Arc<AtomicUsize>,
     /// Groups this client joined (and has not asked to leave).
     groups: BTreeSet<String>,
     watching: Option<Watching>,
@@ -280,7 +300,9 @@ impl ClientApiActor {
     pub fn new(cfg: ClientApiConfig, links: MembershipLinks, metrics: Arc<Metrics>) -> ClientApiActor {
         let mut cfg = cfg;
         cfg.client_queue_msgs = cfg.client_queue_msgs.max(1);
+        cfg.client_frames_total_bytes = cfg.client_frames_total_bytes.clamp(1, Semaphore::MAX_PERMITS);
         ClientApiActor {
+            frames: Arc::new(Semaphore::new(cfg.client_frames_total_bytes)),
             codec: FrameCodec::new(cfg.max_frame),
             cfg,
             links,
@@ -389,9 +411,18 @@ impl ClientApiActor {
         let (rd, wr) = stream.into_split();
         let (out, rx) = mpsc::channel(self.cfg.client_queue_msgs);
         let (kill, kill_rx) = oneshot::channel();
-        actix_rt::spawn(run_writer(wr, rx, kill_rx));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        actix_rt::spawn(run_writer(wr, rx, kill_rx, queued_bytes.clone()));
         let permits = Arc::new(Semaphore::new(MAX_UNANSWERED_SENDS));
-        let reader = actix_rt::spawn(run_reader(id, rd, self.codec, ctx.address(), permits.clone()));
+        let limits = ReadLimits {
+            codec: self.codec,
+            frames: self.frames.clone(),
+            frames_total: self.cfg.client_frames_total_bytes,
+        };
+        let reader = actix_rt::spawn(run_reader(id, rd, limits, ctx.address(), permits.clone()));
+        // A connection that has not said hello by the deadline is closed, whatever its reader is doing
+        // (it may be waiting in the middle of a frame).
+        ctx.run_later(self.cfg.hello_timeout, move |act, _ctx| act.hello_deadline(id));
         self.clients.insert(
             id,
             ClientState {
@@ -403,6 +434,7 @@ impl ClientApiActor {
                 kill: Some(kill),
                 reader: Some(reader),
                 permits,
+                queued_bytes,
                 groups: BTreeSet::new(),
                 watching: None,
                 queue: VecDeque::new(),
@@ -445,9 +477,26 @@ impl ClientApiActor {
         }
     }
 
-    /// Queues a frame for one client; a full queue disconnects it as too slow.
+    /// Closes a connection that did not say hello within `limits.hello_timeout_ms`.
+    fn hello_deadline(&mut self, id: ClientId) {
+        if self.clients.get(&id).is_some_and(|c| !c.greeted) {
+            let ms = self.cfg.hello_timeout.as_millis();
+            self.drop_client(id, Some(format!("no hello within {ms} ms (limits.hello_timeout_ms)")), true);
+        }
+    }
+
+    /// Queues a frame for one client; a full queue (in events or in bytes) disconnects it as too slow.
     fn push(&mut self, id: ClientId, frame: Frame) {
         let Some(c) = self.clients.get(&id) else { return };
+        let queued = c.queued_bytes.load(Relaxed);
+        if queued > 0 && queued.saturating_add(frame.len()) > self.cfg.client_queue_bytes {
+            let msg = format!(
+                "client too slow: {queued} bytes of events queued (limits.client_queue_bytes is {})",
+                self.cfg.client_queue_bytes
+            );
+            return self.drop_client(id, Some(msg), true);
+        }
+        c.queued_bytes.fetch_add(frame.len(), Relaxed);
         match c.out.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -619,7 +668,15 @@ impl ClientApiActor {
             Request::Leave { group } => self.leave(id, group, ctx),
             Request::Send { group, payload, safe, req } => {
                 let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
-                if c.groups.contains(&group) {
+                if payload.len() > self.cfg.max_message_bytes {
+                    // Refused before it is queued: a client cannot park 64 oversized payloads here.
+                    let error = format!(
+                        "message of {} bytes exceeds limits.max_message_bytes ({})",
+                        payload.len(),
+                        self.cfg.max_message_bytes
+                    );
+                    self.answer_send(id, &Reply::SendFailed { req, error });
+                } else if c.groups.contains(&group) {
                     c.queue.push_back(Pending::Send { req, group, payload, delivery });
                     self.pump(id, ctx);
                 } else {
@@ -685,6 +742,13 @@ impl ClientApiActor {
         let Some(c) = self.clients.get_mut(&id) else { return };
         if c.queue.len() >= MAX_QUEUED_OPS {
             return self.error(id, QUEUE_FULL_ERROR.into());
+        }
+        if !c.groups.contains(&group) && c.groups.len() >= self.cfg.max_groups_per_client {
+            let max = self.cfg.max_groups_per_client;
+            return self.error(
+                id,
+                format!("too many groups: a client may join at most {max} (limits.max_groups_per_client)"),
+            );
         }
         if c.groups.insert(group.clone()) {
             self.owners.insert(group.clone(), id);
@@ -825,7 +889,7 @@ impl Actor for ClientApiActor {
             match self.listen(&path, mode) {
                 Ok(listener) => {
                     tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "{} listening", principal.socket_name());
-                    ctx.add_stream(Incoming { listener, backoff: None, principal });
+                    ctx.add_stream(Incoming::new(listener, principal));
                 }
                 Err(e) => {
                     let detail =
@@ -855,60 +919,10 @@ impl Actor for ClientApiActor {
     }
 }
 
-/// Removes a socket file left behind by an agent that is gone: only a socket, and only when nothing
-/// answers a connect on it. Anything else at the path is an error naming the path.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(md) if md.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another process is listening on it (is another agent running with this socket?)",
-            )),
-            Err(_) => std::fs::remove_file(path),
-        },
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "the path exists and is not a socket")),
-    }
-}
-
 fn block_reason_name(reason: BlockReason) -> String {
     match serde_json::to_value(reason) {
         Ok(serde_json::Value::String(s)) => s,
         _ => format!("{reason:?}"),
-    }
-}
-
-/// Accepted connections as a stream, with a short pause after an accept error so that running out of
-/// file descriptors does not spin.
-struct Incoming {
-    listener: UnixListener,
-    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
-    principal: Principal,
-}
-
-/// An accepted connection and the socket it came in on.
-struct Accepted(Principal, io::Result<UnixStream>);
-
-impl Stream for Incoming {
-    type Item = Accepted;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(sleep) = self.backoff.as_mut() {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.backoff = None;
-        }
-        let principal = self.principal;
-        match self.listener.poll_accept(cx) {
-            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(Accepted(principal, Ok(stream)))),
-            Poll::Ready(Err(e)) => {
-                self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
-                Poll::Ready(Some(Accepted(principal, Err(e))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
     }
 }
 
@@ -930,27 +944,11 @@ impl StreamHandler<Accepted> for ClientApiActor {
     }
 }
 
-/// A request read from a client (from its reader task).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ClientRequest {
-    client: ClientId,
-    req: Request,
-}
-
 impl Handler<ClientRequest> for ClientApiActor {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) -> Self::Result {
         self.on_request(msg.client, msg.req, ctx)
     }
-}
-
-/// A client's connection ended (`error: None`) or sent something invalid (from its reader task).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ClientGone {
-    client: ClientId,
-    error: Option<String>,
 }
 
 impl Handler<ClientGone> for ClientApiActor {
@@ -973,108 +971,4 @@ impl Handler<SelfFenced> for ClientApiActor {
     fn handle(&mut self, msg: SelfFenced, _ctx: &mut Context<Self>) {
         self.broadcast(&Reply::SelfFenced { reason: msg.reason }, |_, _| true);
     }
-}
-
-/// Reads a client's requests and hands them to the actor one at a time. See the module documentation.
-async fn run_reader(
-    id: ClientId,
-    rd: OwnedReadHalf,
-    codec: FrameCodec,
-    addr: Addr<ClientApiActor>,
-    permits: Arc<Semaphore>,
-) {
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let error = loop {
-        let body = match codec.read_frame(&mut rd).await {
-            Ok(Some(body)) => body,
-            // A clean end, a connection that broke, or one cut off mid-frame: nobody left to tell.
-            Ok(None) | Err(ProtoError::Io(_)) | Err(ProtoError::Truncated) => break None,
-            Err(e) => break Some(e.to_string()),
-        };
-        let req = match codec.decode_body::<Request>(&body) {
-            Ok(req) => req,
-            Err(e) => break Some(e.to_string()),
-        };
-        if matches!(req, Request::Send { .. }) {
-            // Wait for a permit. Meanwhile notice a client that goes away (its end of stream), as long as
-            // that needs no more than filling the (bounded) read buffer: a client stuck behind a full
-            // send queue that gives up must still leave its groups.
-            loop {
-                tokio::select! {
-                    p = permits.acquire() => match p {
-                        Ok(p) => {
-                            p.forget();
-                            break;
-                        }
-                        Err(_) => return,
-                    },
-                    ended = async { rd.fill_buf().await.map_or(true, |b| b.is_empty()) }, if rd.buffer().is_empty() => {
-                        if ended {
-                            addr.do_send(ClientGone { client: id, error: None });
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        if addr.send(ClientRequest { client: id, req }).await.is_err() {
-            return;
-        }
-    };
-    addr.do_send(ClientGone { client: id, error });
-}
-
-/// Writes a client's queued frames, batching what is ready, until told to stop. See the module
-/// documentation.
-async fn run_writer(
-    mut w: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Frame>,
-    mut kill: oneshot::Receiver<Option<Frame>>,
-) {
-    let mut batch: Vec<u8> = Vec::new();
-    let final_frame = 'run: loop {
-        tokio::select! {
-            biased;
-            k = &mut kill => break 'run k.ok().flatten(),
-            f = rx.recv() => match f {
-                Some(f) => batch.extend_from_slice(&f),
-                None => break 'run None,
-            },
-        }
-        while batch.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(f) => batch.extend_from_slice(&f),
-                Err(_) => break,
-            }
-        }
-        let mut pos = 0;
-        while pos < batch.len() {
-            tokio::select! {
-                biased;
-                k = &mut kill => {
-                    batch.drain(..pos);
-                    break 'run k.ok().flatten();
-                }
-                r = w.write(&batch[pos..]) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => pos += n,
-                },
-            }
-        }
-        batch.clear();
-        // Do not keep a state transfer's worth of memory per client after a large frame.
-        if batch.capacity() > 4 * WRITE_BATCH_BYTES {
-            batch.shrink_to(WRITE_BATCH_BYTES);
-        }
-    };
-    // Finish the frame that was being written (the stream must stay well-formed), then the final
-    // frame, within a deadline: the client may not be reading at all.
-    let _ = tokio::time::timeout(FINAL_WRITE_DEADLINE, async {
-        w.write_all(&batch).await?;
-        if let Some(f) = final_frame {
-            w.write_all(&f).await?;
-        }
-        w.shutdown().await
-    })
-    .await;
 }

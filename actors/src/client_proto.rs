@@ -23,9 +23,10 @@
 //! transfer tokens `{"view": {...}, "seq": N}`: the serde forms of the core's types.
 //!
 //! # Conversation
-//! 1. The client sends [`Request::Hello`] with [`PROTOCOL_VERSION`]; the agent answers
-//!    [`Reply::Welcome`], or [`Reply::Error`] and closes the connection when the version differs or the
-//!    first request is not a `Hello`.
+//! 1. The client sends [`Request::Hello`] with [`PROTOCOL_VERSION`] in a frame of at most
+//!    [`MAX_HELLO_FRAME_BYTES`], within `limits.hello_timeout_ms` of connecting; the agent answers
+//!    [`Reply::Welcome`], or [`Reply::Error`] and closes the connection when the version differs, the
+//!    first request is not a `Hello`, its frame is larger, or it does not arrive in time.
 //! 2. Requests are handled in the order they are read. Every request except `Send` gets exactly one
 //!    reply in that order: `Ok`, `Error`, `Status` or `Welcome`. A `Send` carries the client's `req`
 //!    number and is answered by `Sent{req}` or `SendFailed{req}` when the membership accepted or refused
@@ -62,6 +63,10 @@ pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// The default frame limit: a 1 MiB message plus its envelope.
 pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + FRAME_OVERHEAD_BYTES;
+
+/// The frame limit before a connection said hello: a hello is a name and a version, and a peer that
+/// has not introduced itself gets no room for more (the agent's full limit applies after the hello).
+pub const MAX_HELLO_FRAME_BYTES: usize = 64 * 1024;
 
 /// At most this many `Send` requests of one client may be unanswered; the agent reads no further
 /// requests of that client until one is answered.

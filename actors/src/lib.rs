@@ -29,6 +29,7 @@ pub mod client;
 pub mod client_access;
 pub mod client_api;
 pub mod client_cli;
+mod client_conn;
 pub mod client_proto;
 pub mod crypto;
 pub mod demo;

@@ -115,8 +115,16 @@ pub struct LimitsSection {
     pub max_state_bytes: usize,
     /// Events queued for one client before it is disconnected as too slow.
     pub client_queue_msgs: usize,
+    /// Bytes of events queued for one client before it is disconnected as too slow.
+    pub client_queue_bytes: usize,
     /// Most clients connected at once.
     pub max_clients: usize,
+    /// How long a new connection may take to say hello before it is closed.
+    pub hello_timeout_ms: u64,
+    /// Most process groups one client may join.
+    pub max_groups_per_client: usize,
+    /// Bytes of large client frames (over 64 KiB) being read at once, over all connections.
+    pub client_frames_total_bytes: usize,
 }
 
 /// `[quorum]`.

@@ -337,7 +337,11 @@ const KEYS: &[Field] = &[
     f("limits.send_queue_bytes", POS_USIZE, "a positive integer number of bytes"),
     f("limits.max_state_bytes", POS_USIZE, "a positive integer number of bytes"),
     f("limits.client_queue_msgs", POS_USIZE, "a positive integer number of events"),
+    f("limits.client_queue_bytes", POS_USIZE, "a positive integer number of bytes"),
     f("limits.max_clients", POS_USIZE, "a positive integer number of clients"),
+    f("limits.hello_timeout_ms", POS_MS, POS_MS_TEXT),
+    f("limits.max_groups_per_client", POS_USIZE, "a positive integer number of groups"),
+    f("limits.client_frames_total_bytes", POS_USIZE, "a positive integer number of bytes"),
     f(
         "quorum.expected_votes",
         Kind::Uint { min: 0, max: U32 },

@@ -807,6 +807,175 @@ async fn peers_whose_uid_is_not_allowed_are_refused_by_their_kernel_credentials(
     assert_eq!(h.metrics.clients.load(Relaxed), 0);
 }
 
+/// Reads what the agent says on a connection it closes: exactly one `Error`, then the end of the
+/// stream. Waits on the close itself (with the deadline of [`Raw::recv`]), never on a timer.
+async fn error_then_close(r: &mut Raw) -> String {
+    let message = match r.recv().await {
+        Some(Reply::Error { message }) => message,
+        other => panic!("expected an error before the close, got {other:?}"),
+    };
+    assert_eq!(r.recv().await, None, "the connection is closed after the error");
+    message
+}
+
+#[actix_rt::test]
+async fn connections_that_never_say_hello_or_start_a_huge_frame_are_closed_with_an_error_while_a_good_client_is_served(
+) {
+    let dir = temp_dir("hello-deadline");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    let hello_timeout = Duration::from_millis(400);
+    cfg.hello_timeout = hello_timeout;
+    let mut h = Harness::start_with(dir, cfg, true).await;
+    let opened = Instant::now();
+    // Three connections that say nothing, and one that sends half a length prefix and stalls there.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(Raw::connect_to(&h.socket).await);
+    }
+    let mut half = Raw::connect_to(&h.socket).await;
+    half.stream.write_all(&[0, 0]).await.expect("write half a length prefix");
+    silent.push(half);
+    // One that announces a 60 MiB frame (the agent's full limit is 64 MiB) and starts sending it.
+    let mut huge = Raw::connect_to(&h.socket).await;
+    huge.stream.write_all(&(60u32 << 20).to_be_bytes()).await.expect("write a length prefix");
+    huge.stream.write_all(&[0x81; 4096]).await.expect("write the first bytes");
+    assert_eq!(
+        error_then_close(&mut huge).await,
+        "frame of 62914560 bytes exceeds the limit of 65536 bytes before hello"
+    );
+    // A well-behaved client connects after them and is served while they wait.
+    let mut good = h.client("good").await;
+    good.join("g").await.expect("join");
+    h.wait_got(|g| *g == Got::Join("g".into())).await;
+    good.send("g", b"before".to_vec(), Delivery::Agreed).await.expect("send while the others idle");
+    // Each silent connection is closed with an error at its deadline, not before.
+    for r in &mut silent {
+        let message = error_then_close(r).await;
+        assert_eq!(message, "no hello within 400 ms (limits.hello_timeout_ms)");
+        assert!(opened.elapsed() >= hello_timeout, "closed {:?} after opening", opened.elapsed());
+    }
+    assert_eq!(h.metrics.clients_dropped.load(Relaxed), 5);
+    assert_eq!(h.metrics.clients.load(Relaxed), 1);
+    // The good client, connected for longer than the deadline, keeps being served.
+    assert!(opened.elapsed() >= hello_timeout);
+    good.send("g", b"after".to_vec(), Delivery::Agreed).await.expect("send after the others were closed");
+    assert_eq!(good.status().await.expect("status")["primary"], serde_json::json!(true));
+}
+
+#[actix_rt::test]
+async fn a_message_larger_than_max_message_bytes_fails_before_it_is_queued() {
+    let dir = temp_dir("message-size");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    cfg.max_message_bytes = 100;
+    let mut h = Harness::start_with(dir, cfg, true).await;
+    let mut c = h.client("app").await;
+    c.join("g").await.expect("join");
+    assert_eq!(h.next_got().await, Got::Join("g".into()));
+    match c.send("g", vec![7; 101], Delivery::Agreed).await {
+        Err(ClientError::SendFailed(m)) => {
+            assert_eq!(m, "message of 101 bytes exceeds limits.max_message_bytes (100)")
+        }
+        other => panic!("expected a refused send, got {other:?}"),
+    }
+    c.send("g", vec![7; 100], Delivery::Agreed).await.expect("a message at the limit");
+    // The membership saw only the message within the limit.
+    match h.next_got().await {
+        Got::Multicast { payload, .. } => assert_eq!(payload.len(), 100),
+        other => panic!("expected the 100-byte multicast, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_client_may_join_at_most_max_groups_per_client() {
+    let dir = temp_dir("max-groups");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    cfg.max_groups_per_client = 2;
+    let h = Harness::start_with(dir, cfg, true).await;
+    let mut c = h.client("app").await;
+    c.join("a").await.expect("join a");
+    c.join("b").await.expect("join b");
+    match c.join("c").await {
+        Err(ClientError::Agent(m)) => {
+            assert_eq!(m, "too many groups: a client may join at most 2 (limits.max_groups_per_client)")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    c.join("a").await.expect("joining a group it has is not a new group");
+    c.leave("b").await.expect("leave b");
+    c.join("c").await.expect("room again after a leave");
+}
+
+#[actix_rt::test]
+async fn a_client_whose_queued_events_exceed_client_queue_bytes_is_disconnected() {
+    let dir = temp_dir("queue-bytes");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    cfg.client_queue_bytes = 1 << 20;
+    let mut h = Harness::start_with(dir, cfg, true).await;
+    let mut slow = h.client("slow").await;
+    slow.join("g").await.expect("join");
+    h.wait_got(|g| *g == Got::Join("g".into())).await;
+    // Deliveries of 256 KiB to a client that never reads: the socket buffer fills, then 1 MiB of queue
+    // (far below the 16384 events of client_queue_msgs).
+    let started = Instant::now();
+    let mut n = 0;
+    while h.metrics.clients_dropped.load(Relaxed) == 0 {
+        assert!(started.elapsed() < DEADLINE, "the slow client was never disconnected");
+        n += 1;
+        h.notify(deliver("g", n, vec![0; 256 * 1024]));
+        let _ = h.api.send(AppNotified(Notification::SendReady)).await;
+    }
+    h.wait_got(|g| *g == Got::Leave("g".into())).await;
+    assert!(n < 200, "disconnected after a bounded number of events ({n})");
+    let mut ended = None;
+    for _ in 0..10_000 {
+        match timeout(DEADLINE, slow.next_event()).await.expect("in time") {
+            Ok(_) => {}
+            Err(e) => {
+                ended = Some(e);
+                break;
+            }
+        }
+    }
+    match ended {
+        Some(ClientError::Agent(m)) => {
+            assert!(
+                m.starts_with("client too slow: ") && m.ends_with("(limits.client_queue_bytes is 1048576)"),
+                "{m}"
+            )
+        }
+        other => panic!("expected the error that closes the connection, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn large_frames_being_read_share_one_budget_and_small_requests_never_wait_for_it() {
+    let dir = temp_dir("frames-budget");
+    let mut cfg = ClientApiConfig::new(dir.join("cohort.sock"));
+    cfg.client_frames_total_bytes = 100 * 1024;
+    let h = Harness::start_with(dir, cfg, true).await;
+    let big = |req| Request::Send { group: "g".into(), payload: vec![5; 90 * 1024], safe: false, req };
+    let codec = FrameCodec::default();
+    // A announces a 90 KiB frame and sends only its first half: it holds 90 KiB of the 100 KiB budget.
+    let mut a = Raw::hello(&h).await;
+    let frame_a = codec.encode(&big(1)).expect("encode");
+    a.stream.write_all(&frame_a[..frame_a.len() / 2]).await.expect("write half of A's frame");
+    // B sends a whole 90 KiB frame; its reader waits for room in the budget.
+    let mut b = Raw::hello(&h).await;
+    b.send(&big(2)).await;
+    // C's small requests are served meanwhile.
+    let mut c = Raw::hello(&h).await;
+    c.send(&Request::Status).await;
+    assert!(matches!(c.recv().await, Some(Reply::Status { .. })));
+    // B has no answer while A holds the budget (a bounded wait for something that must not happen).
+    let early = timeout(Duration::from_millis(300), b.codec.read::<_, Reply>(&mut b.stream)).await;
+    assert!(early.is_err(), "B's large frame was read while A held the budget: {early:?}");
+    // A finishes its frame: A is answered, then B.
+    a.stream.write_all(&frame_a[frame_a.len() / 2..]).await.expect("write the rest of A's frame");
+    let not_joined = |req| Reply::SendFailed { req, error: "group g is not joined by this client".into() };
+    assert_eq!(a.recv().await, Some(not_joined(1)));
+    assert_eq!(b.recv().await, Some(not_joined(2)));
+}
+
 #[actix_rt::test]
 async fn clients_beyond_the_limit_are_refused() {
     let h = Harness::start("max-clients", 64, 1).await;
