@@ -355,7 +355,9 @@ impl EpochInquiry {
             // A data directory that held an epoch speaks for itself; a wiped one knows nothing, and
             // neither does one an answer shows behind (an older backup restored): the epochs it lost were
             // granted by other nodes, which a majority of the others must include.
-            let shown_behind = self.answers.values().any(|e| *e > self.own);
+            // (Seen in use above it, not merely claimed: a claim of a restart that never ran leaves the
+            // directory intact.)
+            let shown_behind = self.ran > self.own;
             let me = usize::from(self.disk.epoch.0 > 0 && !shown_behind && !self.restored);
             // Nor does a `fresh` answer (a directory that never held an epoch, or one wiped and asking
             // itself) count toward the majority: it knows nothing. Fresh answers matter at a cluster's
