@@ -356,9 +356,8 @@ impl EpochInquiry {
             // neither does one an answer shows behind (an older backup restored): the epochs it lost were
             // granted by other nodes, which a majority of the others must include.
             // (Seen in use above it, not merely claimed: a claim of a restart that never ran leaves the
-            // directory intact.)
-            let shown_behind = self.ran > self.own;
-            let me = usize::from(self.disk.epoch.0 > 0 && !shown_behind && !self.restored);
+            // directory intact.) The operator's word that it was restored counts the same: `forgot`.
+            let me = usize::from(self.disk.epoch.0 > 0 && !self.forgot());
             // Nor does a `fresh` answer (a directory that never held an epoch, or one wiped and asking
             // itself) count toward the majority: it knows nothing. Fresh answers matter at a cluster's
             // first start only (`may_decide_at_deadline`).
@@ -457,16 +456,21 @@ mod tests {
         Fragmenter::new(1).frame(&p, cfg.max_datagram_bytes).remove(0)
     }
 
-    fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
-        let body = Body::EpochAnswer {
+    /// An answer of a node that knows epoch `highest` of the querier, saw epoch `ran` in use, and has the
+    /// clean leaves of epochs `left`.
+    fn answer_body(nonce: u64, highest: u64, ran: u64, left: Vec<Epoch>) -> Body {
+        Body::EpochAnswer {
             nonce,
             highest: Epoch(highest),
             max_view_seq: highest * 10,
             fresh: false,
-            left: Vec::new(),
-            ran: Epoch(highest),
-        };
-        dgram(cfg, Member(NodeId(from), Epoch(3)), body)
+            left,
+            ran: Epoch(ran),
+        }
+    }
+
+    fn answer(cfg: &Config, from: u32, nonce: u64, highest: u64) -> Vec<u8> {
+        dgram(cfg, Member(NodeId(from), Epoch(3)), answer_body(nonce, highest, highest, Vec::new()))
     }
 
     fn fresh_answer(cfg: &Config, from: u32, nonce: u64) -> Vec<u8> {
@@ -520,14 +524,7 @@ mod tests {
         let mut out = Vec::new();
         q.tick(0, &mut out);
         out.clear();
-        let body = Body::EpochAnswer {
-            nonce: 9,
-            highest: Epoch(2),
-            max_view_seq: 40,
-            fresh: false,
-            left: vec![Epoch(2)],
-            ran: Epoch(2),
-        };
+        let body = answer_body(9, 2, 2, vec![Epoch(2)]);
         q.receive(1, &dgram(&c, Member(NodeId(2), Epoch(3)), body), &mut out);
         let persisted: Vec<&Durable> =
             out.iter().filter_map(|o| if let Output::Persist(d) = o { Some(d) } else { None }).collect();
@@ -537,14 +534,7 @@ mod tests {
         assert!(q.disk().has_left(Member(NodeId(1), Epoch(2))));
         // Told again by another node: nothing new, nothing written.
         out.clear();
-        let body = Body::EpochAnswer {
-            nonce: 9,
-            highest: Epoch(2),
-            max_view_seq: 40,
-            fresh: false,
-            left: vec![Epoch(2)],
-            ran: Epoch(2),
-        };
+        let body = answer_body(9, 2, 2, vec![Epoch(2)]);
         q.receive(2, &dgram(&c, Member(NodeId(3), Epoch(3)), body), &mut out);
         assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))), "{out:?}");
         // Shown behind, the directory does not speak for itself: two answers are no majority of five.
@@ -666,14 +656,7 @@ mod tests {
         let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::fresh(Epoch(2)), 5, 0);
         let mut out = Vec::new();
         q.tick(0, &mut out);
-        let body = Body::EpochAnswer {
-            nonce: 5,
-            highest: Epoch(3),
-            max_view_seq: 7,
-            fresh: false,
-            left: Vec::new(),
-            ran: Epoch(2),
-        };
+        let body = answer_body(5, 3, 2, Vec::new());
         q.receive(1, &dgram(&c, Member(NodeId(2), Epoch(4)), body), &mut out);
         q.receive(2, &answer(&c, 3, 5, 2), &mut out);
         assert_eq!(claims(&out).iter().map(|(_, e)| *e).max(), Some(Epoch(4)));

@@ -1422,16 +1422,7 @@ impl Node {
 
     /// The highest epoch this member knows for `node`: heard, in its registry, its view, known left.
     pub fn highest_known_epoch(&self, node: NodeId) -> Epoch {
-        let mut e = crate::inquiry::known_epoch_on_disk(&self.durable, node);
-        if let Some(p) = self.peers.get(&node) {
-            e = e.max(p.member.epoch());
-        }
-        for m in self.view.iter().flat_map(|v| v.members.iter()).chain(self.told_stale.keys()) {
-            if m.node() == node {
-                e = e.max(m.epoch());
-            }
-        }
-        e
+        self.seen_running_epoch(node).max(crate::inquiry::known_epoch_on_disk(&self.durable, node))
     }
 
     /// The highest epoch this member saw `node` use (as [`Node::highest_known_epoch`] without the epochs
@@ -1618,11 +1609,7 @@ impl Node {
     fn left_after_removal(&self) -> bool {
         self.is_fencer()
             && self.frozen_since.is_none()
-            && self.durable.registry.nodes.values().flat_map(|rec| rec.removals.iter()).any(|r| {
-                r.reason == RemovalReason::Failed
-                    && !r.recovered
-                    && self.known_leaver(r.member, &BTreeMap::new())
-            })
+            && self.durable.registry.unrecovered_failures().any(|m| self.known_leaver(m, &BTreeMap::new()))
     }
 
     fn maybe_start_view_change(&mut self, now: u64, out: &mut Vec<Output>) {
@@ -2104,13 +2091,7 @@ impl Node {
             registry.record_transition(prev_primary.as_ref(), &view, &left, true, now);
             // Earlier removals as failed of members now known to have left cleanly (their `Leave` arrived
             // late, or their next incarnation reports it) become clean leaves, unless recovered already.
-            let failed_before: Vec<Member> = registry
-                .nodes
-                .values()
-                .flat_map(|rec| rec.removals.iter())
-                .filter(|r| r.reason == RemovalReason::Failed && !r.recovered)
-                .map(|r| r.member)
-                .collect();
+            let failed_before: Vec<Member> = registry.unrecovered_failures().collect();
             for m in failed_before {
                 if self.known_leaver(m, &promises) {
                     registry.left_after_all(m);

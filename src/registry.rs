@@ -254,6 +254,15 @@ impl Registry {
         }
     }
 
+    /// Members removed as failed whose recovery was not announced yet.
+    pub fn unrecovered_failures(&self) -> impl Iterator<Item = Member> + '_ {
+        self.nodes
+            .values()
+            .flat_map(|rec| rec.removals.iter())
+            .filter(|r| r.reason == RemovalReason::Failed && !r.recovered)
+            .map(|r| r.member)
+    }
+
     /// A member removed as failed is learned to have left cleanly after all (its own `Leave`, or its
     /// next incarnation's report of it): unless its recovery was already announced, the removal becomes
     /// a clean leave, which needs no fence and no `recovered` (L6). Returns true if that changed anything.

@@ -1577,8 +1577,6 @@ impl Sim {
             if members.len() == self.slots.len() {
                 self.lost_disks.remove(&n);
             }
-        }
-        if let Event::View { members, primary: true, .. } = &r.event {
             // The node's next incarnation takes part in a primary view: it reported the leave there.
             self.unheard_leaves
                 .retain(|m| !members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch()));
@@ -3012,7 +3010,8 @@ impl Sim {
             .collect()
     }
 
-    /// The operator acknowledges the fence of each refused member and restarts its node (policy `wait`).
+    /// The operator acknowledges the fence of each refused member and restarts its node (when nobody else
+    /// can resolve it: policy `wait`, or no quorum of members that remember).
     fn operator_resolves(&mut self, zombies: &[Member]) {
         let zombie_nodes: Vec<u32> = zombies.iter().map(|m| m.node().0).collect();
         let Some(on) = self
@@ -3030,7 +3029,7 @@ impl Sim {
         ));
         for n in zombie_nodes {
             self.fence_ack(on, n);
-            self.restart(n, "the operator restarts a refused member (policy wait)");
+            self.restart(n, "the operator restarts a refused member");
         }
     }
 
@@ -3052,10 +3051,9 @@ impl Sim {
             // forgot what it knew and counts for no quorum (`Durable::catching_up`), or the policy is
             // `wait`, the operator acknowledges their fence and restarts them, as docs/OPERATIONS.md
             // says.
-            let catching_up = s.slots.iter().any(|x| x.core.is_some() && x.disk.catching_up);
-            if (wait_policy || catching_up)
-                && !operator_acted
+            if !operator_acted
                 && s.now >= start + bound_ms / 2
+                && (wait_policy || s.slots.iter().any(|x| x.core.is_some() && x.disk.catching_up))
                 && s.converged().is_err()
             {
                 let zombies = s.removed_selves();
