@@ -295,6 +295,11 @@ pub struct FlushState {
     /// ([`crate::node::Durable::catching_up`]): it counts for no quorum.
     #[serde(default)]
     pub catching_up: bool,
+    /// The newest primary view a peer's heartbeat showed this member (installed by someone, maybe by
+    /// members that have all left since): an install older than it is history, like one older than a
+    /// primary view a participant installed.
+    #[serde(default)]
+    pub heard_primary: Option<ViewId>,
 }
 
 /// What a node persists of an install it accepted (see `Durable::accepted`).
@@ -319,7 +324,10 @@ impl AcceptedInstall {
     /// later view, which the member keeps, carries the outcome).
     pub fn refuted_by(&self, from: Member, s: &FlushState) -> bool {
         let ran_a_member = self.members.iter().any(|q| q.node() == from.node() && q.epoch() <= from.epoch());
+        // A member whose data directory forgot what it knew (wiped, or an older backup restored:
+        // `catching_up`) may have lost the acceptance with it: its silence proves nothing.
         ran_a_member
+            && !s.catching_up
             && s.accepted.as_ref().is_none_or(|a| a.view.id != self.view)
             && s.inherited.as_ref().is_none_or(|a| a.view != self.view)
     }
@@ -365,7 +373,8 @@ pub struct Install {
     pub cuts: BTreeMap<ViewId, Cut>,
     /// Each member's previous view.
     pub prev: BTreeMap<Member, Option<ViewId>>,
-    /// Members of the previous primary view that left cleanly.
+    /// Members that left cleanly among those the view loses: of the previous primary view, or of a
+    /// participant's view (a leave from a non-primary view).
     pub left: Vec<Member>,
     /// The previous primary view (for the record).
     pub prev_primary: Option<ViewId>,

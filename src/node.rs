@@ -25,6 +25,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
 
+/// How many clean leaves [`Durable::left`] keeps per node (the newest): enough for the incarnations a
+/// node can run and leave while the others form no primary view, in bounded space.
+pub const LEFT_KEPT_PER_NODE: usize = 4;
+
 /// What a node keeps on disk: its epoch, the highest view sequence number it used, and the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Durable {
@@ -47,7 +51,7 @@ pub struct Durable {
     /// install removed is then never admitted again with its old epoch (G8).
     #[serde(default)]
     pub accepted: Option<AcceptedInstall>,
-    /// Members known to have left cleanly, at most one (the newest) per node: this node's own earlier
+    /// Members known to have left cleanly, the [`LEFT_KEPT_PER_NODE`] newest per node: this node's own earlier
     /// incarnation once its leave began, and every member whose `Leave` reached this node (persisted
     /// before the `LeaveAck`). A view that removes one of them records it as left, not failed, also
     /// when the leave happened outside any primary view or the whole cluster stopped (L6).
@@ -92,20 +96,25 @@ impl Durable {
         }
     }
 
-    /// Records that `m` left cleanly; false if that was known already. Keeps the newest per node.
+    /// Records that `m` left cleanly; false if that was known already. Keeps the
+    /// [`LEFT_KEPT_PER_NODE`] newest per node: a later incarnation's leave does not make an earlier
+    /// one's a failure (a restarted node that leaves again before the others formed a primary view
+    /// would otherwise get its earlier incarnation fenced, L6).
     pub fn note_left(&mut self, m: Member) -> bool {
-        match self.left.iter_mut().find(|q| q.node() == m.node()) {
-            Some(q) if q.epoch() >= m.epoch() => false,
-            Some(q) => {
-                *q = m;
-                true
-            }
-            None => {
-                self.left.push(m);
-                self.left.sort();
-                true
+        if self.left.contains(&m) {
+            return false;
+        }
+        let same_node = self.left.iter().filter(|q| q.node() == m.node()).count();
+        if same_node >= LEFT_KEPT_PER_NODE {
+            let oldest = self.left.iter().filter(|q| q.node() == m.node()).min().copied();
+            match oldest {
+                Some(o) if o.epoch() < m.epoch() => self.left.retain(|q| *q != o),
+                _ => return false,
             }
         }
+        self.left.push(m);
+        self.left.sort();
+        true
     }
 
     /// True when `m` is known to have left cleanly.
@@ -466,6 +475,8 @@ pub struct Node {
     leave_tx: u64,
     left: bool,
     last_primary_ms: Option<u64>,
+    /// The newest primary view a peer's heartbeat showed (see `FlushState::heard_primary`).
+    heard_primary: Option<ViewId>,
     self_fenced: bool,
     next_hb: u64,
     next_disc: u64,
@@ -572,6 +583,7 @@ impl Node {
             leave_tx: 0,
             left: false,
             last_primary_ms: None,
+            heard_primary: None,
             self_fenced: false,
             next_hb: now_ms,
             next_disc: now_ms,
@@ -1331,6 +1343,9 @@ impl Node {
         if !in_view {
             self.check_admission(now, from, out);
         }
+        if hb.primary && hb.view > self.heard_primary {
+            self.heard_primary = hb.view;
+        }
         if hb.leaving {
             self.note_leaver(from, out);
         }
@@ -1371,7 +1386,11 @@ impl Node {
                 }
             }
         }
-        if self.leaving && !self.left {
+        // A newer *primary* view was installed without this leaver: a quorum holds the leave (or its
+        // removal), so acknowledgements still missing no longer matter. A newer non-primary view is no
+        // such sign: it may be a minority that is cut off from the nodes that form the next primary
+        // view, which would then count this member as failed (L6).
+        if self.leaving && !self.left && hb.primary {
             if let (Some(theirs), Some(mine)) = (hb.view, my_view) {
                 if theirs > mine {
                     self.finish_leave(now, out);
@@ -1882,9 +1901,11 @@ impl Node {
             // A later incarnation of a member refuses for it when it inherited no acceptance of it: the
             // member persisted its acceptance before voting, and a later one it accepted instead was
             // accepted only after that install's coordinator had settled this one (as
-            // `AcceptedInstall::refuted_by` reasons).
+            // `AcceptedInstall::refuted_by` reasons). Not one whose data directory forgot what it knew
+            // (`catching_up`: wiped, or an older backup): the acceptance may be what it lost (G3).
             let refused_by_a_member = promises.iter().any(|(m, s)| {
                 inst.view.members.iter().any(|im| im.node() == m.node() && im.epoch() <= m.epoch())
+                    && !s.catching_up
                     && s.accepted.as_ref().is_none_or(|a| a.view.id != inst.view.id)
                     && s.inherited.as_ref().is_none_or(|a| a.view != inst.view.id)
                     && !installed_by(s)
@@ -1933,10 +1954,14 @@ impl Node {
                 .collect();
             // An install older than a primary view someone already knows of is history: a primary view
             // was formed after it, so completing it now would put a primary view out of order.
+            // Also one a peer's heartbeat showed, here or at a participant: its members may all have
+            // left since, and their coordinator settled this install when it formed that view.
             let newest_primary = promises
                 .values()
                 .filter_map(|s| s.last_primary.as_ref().map(|v| v.id))
                 .chain(known.last_primary)
+                .chain(promises.values().filter_map(|s| s.heard_primary))
+                .chain(self.heard_primary)
                 .max();
             // So is an install one of whose members a primary view has removed since: that view was
             // formed after the install was decided (a removed member is never admitted again, G8),
@@ -2176,6 +2201,19 @@ impl Node {
             }
             _ => Vec::new(),
         };
+        // The install names as left every clean leaver a participant's view loses, not only those of the
+        // previous primary view: a member that left from a non-primary view (it was never in a primary
+        // one, or left after losing quorum) is gone cleanly too, and each participant records the view
+        // with the members it loses (L6).
+        let mut left = left;
+        for s in promises.values() {
+            for m in s.view.iter().flat_map(|v| v.members.iter()) {
+                if !view.contains(*m) && !left.contains(m) && self.known_leaver(*m, &promises) {
+                    left.push(*m);
+                }
+            }
+        }
+        left.sort();
         let install = Install {
             view,
             registry,
@@ -2259,6 +2297,7 @@ impl Node {
                 _ => self.history,
             },
             inherited: self.inherited.clone(),
+            heard_primary: self.heard_primary,
             catching_up: self.durable.catching_up,
         }
     }
@@ -2573,7 +2612,14 @@ impl Node {
         self.promised = self.promised.max(new.id);
         self.accepted = None;
         self.accept_from = None;
-        self.frozen_since = None;
+        // A commit can arrive after this member promised a higher ballot (the coordinator of that ballot
+        // completes this install first, and the network may reorder its `Commit` behind its next
+        // `Prepare`). That promise described the view this member is leaving: its coordinator cuts the
+        // new view without knowing what this member delivers in it. So the member stays frozen (it
+        // delivers nothing in the new view) and promises again with its new state, which replaces the
+        // stale promise while the coordinator has not decided (G4).
+        let still_promised = self.promised > new.id && self.released != Some(self.promised);
+        self.frozen_since = if still_promised { Some(now) } else { None };
         // The peers' freezes heard so far belonged to the change that just ended: a member still
         // frozen in a change going nowhere shows so again from its next heartbeat.
         for p in self.peers.values_mut() {
@@ -2661,6 +2707,10 @@ impl Node {
             self.fencing_after_install(now, out);
         } else {
             self.block(now, BlockReason::NoQuorum, out);
+        }
+        if still_promised {
+            let (ballot, state) = (self.promised, self.flush_state());
+            self.send(ballot.coord, Body::Promise { ballot, state: Box::new(state) }, out);
         }
         // Installed during a stall (on a commit accepted after it): answers already in may confirm it,
         // and a view of this member alone needs no answer.

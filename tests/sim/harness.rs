@@ -1896,8 +1896,10 @@ impl Sim {
         let disk = self.slot(n).disk.clone();
         let nonce = now + 1;
         let mut q = EpochInquiry::new(Arc::clone(&self.cfg), NodeId(n), disk, nonce, now);
-        // The operator who restored a backup says so, as docs/OPERATIONS.md asks.
-        if std::mem::take(&mut self.slot_mut(n).restored) {
+        // The operator who restored a backup says so, as docs/OPERATIONS.md asks. Like the agent's
+        // marker file, the word stays until an incarnation runs: a start that interrupts this inquiry
+        // (the liveness phase boots every node) says it again.
+        if self.slot(n).restored {
             q = q.after_restore();
         }
         let slot = self.slot_mut(n);
@@ -1972,6 +1974,7 @@ impl Sim {
                 // ...and counts for no quorum until it installed a primary view, like the agent.
                 disk.catching_up |= q.forgot();
                 let epoch = Epoch((disk.epoch.0 + 1).max(min_epoch.0).max(learned.0));
+                self.slot_mut(n).restored = false;
                 if epoch != learned {
                     self.fail("G12", format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0));
                     return;

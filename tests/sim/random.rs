@@ -123,47 +123,74 @@ const REGRESSIONS: &[(u32, u64, &str)] = &[
     (5, 774691771, "a flaky fence device still failing in the liveness phase"),
 ];
 
-/// Seeds that broke with world events (`--world all`): (nodes, seed, what broke).
-const WORLD_REGRESSIONS: &[(u32, u64, &str)] = &[
+/// Seeds that broke with world events (`--world all`): (nodes, fault phase in ms, seed, what broke).
+const WORLD_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // L6: a member alone in a non-primary view (after a pause) left without telling anyone, and the
     // nodes of its last primary view fenced it; then an install it coordinated and left behind was
     // waited for as undecidable because the leaver could not be asked.
-    (5, 749510500, "a leaver alone in its view, and an install left behind by a leaver"),
+    (5, 3_000, 749510500, "a leaver alone in its view, and an install left behind by a leaver"),
     // L1: a clean stop that began in the safety phase ended after it; the liveness phase had booted
     // every node that was down, not this one, so policy `wait` zombies and it left no majority.
-    (5, 38288747, "a node still stopping when the liveness phase began"),
+    (5, 3_000, 38288747, "a node still stopping when the liveness phase began"),
     // L6: the leaver heard nobody of its last primary view (the other member was paused), so it told
     // nobody at all; now it sends its `Leave` to them all and waits for them until its deadline.
-    (3, 644303889, "a leaver whose last primary view's other member was paused"),
+    (3, 3_000, 644303889, "a leaver whose last primary view's other member was paused"),
     // L6: a leave acknowledged by nobody (the only other member self-fenced on waking, its buffer
     // unread) was removed as failed; the leaver's next incarnation reported it, too late for that
     // removal, and the member was announced `recovered`. The removal now becomes a clean leave.
-    (3, 644302827, "a removal as failed of a member whose next incarnation reports its clean leave"),
+    (3, 3_000, 644302827, "a removal as failed of a member whose next incarnation reports its clean leave"),
     // G12: a data directory restored from a backup counted itself in the epoch query although an
     // answer showed it behind, and claimed again the epoch its lost incarnation had run.
-    (3, 644304721, "a restored directory shown behind that spoke for itself"),
+    (3, 3_000, 644304721, "a restored directory shown behind that spoke for itself"),
     // L6: a restored data directory lost the record of its earlier incarnation's clean leave; the
     // epoch answers now give it back.
-    (5, 810450172, "a restored directory that lost its own clean leave"),
+    (5, 3_000, 810450172, "a restored directory that lost its own clean leave"),
     // G8: the only member in the intersection of a new primary view with the one that removed 1e1
     // had a restored (here empty) data directory: it forgot the removal. Members catching up now
     // count for no quorum (`Durable::catching_up`).
-    (3, 30480459, "a primary view whose intersection with the last one was a member that forgot it"),
+    (3, 3_000, 30480459, "a primary view whose intersection with the last one was a member that forgot it"),
     // G8: a directory found behind promised a ballot below a view its lost incarnation had installed.
-    (3, 619774272, "a ballot below the view number on disk promised"),
+    (3, 3_000, 619774272, "a ballot below the view number on disk promised"),
     // L1: two nodes falsely taken for catching up (an epoch only claimed above their directories, by
     // resets that never ran) left no quorum: only epochs seen in use show a lost directory.
-    (3, 644303352, "an epoch claimed but never run taken for a lost directory"),
+    (3, 3_000, 644303352, "an epoch claimed but never run taken for a lost directory"),
+    // G12: an operator's word that a data directory was restored (the agent's marker file) was
+    // forgotten when the start was interrupted and begun again, so the directory spoke for itself.
+    (3, 3_000, 393396386, "a restore marker dropped by an interrupted start"),
+    (3, 3_000, 393398670, "a restore marker dropped by an interrupted start"),
+    // L6: a leaver finished on seeing a newer view of a minority it was in, before the nodes of its
+    // last primary view had its leave; they formed the next primary view and fenced it. Only a newer
+    // primary view now ends a leave early.
+    (5, 10_000, 178142033, "a leave ended by a newer non-primary view"),
+    (5, 30_000, 106429671, "a leave ended by a newer non-primary view"),
+    // G3: a member whose directory was restored from an older backup promised without the acceptance
+    // its lost incarnation had persisted; its silence was read as refusing an install its coordinator
+    // had installed, and the others went on without it. A catching-up member now refutes nothing.
+    (5, 30_000, 504268205, "a catching-up member's silence read as refusing an install"),
+    // G4: a member promised a higher ballot, then installed the view that ballot's coordinator was
+    // completing (its `Commit` arrived behind the next `Prepare`) and delivered in it; the coordinator
+    // cut that view from the stale promise. It now stays frozen and promises again.
+    (5, 30_000, 171324704, "a view installed after promising a higher ballot, delivered in"),
+    // G8: a minority coordinator completed an install every acceptor of which had since formed a newer
+    // primary view (without one member) and left; the heartbeats it heard showed that view.
+    (5, 30_000, 171324413, "an install superseded by a primary view whose members all left"),
+    // L6: a node's later incarnation's leave replaced its earlier one's on a disk that kept one per
+    // node, and the earlier incarnation was fenced.
+    (3, 30_000, 127244902, "an earlier incarnation's leave overwritten by a later one's"),
+    // L6: a member that left from a non-primary view was listed as failed by the next view.
+    (5, 30_000, 171324714, "a leave from a non-primary view listed as a failure"),
 ];
 
 #[test]
 fn world_regression_seeds_keep_every_guarantee() {
-    for &(nodes, seed, what) in WORLD_REGRESSIONS {
+    for &(nodes, safety_ms, seed, what) in WORLD_REGRESSIONS {
         let mut o = CampaignOptions::standard();
         o.nodes = nodes;
+        o.safety_ms = safety_ms;
         o.world = WorldKinds::all();
-        o.replay_hint =
-            format!("COHORT_NODES={nodes} COHORT_WORLD=all cargo test --test sim -- random::replay_seed --exact --nocapture");
+        o.replay_hint = format!(
+            "COHORT_NODES={nodes} COHORT_SAFETY_MS={safety_ms} COHORT_WORLD=all cargo test --test sim -- random::replay_seed --exact --nocapture"
+        );
         if let Err(f) = run_random(seed, &o) {
             panic!("\nregression ({what}):\n{f}\n");
         }
