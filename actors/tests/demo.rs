@@ -101,6 +101,12 @@ fn check_story(policy: &str, extra: &[&str]) {
         "the grant came before recovery:\n{out}"
     );
     assert!(pos("STATEFUL MERGE") < pos("is back as member (1, 2)"));
+    // The last act is clean stops only (L6): no stateful merge, no fence, no recovery, every agent
+    // exits on SIGTERM.
+    let last_act = &out[pos("== 5. every agent stops")..pos("$ cohort verify")];
+    for bad in ["STATEFUL MERGE", "fence", "recovered", "not every agent exited cleanly"] {
+        assert!(!last_act.contains(bad), "policy {policy}: the last act shows `{bad}`:\n{last_act}");
+    }
     let dir = demo_dir(&out).expect("the demo names its directory");
     assert!(!dir.exists(), "the demo left {} behind", dir.display());
 }
