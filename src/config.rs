@@ -110,6 +110,63 @@ pub struct Config {
     pub watchdog_wait_ms: u64,
 }
 
+/// The protocol's timing: the part of the configuration a running node can change (a reload of the
+/// agent's configuration, [`crate::Node::set_timing`]), one step at a time ([`Timing::check_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// [`Config::heartbeat_interval_ms`].
+    pub heartbeat_interval_ms: u64,
+    /// [`Config::failure_timeout_ms`].
+    pub failure_timeout_ms: u64,
+    /// [`Config::discovery_interval_ms`].
+    pub discovery_interval_ms: u64,
+    /// [`Config::view_change_timeout_ms`].
+    pub view_change_timeout_ms: u64,
+    /// [`Config::retransmit_interval_ms`].
+    pub retransmit_interval_ms: u64,
+}
+
+impl Timing {
+    /// Checks that a running node may move from `running` to this timing in one step, while its peers
+    /// still run with `running` (a cluster is reloaded node by node):
+    /// - its heartbeats must still arrive twice within the failure timeout the peers run with
+    ///   (`heartbeat_interval_ms` at most half the running `failure_timeout_ms`), or they suspect it;
+    /// - it must still hear two of the peers' heartbeats within its own failure timeout
+    ///   (`failure_timeout_ms` at least twice the running `heartbeat_interval_ms`), or it suspects them;
+    /// - under watchdog fencing its failure timeout must not grow: a member cut off from the primary
+    ///   side self-fences a failure timeout plus `self_fence_after_ms` after it last heard a quorum, and
+    ///   the primary side's `watchdog_wait_ms` was chosen for the running value.
+    ///
+    /// A bigger change is made in steps, each applied on every node before the next.
+    pub fn check_step(&self, running: &Timing, fencing: FencingMode) -> Result<(), ConfigError> {
+        if 2 * self.heartbeat_interval_ms > running.failure_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat_interval_ms",
+                value: self.heartbeat_interval_ms.to_string(),
+                expected: "at most half the running failure_timeout_ms in one step (peers not yet \
+                           reloaded would suspect this node); change it in steps",
+            });
+        }
+        if self.failure_timeout_ms < 2 * running.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid {
+                key: "failure_timeout_ms",
+                value: self.failure_timeout_ms.to_string(),
+                expected: "at least twice the running heartbeat_interval_ms in one step (this node \
+                           would suspect peers not yet reloaded); change it in steps",
+            });
+        }
+        if fencing == FencingMode::Watchdog && self.failure_timeout_ms > running.failure_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "failure_timeout_ms",
+                value: self.failure_timeout_ms.to_string(),
+                expected: "not above the running value under watchdog fencing (it would self-fence \
+                           later than the others' watchdog_wait_ms assumes); restart to raise it",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A configuration whose values contradict each other.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -209,6 +266,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The timing part of this configuration.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            failure_timeout_ms: self.failure_timeout_ms,
+            discovery_interval_ms: self.discovery_interval_ms,
+            view_change_timeout_ms: self.view_change_timeout_ms,
+            retransmit_interval_ms: self.retransmit_interval_ms,
+        }
+    }
+
+    /// This configuration with `timing` instead of its own, validated as a whole.
+    pub fn with_timing(&self, timing: Timing) -> Result<Config, ConfigError> {
+        let mut c = self.clone();
+        c.heartbeat_interval_ms = timing.heartbeat_interval_ms;
+        c.failure_timeout_ms = timing.failure_timeout_ms;
+        c.discovery_interval_ms = timing.discovery_interval_ms;
+        c.view_change_timeout_ms = timing.view_change_timeout_ms;
+        c.retransmit_interval_ms = timing.retransmit_interval_ms;
+        c.validate()?;
+        Ok(c)
     }
 
     /// The votes of `node`, 0 when it is not configured.

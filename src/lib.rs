@@ -31,7 +31,7 @@ pub mod tripwire;
 pub mod types;
 pub mod wire;
 
-pub use config::{Config, FencingMode, MergePolicy, NodeSpec, QuorumConfig};
+pub use config::{Config, ConfigError, FencingMode, MergePolicy, NodeSpec, QuorumConfig, Timing};
 pub use node::{Durable, NewEpochReason, Node, Notification, Output, SendError, Status};
 pub use record::{BlockReason, Event, FenceMethod, MergeAction, Record, TransferRole};
 pub use types::{Delivery, Epoch, Member, MsgId, NodeId, View, ViewId};

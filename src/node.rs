@@ -9,7 +9,7 @@
 //! The protocol is described step by step in `docs/PROTOCOL.md`; comments here say which guarantee a
 //! step protects.
 
-use crate::config::{Config, FencingMode, MergePolicy};
+use crate::config::{Config, ConfigError, FencingMode, MergePolicy, Timing};
 use crate::msg::{
     AcceptedInstall, Body, Cut, DataMsg, FlushState, Heartbeat, Install, Op, OrderedMsg, RejectReason,
     RemovedAction, TransferToken,
@@ -298,6 +298,8 @@ pub struct Status {
     /// counts for no quorum ([`Durable::catching_up`]).
     #[serde(default)]
     pub catching_up: bool,
+    /// The timing it runs with (changed by a configuration reload, [`Node::set_timing`]).
+    pub timing: Timing,
 }
 
 #[derive(Clone, Debug)]
@@ -607,6 +609,24 @@ impl Node {
         self.left
     }
 
+    /// The timing this node runs with.
+    pub fn timing(&self) -> Timing {
+        self.cfg.timing()
+    }
+
+    /// Changes the timing at run time (a reload of the agent's configuration): the failure detector,
+    /// heartbeats, discovery, view-change and retransmission timers use the new values from the next
+    /// step on. Refused, changing nothing, when the new timing is invalid or too far from the running one
+    /// for peers that still run with it ([`Timing::check_step`]).
+    pub fn set_timing(&mut self, timing: Timing) -> Result<(), ConfigError> {
+        timing.check_step(&self.cfg.timing(), self.cfg.fencing)?;
+        let cfg = self.cfg.with_timing(timing)?;
+        // The next heartbeat is due no later than the new interval allows.
+        self.next_hb = self.next_hb.min(self.last_step.saturating_add(timing.heartbeat_interval_ms));
+        self.cfg = Arc::new(cfg);
+        Ok(())
+    }
+
     /// The installed view.
     pub fn view(&self) -> Option<&View> {
         self.view.as_ref()
@@ -656,6 +676,7 @@ impl Node {
             known_left: self.durable.left.clone(),
             origin: self.origin.clone(),
             epoch_inquiries: self.epoch_inquiries.iter().map(|(n, e)| (*n, *e)).collect(),
+            timing: self.cfg.timing(),
         }
     }
 

@@ -298,3 +298,68 @@ fn a_lone_member_delivers_its_safe_messages() {
     let got: Vec<MsgId> = net.delivered.values().flatten().map(|(_, _, m)| *m).collect();
     assert_eq!(got, vec![id], "the only member holds it, so it is stable at once");
 }
+
+/// Cuts node 3 off for `cut_ms` after the three nodes formed their view; true when a node then
+/// installed another view.
+fn view_changes_after_a_cut(net: &mut Net, cut_ms: u64) -> bool {
+    let before = net.view_of(1).expect("view").id;
+    net.partition(&[3], &[1, 2]);
+    net.run(cut_ms);
+    net.cut.clear();
+    net.run(1000);
+    [1, 2, 3].iter().any(|n| net.view_of(*n).map(|v| v.id) != Some(before))
+}
+
+#[test]
+fn a_new_failure_timeout_takes_effect_in_a_running_node() {
+    // The same 300 ms silence: a view change under the configured 200 ms failure timeout, none once
+    // every node runs with 400 ms.
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    assert!(view_changes_after_a_cut(&mut net, 300), "300 ms of silence went unnoticed at 200 ms");
+
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    for n in [1, 2, 3] {
+        let node = net.nodes.get_mut(&n).expect("node");
+        let t = Timing { failure_timeout_ms: 400, ..node.timing() };
+        node.set_timing(t).expect("a step within bounds");
+        assert_eq!(node.timing().failure_timeout_ms, 400);
+    }
+    assert!(!view_changes_after_a_cut(&mut net, 300), "a view change within the new failure timeout");
+    // ...and a silence beyond it is still detected.
+    assert!(view_changes_after_a_cut(&mut net, 600), "600 ms of silence went unnoticed at 400 ms");
+}
+
+#[test]
+fn a_timing_step_too_far_for_peers_that_still_run_the_old_one_is_refused() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(500);
+    let node = net.nodes.get_mut(&1).expect("node");
+    let running = node.timing();
+    // Peers still suspect a node after their 200 ms: heartbeats every 150 ms are too slow for them.
+    let slow = Timing { heartbeat_interval_ms: 150, failure_timeout_ms: 400, ..running };
+    let err = node.set_timing(slow).expect_err("too far in one step");
+    assert!(err.to_string().starts_with("heartbeat_interval_ms = 150: at most half the running"), "{err}");
+    // This node would suspect peers that still heartbeat every 20 ms after 30 ms.
+    let eager = Timing { failure_timeout_ms: 30, ..running };
+    let err = node.set_timing(eager).expect_err("too far in one step");
+    assert!(err.to_string().starts_with("failure_timeout_ms = 30: at least twice the running"), "{err}");
+    // An invalid timing is refused as a whole.
+    let zero = Timing { discovery_interval_ms: 0, ..running };
+    assert!(node.set_timing(zero).is_err());
+    assert_eq!(node.timing(), running, "a refused timing changed the node");
+    // Under watchdog fencing the failure timeout does not grow at run time.
+    let mut net = Net::new(&[1, 2, 3], |c| {
+        c.fencing = FencingMode::Watchdog;
+        c.self_fence_after_ms = 1000;
+        c.watchdog_wait_ms = 3000;
+    });
+    net.run(500);
+    let node = net.nodes.get_mut(&1).expect("node");
+    let longer = Timing { failure_timeout_ms: 300, ..node.timing() };
+    let err = node.set_timing(longer).expect_err("watchdog");
+    assert!(err.to_string().contains("under watchdog fencing"), "{err}");
+    let shorter = Timing { failure_timeout_ms: 150, ..node.timing() };
+    node.set_timing(shorter).expect("a shorter failure timeout is fine");
+}

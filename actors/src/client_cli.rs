@@ -478,6 +478,17 @@ fn render_status(s: &Value) -> String {
              counts for no quorum until it has installed a primary view"
         );
     }
+    let t = &s["timing"];
+    if let (Some(hb), Some(ft)) = (t["heartbeat_interval_ms"].as_u64(), t["failure_timeout_ms"].as_u64()) {
+        let _ = writeln!(
+            o,
+            "timing:           heartbeat {hb} ms, failure timeout {ft} ms, discovery {} ms, view change {} ms, \
+             retransmit {} ms",
+            t["discovery_interval_ms"],
+            t["view_change_timeout_ms"],
+            t["retransmit_interval_ms"]
+        );
+    }
     if s["told_to_move_past"].as_array().is_some_and(|a| !a.is_empty()) {
         let _ = writeln!(o, "told to move past: {}", list_or_none(&s["told_to_move_past"], member_str));
     }

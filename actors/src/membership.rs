@@ -116,6 +116,8 @@ pub struct MembershipActor {
     backlog: Vec<Output>,
     /// Between a core's `NewEpoch` and its replacement: see [`Successor`].
     successor: Successor,
+    /// The timer that ticks the core (restarted when a reload changes the timing).
+    ticker: Option<SpawnHandle>,
 }
 
 /// A running core asked for a new epoch (`Output::NewEpoch`). The old core is done: it gets no more
@@ -165,6 +167,7 @@ impl MembershipActor {
             persisting: false,
             backlog: Vec::new(),
             successor: Successor::None,
+            ticker: None,
         };
         (actor, out)
     }
@@ -341,7 +344,17 @@ impl Actor for MembershipActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Mailbox capacity matters only for `send`; the core bounds its own queues.
         ctx.set_mailbox_capacity(64 * 1024);
-        ctx.run_interval(self.tick_interval(), |act, ctx| {
+        self.start_ticker(ctx);
+    }
+}
+
+impl MembershipActor {
+    /// (Re)starts the timer that ticks the core at the interval of the current timing.
+    fn start_ticker(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.ticker.take() {
+            ctx.cancel_future(h);
+        }
+        self.ticker = Some(ctx.run_interval(self.tick_interval(), |act, ctx| {
             if act.replacing() {
                 act.drive_claim(None, ctx);
                 return;
@@ -349,7 +362,20 @@ impl Actor for MembershipActor {
             let mut out = Vec::new();
             act.node.tick(act.clock.now_ms(), &mut out);
             act.execute(out, ctx);
-        });
+        }));
+    }
+}
+
+impl Handler<ApplyTiming> for MembershipActor {
+    type Result = Result<(), cohort::ConfigError>;
+    fn handle(&mut self, msg: ApplyTiming, ctx: &mut Context<Self>) -> Self::Result {
+        // The core checks the step against what it runs; the configuration kept for later
+        // incarnations (and the inquiry of the next epoch) follows only once the core took it.
+        let cfg = self.cfg.with_timing(msg.timing)?;
+        self.node.set_timing(msg.timing)?;
+        self.cfg = Arc::new(cfg);
+        self.start_ticker(ctx);
+        Ok(())
     }
 }
 

@@ -36,6 +36,16 @@ pub struct SetLinkFilter {
 // MembershipActor
 // ---------------------------------------------------------------------------------------------------
 
+/// A configuration reload changed the protocol's timing: the core takes it from its next step
+/// ([`cohort::Node::set_timing`]), and so does every later incarnation in this process. Answers the
+/// core's refusal (a step too far for peers that still run the old timing), which changes nothing.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), cohort::ConfigError>")]
+pub struct ApplyTiming {
+    /// The new timing.
+    pub timing: cohort::Timing,
+}
+
 /// An authenticated, decrypted datagram from a peer.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

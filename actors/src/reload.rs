@@ -3,8 +3,10 @@
 //!
 //! A reload loads the configuration again exactly as at start (the same files, environment and flags)
 //! and validates all of it. A configuration that does not load changes nothing. Otherwise the keys the
-//! loader's table marks [`Apply::Reload`] are applied ([`plan`]: `log.level`, `fencing.levels`), and every
-//! other changed key is named as needing a restart and keeps its running value.
+//! loader's table marks [`Apply::Reload`] are applied ([`plan`]: `log.level`, `fencing.levels` and the
+//! `timing.*` keys, the latter together and only one step from the running timing, else refused as a
+//! whole with the reason), and every other changed key is named as needing a restart and keeps its
+//! running value.
 //!
 //! The running configuration is written to `running-config.toml` beside the client socket
 //! ([`running_file`]) at start and after every reload, with the agent's PID, and removed on exit. It is
@@ -27,6 +29,11 @@ pub struct Plan {
     pub applied: Vec<KeyChange>,
     /// Changed keys that keep their running value until a restart.
     pub need_restart: Vec<KeyChange>,
+    /// Changed reloadable keys refused as a whole, with why: a timing step too far for peers that still
+    /// run the old timing ([`cohort::Timing::check_step`]). They keep their running values.
+    pub refused: Vec<KeyChange>,
+    /// Why `refused` was refused (one line naming the key).
+    pub refused_why: Option<String>,
     /// The configuration the agent runs with once the plan is applied.
     pub next: Settings,
 }
@@ -35,23 +42,53 @@ impl Plan {
     /// One line for the log and the service manager's status.
     pub fn summary(&self) -> String {
         let names = |v: &[KeyChange]| v.iter().map(|c| c.key.as_str()).collect::<Vec<_>>().join(", ");
-        match (self.applied.is_empty(), self.need_restart.is_empty()) {
-            (true, true) => "configuration reloaded: nothing changed".to_string(),
-            (false, true) => format!("configuration reloaded: applied {}", names(&self.applied)),
-            (true, false) => format!(
-                "configuration reloaded: nothing applied; changed but needs a restart: {}",
-                names(&self.need_restart)
-            ),
-            (false, false) => format!(
-                "configuration reloaded: applied {}; changed but needs a restart: {}",
-                names(&self.applied),
-                names(&self.need_restart)
-            ),
+        let mut parts = Vec::new();
+        if !self.applied.is_empty() {
+            parts.push(format!("applied {}", names(&self.applied)));
+        }
+        if !self.refused.is_empty() {
+            parts.push(format!(
+                "refused {} ({})",
+                names(&self.refused),
+                self.refused_why.as_deref().unwrap_or("out of bounds")
+            ));
+        }
+        if !self.need_restart.is_empty() {
+            parts.push(format!("changed but needs a restart: {}", names(&self.need_restart)));
+        }
+        match (parts.is_empty(), self.applied.is_empty()) {
+            (true, _) => "configuration reloaded: nothing changed".to_string(),
+            (false, true) => format!("configuration reloaded: nothing applied; {}", parts.join("; ")),
+            (false, false) => format!("configuration reloaded: {}", parts.join("; ")),
+        }
+    }
+
+    /// When the change of `key` takes effect, as `cohort config check` says it.
+    pub fn describe(&self, key: &str) -> String {
+        if self.refused.iter().any(|c| c.key == key) {
+            format!("refused by a reload: {}", self.refused_why.as_deref().unwrap_or("out of bounds"))
+        } else if self.applied.iter().any(|c| c.key == key) {
+            Apply::Reload.describe().to_string()
+        } else {
+            Apply::Restart.describe().to_string()
         }
     }
 }
 
-/// What reloading `new` into an agent running `running` does.
+/// The protocol timing of `settings`.
+pub fn timing_of(settings: &Settings) -> cohort::Timing {
+    let t = &settings.timing;
+    cohort::Timing {
+        heartbeat_interval_ms: t.heartbeat_interval_ms,
+        failure_timeout_ms: t.failure_timeout_ms,
+        discovery_interval_ms: t.discovery_interval_ms,
+        view_change_timeout_ms: t.view_change_timeout_ms,
+        retransmit_interval_ms: t.retransmit_interval_ms,
+    }
+}
+
+/// What reloading `new` into an agent running `running` does. The `timing.*` keys are applied together
+/// or not at all: the new timing must be one step from the running one ([`cohort::Timing::check_step`]).
 pub fn plan(running: &Settings, new: &Settings) -> Plan {
     let mut next = running.clone();
     let (mut applied, mut need_restart) = (Vec::new(), Vec::new());
@@ -64,7 +101,22 @@ pub fn plan(running: &Settings, new: &Settings) -> Plan {
             Apply::Restart => need_restart.push(change),
         }
     }
-    Plan { applied, need_restart, next }
+    let (mut refused, mut refused_why) = (Vec::new(), None);
+    if applied.iter().any(|c| c.key.starts_with("timing.")) {
+        let step = timing_of(&next);
+        let core = running.core_config();
+        let ok =
+            step.check_step(&core.timing(), core.fencing).and_then(|()| core.with_timing(step).map(|_| ()));
+        if let Err(e) = ok {
+            refused_why = Some(format!("timing.{e}"));
+            next.timing = running.timing.clone();
+            let (t, rest): (Vec<KeyChange>, Vec<KeyChange>) =
+                applied.into_iter().partition(|c| c.key.starts_with("timing."));
+            refused = t;
+            applied = rest;
+        }
+    }
+    Plan { applied, need_restart, refused, refused_why, next }
 }
 
 /// Copies one reloadable key from `from` into `to`. Every key the loader marks [`Apply::Reload`] has an
@@ -73,6 +125,15 @@ fn apply_key(to: &mut Settings, from: &Settings, key: &str) {
     match key {
         "log.level" => to.log.level = from.log.level.clone(),
         "fencing.levels" => to.fencing.levels = from.fencing.levels.clone(),
+        "timing.heartbeat_interval_ms" => to.timing.heartbeat_interval_ms = from.timing.heartbeat_interval_ms,
+        "timing.failure_timeout_ms" => to.timing.failure_timeout_ms = from.timing.failure_timeout_ms,
+        "timing.discovery_interval_ms" => to.timing.discovery_interval_ms = from.timing.discovery_interval_ms,
+        "timing.view_change_timeout_ms" => {
+            to.timing.view_change_timeout_ms = from.timing.view_change_timeout_ms
+        }
+        "timing.retransmit_interval_ms" => {
+            to.timing.retransmit_interval_ms = from.timing.retransmit_interval_ms
+        }
         other => {
             tracing::error!(key = other, "a reloadable key has no reload step; it keeps its running value")
         }
@@ -135,6 +196,7 @@ pub fn compare_with_running(new: &Settings) -> String {
         Err(why) => return format!("\n# no running agent to compare with: {why}\n"),
     };
     let changes = changed_keys(&running.settings, new);
+    let plan = plan(&running.settings, new);
     if changes.is_empty() {
         return format!("\n# the running agent (pid {}) runs exactly this configuration\n", running.pid);
     }
@@ -145,7 +207,7 @@ pub fn compare_with_running(new: &Settings) -> String {
         if changes.len() == 1 { "" } else { "s" }
     );
     for c in &changes {
-        out.push_str(&format!("#   {}: {} -> {}    {}\n", c.key, c.old, c.new, c.apply.describe()));
+        out.push_str(&format!("#   {}: {} -> {}    {}\n", c.key, c.old, c.new, plan.describe(&c.key)));
     }
     out
 }
@@ -175,27 +237,63 @@ mod tests {
     }
 
     #[test]
-    fn log_level_and_fence_levels_are_applied_and_the_rest_waits_for_a_restart() {
+    fn log_level_fence_levels_and_timing_are_applied_and_the_rest_waits_for_a_restart() {
         let running = defaults();
         let mut new = running.clone();
         new.log.level = "debug".into();
         new.fencing.levels = vec![FenceLevel { agents: vec![agent(5000)] }];
         new.timing.failure_timeout_ms = 2000;
+        new.limits.window_msgs = 2 * running.limits.window_msgs;
         let p = plan(&running, &new);
         let keys = |v: &[KeyChange]| v.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
-        assert_eq!(keys(&p.applied), ["fencing.levels", "log.level"]);
-        assert_eq!(keys(&p.need_restart), ["timing.failure_timeout_ms"]);
+        assert_eq!(keys(&p.applied), ["timing.failure_timeout_ms", "fencing.levels", "log.level"]);
+        assert_eq!(keys(&p.need_restart), ["limits.window_msgs"]);
+        assert!(p.refused.is_empty());
         assert_eq!(p.next.log.level, "debug");
         assert_eq!(p.next.fencing.levels, new.fencing.levels);
-        assert_eq!(p.next.timing.failure_timeout_ms, 1000, "a restart-only key keeps its running value");
+        assert_eq!(p.next.timing.failure_timeout_ms, 2000);
+        assert_eq!(
+            p.next.limits.window_msgs, running.limits.window_msgs,
+            "a restart-only key keeps its running value"
+        );
         assert_eq!(
             p.summary(),
-            "configuration reloaded: applied fencing.levels, log.level; changed but needs a restart: \
-             timing.failure_timeout_ms"
+            "configuration reloaded: applied timing.failure_timeout_ms, fencing.levels, log.level; \
+             changed but needs a restart: limits.window_msgs"
         );
-        assert_eq!(p.need_restart[0].old, "1000");
-        assert_eq!(p.need_restart[0].new, "2000");
+        assert_eq!(p.need_restart[0].old, running.limits.window_msgs.to_string());
+        assert_eq!(p.need_restart[0].new, (2 * running.limits.window_msgs).to_string());
         assert_eq!(plan(&running, &running).summary(), "configuration reloaded: nothing changed");
+    }
+
+    #[test]
+    fn a_timing_step_too_far_is_refused_as_a_whole_and_the_rest_applied() {
+        let running = defaults();
+        let mut new = running.clone();
+        new.log.level = "debug".into();
+        // Heartbeats every 600 ms: peers still suspecting after 1000 ms would suspect this node.
+        new.timing.heartbeat_interval_ms = 600;
+        new.timing.failure_timeout_ms = 3000;
+        let p = plan(&running, &new);
+        let keys = |v: &[KeyChange]| v.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&p.applied), ["log.level"]);
+        assert_eq!(keys(&p.refused), ["timing.heartbeat_interval_ms", "timing.failure_timeout_ms"]);
+        assert_eq!(p.next.timing, running.timing, "a refused timing keeps every running value");
+        let why = p.refused_why.clone().expect("a reason");
+        assert!(why.starts_with("timing.heartbeat_interval_ms = 600: at most half the running"), "{why}");
+        assert!(p.summary().contains("refused timing.heartbeat_interval_ms, timing.failure_timeout_ms (timing.heartbeat_interval_ms = 600"), "{}", p.summary());
+        assert!(p
+            .describe("timing.failure_timeout_ms")
+            .starts_with("refused by a reload: timing.heartbeat_interval_ms"));
+        assert_eq!(p.describe("log.level"), Apply::Reload.describe());
+        // The same change in two steps is applied: first the failure timeout, then the interval.
+        let mut first = running.clone();
+        first.timing.failure_timeout_ms = 3000;
+        let p1 = plan(&running, &first);
+        assert!(p1.refused.is_empty(), "{}", p1.summary());
+        let p2 = plan(&p1.next, &new);
+        assert!(p2.refused.is_empty(), "{}", p2.summary());
+        assert_eq!(p2.next.timing, new.timing);
     }
 
     #[test]
@@ -217,6 +315,11 @@ mod tests {
         let mut new = running.clone();
         new.log.level = "warn".into();
         new.fencing.levels = vec![FenceLevel { agents: vec![agent(1)] }];
+        new.timing.heartbeat_interval_ms = 200;
+        new.timing.failure_timeout_ms = 1500;
+        new.timing.discovery_interval_ms = 600;
+        new.timing.view_change_timeout_ms = 500;
+        new.timing.retransmit_interval_ms = 40;
         let reloadable: Vec<&str> =
             known_keys().filter(|k| crate::settings_load::apply_of(k) == Some(Apply::Reload)).collect();
         let p = plan(&running, &new);

@@ -306,8 +306,9 @@ const LEVEL_FIELDS: &[Field] = &[f(
 /// This table is the one description of the configuration: the loader checks every layer against it,
 /// a reload applies exactly the keys marked [`Apply::Reload`] (made with `live`), and the
 /// `cohort.toml(5)` manual page is generated from it ([`key_docs`]) together with the defaults and
-/// comments of `config/default.toml`. Only `log.level` and `fencing.levels` (which carries the fence
-/// agents' timeouts and retries) are applied at a reload: the core takes its timing, limits, quorum and
+/// comments of `config/default.toml`. `log.level`, `fencing.levels` (which carries the fence agents'
+/// timeouts and retries) and the protocol timing (`timing.*`, one step at a time, see
+/// [`cohort::Timing::check_step`]) are applied at a reload: the core takes its limits, quorum and
 /// policies once per incarnation, and the sockets, data directory and key are opened at start.
 const KEYS: &[Field] = &[
     f("cluster.name", Kind::Str { nonempty: true }, "a non-empty cluster name in quotes"),
@@ -320,11 +321,11 @@ const KEYS: &[Field] = &[
     f("node.data_dir", Kind::Str { nonempty: true }, "a directory path in quotes"),
     f("node.event_log", Kind::OptPath, "a file path in quotes, or \"\" for <data_dir>/events.jsonl"),
     f("node.key_file", Kind::Str { nonempty: true }, "a file path in quotes"),
-    f("timing.heartbeat_interval_ms", POS_MS, POS_MS_TEXT),
-    f("timing.failure_timeout_ms", POS_MS, POS_MS_TEXT),
-    f("timing.discovery_interval_ms", POS_MS, POS_MS_TEXT),
-    f("timing.view_change_timeout_ms", POS_MS, POS_MS_TEXT),
-    f("timing.retransmit_interval_ms", POS_MS, POS_MS_TEXT),
+    live("timing.heartbeat_interval_ms", POS_MS, POS_MS_TEXT),
+    live("timing.failure_timeout_ms", POS_MS, POS_MS_TEXT),
+    live("timing.discovery_interval_ms", POS_MS, POS_MS_TEXT),
+    live("timing.view_change_timeout_ms", POS_MS, POS_MS_TEXT),
+    live("timing.retransmit_interval_ms", POS_MS, POS_MS_TEXT),
     f(
         "limits.max_datagram_bytes",
         Kind::Uint { min: 1024, max: 65_000 },

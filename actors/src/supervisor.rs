@@ -390,7 +390,6 @@ pub struct AgentOptions {
 /// [`ServiceManagerActor`] reports readiness, status and the watchdog.
 pub fn run_agent(settings: Settings, opts: AgentOptions) -> anyhow::Result<()> {
     let system = actix::System::new();
-    let leave_within = leave_deadline(&settings.timing);
     system.block_on(async move {
         let notifier = opts.service.notifier().map_err(|e| {
             anyhow::anyhow!("cannot open a socket to notify the service manager at NOTIFY_SOCKET: {e}")
@@ -428,7 +427,7 @@ pub fn run_agent(settings: Settings, opts: AgentOptions) -> anyhow::Result<()> {
                     if let Some(m) = &manager {
                         m.do_send(NotifyReloading);
                     }
-                    let summary = reload(&mut running, opts.reload_from.as_ref(), &handle);
+                    let summary = reload(&mut running, opts.reload_from.as_ref(), &handle).await;
                     record_running(&running_path, &running);
                     if let Some(m) = &manager {
                         m.do_send(NotifyReloaded { summary });
@@ -446,7 +445,8 @@ pub fn run_agent(settings: Settings, opts: AgentOptions) -> anyhow::Result<()> {
                 if let Some(m) = &manager {
                     let _ = m.send(NotifyStopping { reason: format!("{reason}: leaving the cluster") }).await;
                 }
-                let outcome = handle.shutdown(reason, leave_within).await;
+                // The failure timeout may have changed at a reload since the start.
+                let outcome = handle.shutdown(reason, leave_deadline(&running.timing)).await;
                 tracing::info!(?outcome, "stopped");
                 Ok(())
             }
@@ -471,7 +471,7 @@ fn record_running(path: &std::path::Path, settings: &Settings) {
 
 /// Loads the configuration again and applies what can change at run time; returns the one-line
 /// summary. A configuration that does not load changes nothing.
-fn reload(
+async fn reload(
     running: &mut Settings,
     from: Option<&crate::settings_load::LoadOptions>,
     handle: &NodeHandle,
@@ -487,7 +487,25 @@ fn reload(
             return format!("configuration reload failed, nothing changed: {e}");
         }
     };
-    let plan = crate::reload::plan(running, &loaded.settings);
+    let mut plan = crate::reload::plan(running, &loaded.settings);
+    if plan.applied.iter().any(|c| c.key.starts_with("timing.")) {
+        // The core checks the step against what it runs (the plan checked the same against the running
+        // configuration); a refusal there keeps the running timing.
+        let timing = crate::reload::timing_of(&plan.next);
+        let answer = match handle.membership.send(ApplyTiming { timing }).await {
+            Ok(r) => r.map_err(|e| format!("timing.{e}")),
+            Err(e) => Err(format!("the membership actor did not answer: {e}")),
+        };
+        if let Err(why) = answer {
+            tracing::error!("the timing was not applied: {why}");
+            plan.next.timing = running.timing.clone();
+            let (t, rest): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut plan.applied).into_iter().partition(|c| c.key.starts_with("timing."));
+            plan.applied = rest;
+            plan.refused.extend(t);
+            plan.refused_why.get_or_insert(why);
+        }
+    }
     for c in &plan.applied {
         match c.key.as_str() {
             "log.level" => {

@@ -61,6 +61,7 @@ fn canned_status() -> Status {
         origin: None,
         epoch_inquiries: vec![],
         catching_up: false,
+        timing: cohort::Config::new("t", &[1]).timing(),
     }
 }
 

@@ -878,7 +878,10 @@ fn heal_after_fencing_with_restarted_agents_removes_and_fences_no_majority_membe
     let bound = bed.spec.timing.convergence_bound();
     let after = bed.measure_merge("heal after fencing -> all 5", t_heal, &[1, 2, 3, 4, 5], bound);
     for n in [1, 2] {
-        assert!(epoch_of(&after, n) > epoch_of(&before, n), "node {n} rejoined without a new epoch: {after:?}");
+        assert!(
+            epoch_of(&after, n) > epoch_of(&before, n),
+            "node {n} rejoined without a new epoch: {after:?}"
+        );
     }
     for n in [3, 4, 5] {
         assert_eq!(epoch_of(&after, n), epoch_of(&before, n), "majority node {n} changed epoch: {after:?}");
@@ -1009,8 +1012,17 @@ fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() 
         // It forgot what it knew, so it caught up before counting for a quorum; in a primary view now, it
         // has (the flag is on disk until then), and the operator's marker is consumed.
         assert!(!marker.exists(), "node {n}'s restore marker is still there after its start");
+        let log = std::fs::read_to_string(bed.stderr_path(n)).unwrap_or_default();
+        assert!(
+            log.contains("this node catches up"),
+            "node {n} ({disk}) did not start catching up (counting for no quorum until a primary view); its log:\n{log}"
+        );
         let st = bed.status(n).expect("status");
-        assert_eq!(st["catching_up"], serde_json::json!(false), "node {n} still catching up in a primary view: {st}");
+        assert_eq!(
+            st["catching_up"],
+            serde_json::json!(false),
+            "node {n} still catching up in a primary view: {st}"
+        );
         // It asked the cluster before picking an epoch: no epoch it used before starts again (G12).
         let stale: Vec<u64> = bed
             .events_where(n, "start", |e| e["ts_ms"].as_u64().is_some_and(|ts| ts >= t))
@@ -1031,7 +1043,9 @@ fn wiped_node_and_node_restored_from_an_old_backup_rejoin_with_a_higher_epoch() 
         let majority = bed.status(1).expect("status");
         let asked = majority["epoch_inquiries"].as_array().cloned().unwrap_or_default();
         assert!(
-            asked.iter().any(|x| x[0].as_u64() == Some(u64::from(n)) && x[1].as_u64().is_some_and(|e| e >= used)),
+            asked
+                .iter()
+                .any(|x| x[0].as_u64() == Some(u64::from(n)) && x[1].as_u64().is_some_and(|e| e >= used)),
             "node 1's status does not name node {n}'s inquiry with epoch {used} ({disk}): {majority}"
         );
     }

@@ -185,7 +185,7 @@ fn ready_comes_after_the_first_view_and_watchdog_pings_stop_while_the_agent_is_s
 }
 
 #[test]
-fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
+fn a_reload_changes_the_log_level_the_fence_levels_and_the_timing_of_a_running_agent() {
     // Level 1 fails; after the reload, level 1 succeeds and names itself in the fence result.
     let old_levels = "[[fencing.levels]]\n[[fencing.levels.agents]]\nname = \"old-level\"\n\
                       command = \"/bin/false\"\ntimeout_ms = 5000\n";
@@ -216,7 +216,8 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
         "debug lines at level info"
     );
 
-    // New configuration: log level and fence levels (reloadable), failure timeout (needs a restart).
+    // New configuration: log level, fence levels and failure timeout (reloadable), merge policy (needs a
+    // restart).
     let node1 = c.nodes[0].config.clone();
     let node_toml = std::fs::read_to_string(&node1).expect("node1.toml");
     std::fs::write(&node1, node_toml.replace("level = \"info\"", "level = \"debug\""))
@@ -224,7 +225,8 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
     let cluster_toml = std::fs::read_to_string(&c.cluster_toml).expect("cluster.toml");
     let changed = cluster_toml
         .replace(old_levels, new_levels)
-        .replace("failure_timeout_ms = 500", "failure_timeout_ms = 600");
+        .replace("failure_timeout_ms = 500", "failure_timeout_ms = 600")
+        .replace("policy = \"fence\"", "policy = \"restart\"");
     assert_ne!(changed, cluster_toml);
     std::fs::write(&c.cluster_toml, changed).expect("write cluster.toml");
 
@@ -239,7 +241,7 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
         .expect("run cohort config check");
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(out.contains(&format!("# the running agent (pid {pid}) differs in 3 keys")), "{out}");
+    assert!(out.contains(&format!("# the running agent (pid {pid}) differs in 4 keys")), "{out}");
     assert!(out.contains("#   fencing.levels: "), "{out}");
     let line = |key: &str| {
         out.lines().find(|l| l.starts_with(&format!("#   {key}: "))).unwrap_or_default().to_string()
@@ -254,8 +256,9 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
     );
     assert_eq!(
         line("timing.failure_timeout_ms"),
-        "#   timing.failure_timeout_ms: 500 -> 600    needs a restart"
+        "#   timing.failure_timeout_ms: 500 -> 600    applied by a reload (SIGHUP, systemctl reload cohort)"
     );
+    assert_eq!(line("merge.policy"), "#   merge.policy: \"fence\" -> \"restart\"    needs a restart");
 
     // The reload: RELOADING=1, then READY=1 with what was applied and what needs a restart.
     manager.drain();
@@ -266,8 +269,8 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
     assert_eq!(
         status_of(&done),
         Some(
-            "configuration reloaded: applied fencing.levels, log.level; changed but needs a restart: \
-             timing.failure_timeout_ms"
+            "configuration reloaded: applied timing.failure_timeout_ms, fencing.levels, log.level; changed but \
+             needs a restart: merge.policy"
         )
     );
     let log = wait_for_file(&stderr, "the fencing actor's new levels", Duration::from_secs(5), |t| {
@@ -279,6 +282,10 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
     assert_eq!(c.pid(1), pid);
     assert!(c.exited(1).is_none(), "node 1 exited");
     assert_eq!(c.status(1).expect("status")["member"], member_before);
+    // The core runs with the new failure timeout (its status reports the timing it uses).
+    let st = c.status(1).expect("status");
+    assert_eq!(st["timing"]["failure_timeout_ms"], serde_json::json!(600), "{st}");
+    assert_eq!(st["timing"]["heartbeat_interval_ms"], serde_json::json!(50), "{st}");
 
     // The log level took effect: the same status query now logs its disconnection at debug.
     c.status(1).expect("status");
@@ -296,6 +303,47 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
     assert!(result.contains("level 1 new-level"), "the fence did not use the reloaded level: {result}");
     assert!(!log.contains("old-level"), "the replaced level ran: {log}");
 
+    // A timing step too far for peers still on the running timing is refused as a whole, and `config
+    // check` says so beforehand: heartbeats every 400 ms (valid with a failure timeout of 1000 ms) would
+    // be suspected by peers that still run with 600 ms.
+    let cluster_toml = std::fs::read_to_string(&c.cluster_toml).expect("cluster.toml");
+    let too_far = cluster_toml
+        .replace("heartbeat_interval_ms = 50", "heartbeat_interval_ms = 400")
+        .replace("failure_timeout_ms = 600", "failure_timeout_ms = 1000");
+    assert_ne!(too_far, cluster_toml);
+    std::fs::write(&c.cluster_toml, &too_far).expect("write cluster.toml");
+    let check = Command::new(cohort_bin())
+        .args(["config", "check", "--config"])
+        .arg(&c.cluster_toml)
+        .arg("--config")
+        .arg(&node1)
+        .output()
+        .expect("run cohort config check");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains(
+            "#   timing.heartbeat_interval_ms: 50 -> 400    refused by a reload: timing.heartbeat_interval_ms \
+             = 400: at most half the running failure_timeout_ms in one step"
+        ),
+        "{out}"
+    );
+    manager.drain();
+    signal(pid, "HUP");
+    let done = manager
+        .wait_for("READY=1 after the refused reload", Duration::from_secs(10), |d| has_line(d, "READY=1"));
+    let summary = status_of(&done).unwrap_or_default().to_string();
+    assert!(
+        summary.contains("refused timing.heartbeat_interval_ms, timing.failure_timeout_ms (timing.heartbeat_interval_ms = 400"),
+        "{summary}"
+    );
+    let st = c.status(1).expect("status");
+    assert_eq!(
+        st["timing"]["heartbeat_interval_ms"],
+        serde_json::json!(50),
+        "a refused step was applied: {st}"
+    );
+    std::fs::write(&c.cluster_toml, &cluster_toml).expect("write cluster.toml");
+
     // `config check` now differs from the running agent only in the key that needs a restart.
     let check = Command::new(cohort_bin())
         .args(["config", "check", "--config"])
@@ -306,7 +354,7 @@ fn a_reload_changes_the_log_level_and_the_fence_levels_of_a_running_agent() {
         .expect("run cohort config check");
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains(&format!("# the running agent (pid {pid}) differs in 1 key;")), "{out}");
-    assert!(out.contains("#   timing.failure_timeout_ms: 500 -> 600    needs a restart"), "{out}");
+    assert!(out.contains("#   merge.policy: \"fence\" -> \"restart\"    needs a restart"), "{out}");
 
     assert!(c.stop(1, Duration::from_secs(10)), "node 1 did not exit cleanly");
     let running = c.nodes[0].socket.with_file_name("running-config.toml");

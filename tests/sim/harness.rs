@@ -1976,7 +1976,10 @@ impl Sim {
                 let epoch = Epoch((disk.epoch.0 + 1).max(min_epoch.0).max(learned.0));
                 self.slot_mut(n).restored = false;
                 if epoch != learned {
-                    self.fail("G12", format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0));
+                    self.fail(
+                        "G12",
+                        format!("node {n} would run epoch {} but claimed {}", epoch.0, learned.0),
+                    );
                     return;
                 }
                 // A clean leave of an earlier incarnation whose record this data directory lost (wiped or

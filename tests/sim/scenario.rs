@@ -667,8 +667,14 @@ pub fn seed_story(policy: MergePolicy, seed: u64) -> (SimOptions, Vec<Step>) {
         // another member keeps heartbeating until then, so the leader always hears it.
         MergePolicy::Fence | MergePolicy::Wait => {
             let action = if policy == MergePolicy::Fence { MergeAction::Fence } else { MergeAction::Wait };
-            steps.push(Step::WaitUntil(Cond::Record(RecordPat::StatefulMerge { node: 1, action: Some(action) }), 1000));
-            steps.push(Step::WaitUntil(Cond::Record(RecordPat::StatefulMerge { node: 2, action: Some(action) }), 1000));
+            steps.push(Step::WaitUntil(
+                Cond::Record(RecordPat::StatefulMerge { node: 1, action: Some(action) }),
+                1000,
+            ));
+            steps.push(Step::WaitUntil(
+                Cond::Record(RecordPat::StatefulMerge { node: 2, action: Some(action) }),
+                1000,
+            ));
         }
     }
     if policy == MergePolicy::Fence {

@@ -610,6 +610,11 @@ impl Bed {
         &self.nodes[id as usize - 1]
     }
 
+    /// The path of node `id`'s stderr file of its latest start.
+    pub fn stderr_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("node{id}.stderr.{}", self.node(id).starts))
+    }
+
     fn node_mut(&mut self, id: u32) -> &mut BedNode {
         &mut self.nodes[id as usize - 1]
     }
