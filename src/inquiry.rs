@@ -88,7 +88,12 @@ impl EpochInquiry {
     pub fn new(cfg: Arc<Config>, node: NodeId, disk: Durable, nonce: u64, now: u64) -> EpochInquiry {
         let wait = cfg.discovery_interval_ms.max(cfg.failure_timeout_ms) * 2;
         let max_packet = 64 * 1024;
-        let own = disk.epoch.max(known_epoch_on_disk(&disk, node));
+        // Its own clean leaves are left out: a directory's own leave is never above its epoch, and one
+        // above it was learned back from an answer by an inquiry this one replaces (a start interrupted
+        // and begun again): the directory is still behind (G1, G12).
+        let mut without_own_leaves = disk.clone();
+        without_own_leaves.left.retain(|m| m.node() != node);
+        let own = disk.epoch.max(known_epoch_on_disk(&without_own_leaves, node));
         EpochInquiry {
             own,
             ran: Epoch(0),
@@ -182,6 +187,13 @@ impl EpochInquiry {
         self.max_view_seq.saturating_add(gap)
     }
 
+    /// The view sequence number the new incarnation starts above: its data directory's, or
+    /// [`EpochInquiry::view_seq_floor`] when that is higher. The claim records it, so a later
+    /// incarnation that lost this directory starts above every view this one forms (G1).
+    pub fn start_seq(&self) -> u64 {
+        self.disk.max_view_seq.max(self.view_seq_floor())
+    }
+
     /// What the inquiry waits for, for logs and status.
     pub fn waiting_for(&self) -> String {
         match &self.phase {
@@ -223,7 +235,12 @@ impl EpochInquiry {
                     (Body::EpochQuery { nonce: self.nonce }, self.answers.keys().copied().collect())
                 }
                 Phase::Claim { epoch, granted, .. } => {
-                    (Body::EpochClaim { nonce: self.nonce, epoch: *epoch }, granted.clone())
+                    let claim = Body::EpochClaim {
+                        nonce: self.nonce,
+                        epoch: *epoch,
+                        view_seq_floor: self.start_seq(),
+                    };
+                    (claim, granted.clone())
                 }
             };
             let to: Vec<NodeId> = self
@@ -307,7 +324,11 @@ impl EpochInquiry {
             Body::EpochQuery { .. } if self.disk.catching_up => {}
             Body::EpochQuery { nonce } => {
                 let highest = known_epoch_on_disk(&self.disk, from.node());
-                let max_view_seq = self.disk.max_view_seq.max(self.disk.max_installed_seq);
+                let max_view_seq = self
+                    .disk
+                    .max_view_seq
+                    .max(self.disk.max_installed_seq)
+                    .max(reserved_floor(&self.disk, from.node()));
                 let fresh = self.disk.epoch.0 == 0;
                 let left: Vec<Epoch> =
                     self.disk.left.iter().filter(|m| m.node() == from.node()).map(|m| m.epoch()).collect();
@@ -318,9 +339,10 @@ impl EpochInquiry {
                     out,
                 );
             }
-            Body::EpochClaim { nonce, epoch } => {
+            Body::EpochClaim { nonce, epoch, view_seq_floor } => {
                 let known = known_epoch_on_disk(&self.disk, from.node());
-                let (granted, changed) = grant_claim(&mut self.disk, from.node(), epoch, nonce, known);
+                let (granted, changed) =
+                    grant_claim(&mut self.disk, from.node(), (epoch, nonce, view_seq_floor), known);
                 if changed {
                     out.push(Output::Persist(self.disk.clone()));
                 }
@@ -399,22 +421,36 @@ impl EpochInquiry {
     }
 }
 
-/// Decides an `EpochClaim` of `node` for `epoch` at a node whose durable state is `disk` and which knows
+/// Decides an `EpochClaim` of `node` for `epoch` (with the claiming inquiry's `nonce` and the view
+/// sequence number the incarnation starts above) at a node whose durable state is `disk` and which knows
 /// `known` as the node's highest epoch (its disk, and for a running core what it heard): granted when
 /// nothing at or above `epoch` is known, or when this very claim (same nonce) was granted before.
 /// Returns (granted, whether `disk` changed and must be persisted before the answer is sent).
-pub fn grant_claim(disk: &mut Durable, node: NodeId, epoch: Epoch, nonce: u64, known: Epoch) -> (bool, bool) {
-    let claim = Reservation { member: Member(node, epoch), nonce };
-    if disk.reserved.contains(&claim) {
+pub fn grant_claim(
+    disk: &mut Durable,
+    node: NodeId,
+    (epoch, nonce, view_seq_floor): (Epoch, u64, u64),
+    known: Epoch,
+) -> (bool, bool) {
+    let member = Member(node, epoch);
+    if disk.reserved.iter().any(|r| r.member == member && r.nonce == nonce) {
         return (true, false);
     }
     if known >= epoch || epoch == INQUIRY_EPOCH {
         return (false, false);
     }
+    // The floor only grows: a later incarnation never starts below an earlier one.
+    let floor = view_seq_floor.max(reserved_floor(disk, node));
     disk.reserved.retain(|r| r.member.node() != node);
-    disk.reserved.push(claim);
+    disk.reserved.push(Reservation { member, nonce, view_seq_floor: floor });
     disk.reserved.sort_by_key(|r| r.member);
     (true, true)
+}
+
+/// The view sequence number above which `node`'s newest claimed incarnation started
+/// ([`Reservation::view_seq_floor`]); 0 if none is recorded.
+pub fn reserved_floor(disk: &Durable, node: NodeId) -> u64 {
+    disk.reserved.iter().filter(|r| r.member.node() == node).map(|r| r.view_seq_floor).max().unwrap_or(0)
 }
 
 /// The highest epoch a data directory's durable state knows for `node`, claimed or seen in use.
@@ -514,6 +550,57 @@ mod tests {
                 |(to, b)| if let Body::EpochClaim { epoch, .. } = b { Some((to, epoch)) } else { None },
             )
             .collect()
+    }
+
+    /// Node 1's inquiry with a wiped data directory in a cluster of three: node 2 and node 3 answer with
+    /// what their disks hold. Returns the claim's view floor and node 2's disk after granting it.
+    fn wiped_start(c: &Arc<Config>, nonce: u64, answerers: &mut [Durable]) -> u64 {
+        let mut q = EpochInquiry::new(c.clone(), NodeId(1), Durable::default(), nonce, 0);
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        for (i, disk) in answerers.iter_mut().enumerate() {
+            // Each answerer answers the query from its disk, as a node that is inquiring itself would.
+            let mut a = EpochInquiry::new(c.clone(), NodeId(2 + i as u32), disk.clone(), 1000 + nonce, 0);
+            let query = dgram(c, Member(NodeId(1), INQUIRY_EPOCH), Body::EpochQuery { nonce });
+            let mut aout = Vec::new();
+            a.receive(1, &query, &mut aout);
+            for (_, b) in bodies(&aout) {
+                let d = dgram(c, Member(NodeId(2 + i as u32), INQUIRY_EPOCH), b);
+                q.receive(2, &d, &mut out);
+            }
+        }
+        let claim = bodies(&out)
+            .into_iter()
+            .find_map(|(_, b)| match b {
+                Body::EpochClaim { epoch, view_seq_floor, .. } => Some((epoch, view_seq_floor)),
+                _ => None,
+            })
+            .expect("a claim");
+        // Node 2 grants it and records the floor.
+        let (granted, _) = grant_claim(&mut answerers[0], NodeId(1), (claim.0, nonce, claim.1), Epoch(0));
+        assert!(granted);
+        claim.1
+    }
+
+    #[test]
+    fn two_incarnations_that_each_lost_the_data_directory_start_their_view_numbers_apart() {
+        // Nodes 2 and 3 saw view numbers up to 18 and know epoch 3 of node 1. Node 1's epoch-4
+        // incarnation, behind, forms views alone that nobody sees; its directory is wiped again, and
+        // epoch 5 must not form a view number epoch 4 used (G1): the floor recorded with epoch 4's claim
+        // comes back in node 2's answer.
+        let c = cfg(3);
+        let mut disk = Durable::fresh(Epoch(2));
+        disk.max_view_seq = 18;
+        disk.left.push(Member(NodeId(1), Epoch(3)));
+        let mut answerers = vec![disk.clone(), disk];
+        let first = wiped_start(&c, 7, &mut answerers);
+        assert_eq!(first, 18 + SEQ_GAP_BEHIND, "a directory found behind starts a gap above the cluster");
+        // Epoch 4 formed views first+1 .. first+1000 alone; nobody else saw them.
+        let second = wiped_start(&c, 8, &mut answerers);
+        assert!(
+            second >= first + SEQ_GAP_BEHIND,
+            "epoch 5 starts at {second}, inside epoch 4's range from {first}"
+        );
     }
 
     #[test]
@@ -788,7 +875,11 @@ mod tests {
         );
         out.clear();
         let claim = |e: u64, nonce: u64| {
-            dgram(&c, Member(NodeId(3), INQUIRY_EPOCH), Body::EpochClaim { nonce, epoch: Epoch(e) })
+            dgram(
+                &c,
+                Member(NodeId(3), INQUIRY_EPOCH),
+                Body::EpochClaim { nonce, epoch: Epoch(e), view_seq_floor: 0 },
+            )
         };
         // At or below what it knows: refused, nothing written.
         q.receive(0, &claim(8, 42), &mut out);

@@ -174,6 +174,9 @@ pub enum Body {
         nonce: u64,
         /// The epoch claimed.
         epoch: Epoch,
+        /// The view sequence number the claimed incarnation starts above ([`crate::node::Reservation`]).
+        #[serde(default)]
+        view_seq_floor: u64,
     },
     /// The answer to an `EpochClaim`.
     EpochClaimAnswer {

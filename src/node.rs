@@ -79,6 +79,12 @@ pub struct Reservation {
     pub member: Member,
     /// The claiming inquiry's nonce.
     pub nonce: u64,
+    /// The view sequence number the claimed incarnation starts its own above: every view id it forms
+    /// is above it (and fewer than [`crate::inquiry::SEQ_GAP_BEHIND`] above). Reported in later epoch
+    /// answers, so a later incarnation whose data directory lost the views this one formed (even views
+    /// nobody else saw) starts above them (G1).
+    #[serde(default)]
+    pub view_seq_floor: u64,
 }
 
 impl Durable {
@@ -757,8 +763,11 @@ impl Node {
                 // A node about to start a new incarnation asks which epochs of it were seen (G12).
                 let highest = self.highest_known_epoch(from.node());
                 self.epoch_inquiries.insert(from.node(), highest);
-                let max_view_seq =
-                    self.max_seq_seen.max(self.durable.max_view_seq).max(self.durable.max_installed_seq);
+                let max_view_seq = self
+                    .max_seq_seen
+                    .max(self.durable.max_view_seq)
+                    .max(self.durable.max_installed_seq)
+                    .max(crate::inquiry::reserved_floor(&self.durable, from.node()));
                 let left: Vec<Epoch> = self
                     .durable
                     .left
@@ -775,11 +784,15 @@ impl Node {
                 );
                 return;
             }
-            Body::EpochClaim { nonce, epoch } => {
+            Body::EpochClaim { nonce, epoch, view_seq_floor } => {
                 // ... and then claims the epoch it decided: on disk before the grant (G12).
                 let known = self.highest_known_epoch(from.node());
-                let (granted, changed) =
-                    crate::inquiry::grant_claim(&mut self.durable, from.node(), epoch, nonce, known);
+                let (granted, changed) = crate::inquiry::grant_claim(
+                    &mut self.durable,
+                    from.node(),
+                    (epoch, nonce, view_seq_floor),
+                    known,
+                );
                 if changed {
                     self.persist(out);
                 }
@@ -2070,6 +2083,15 @@ impl Node {
             .copied()
             .filter(|m| !matches!(registry.classify(*m), Admission::Fresh))
             .collect();
+        if inadmissible.contains(&self.me) {
+            // This coordinator itself was removed (by an install it learns of only now, maybe one only
+            // assumed made): it is stale, and what it would say of the others is no judgement of the
+            // primary side. It handles its own removal and names nobody else (L3).
+            self.durable.registry.merge(&registry);
+            self.check_admission(now, self.me, out);
+            self.backoff_until = now;
+            return;
+        }
         if !inadmissible.is_empty() {
             self.durable.registry.merge(&registry);
             for m in &inadmissible {

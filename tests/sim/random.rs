@@ -179,6 +179,11 @@ const WORLD_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     (3, 30_000, 127244902, "an earlier incarnation's leave overwritten by a later one's"),
     // L6: a member that left from a non-primary view was listed as failed by the next view.
     (5, 30_000, 171324714, "a leave from a non-primary view listed as a failure"),
+    // G1: a start interrupted and begun again after the data directory was wiped took the clean leave
+    // the first inquiry had learned back as its own epoch, so it was not found behind and formed a view
+    // id its lost incarnation had formed alone. Claims now record the view floor, and own leaves do
+    // not count as what the directory knew.
+    (3, 10_000, 70372419, "a wiped directory's interrupted start reusing a view id"),
 ];
 
 #[test]
@@ -236,6 +241,10 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // the transfer was never ordered.
     (16, 10_000, 397843401, "a joiner's push-back stalling the order its transfer waits on"),
     (16, 10_000, 397843404, "a joiner's push-back stalling the order its transfer waits on"),
+    // L3: a stale coordinator found itself removed by an install only assumed made and named another
+    // member of its old view a stateful merge as well; it reset itself and nobody followed the other
+    // up. A coordinator that finds itself removed now handles its own removal only.
+    (7, 10_000, 117420609, "a removed coordinator naming others stateful merges"),
 ];
 
 #[test]
