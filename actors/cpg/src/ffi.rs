@@ -150,7 +150,10 @@ struct Entry {
 }
 
 static HANDLES: Mutex<BTreeMap<CpgHandle, Arc<Entry>>> = Mutex::new(BTreeMap::new());
-static ITERATIONS: Mutex<BTreeMap<u64, VecDeque<(String, u32, u32)>>> = Mutex::new(BTreeMap::new());
+/// One `cpg_iteration_*` walk: (group, nodeid, pid) entries still to return.
+type Iteration = VecDeque<(String, u32, u32)>;
+
+static ITERATIONS: Mutex<BTreeMap<u64, Iteration>> = Mutex::new(BTreeMap::new());
 /// Zero-copy buffers by address: the memory of each lives in its `Box` until `cpg_zcb_free`.
 static ZCB: Mutex<BTreeMap<usize, Box<[u8]>>> = Mutex::new(BTreeMap::new());
 /// Handle numbers: never reused within a process, so a stale handle is always `CS_ERR_BAD_HANDLE`.
@@ -729,4 +732,48 @@ pub unsafe extern "C" fn cohort_cpg_send_failures_get(handle: CpgHandle, count: 
         unsafe { count.write(e.session.send_failures()) };
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The same numbers as the `_Static_assert`s of tests/c/api.c, which checks them against Debian's
+    /// headers: together they pin the layouts to corosync's.
+    #[test]
+    fn c_layouts_match_corosync_headers() {
+        assert_eq!(size_of::<CpgName>(), 132);
+        assert_eq!(offset_of!(CpgName, value), 4);
+        assert_eq!(size_of::<CpgAddress>(), 12);
+        assert_eq!(size_of::<CpgRingId>(), 16);
+        assert_eq!(offset_of!(CpgRingId, seq), 8);
+        assert_eq!(size_of::<CpgModelV1Data>(), 40);
+        assert_eq!(offset_of!(CpgModelV1Data, cpg_deliver_fn), 8);
+        assert_eq!(offset_of!(CpgModelV1Data, flags), 32);
+        assert_eq!(size_of::<CpgCallbacks>(), 16);
+        assert_eq!(size_of::<CpgIterationDescription>(), 140);
+        assert_eq!(size_of::<IoVec>(), 16);
+    }
+
+    #[test]
+    fn names_are_checked_and_made_within_128_bytes() {
+        let n = make_name("orders");
+        // SAFETY: a valid struct on the stack.
+        assert_eq!(unsafe { read_name(&n) }, Ok("orders".to_string()));
+        let mut long = make_name("x");
+        long.length = 129;
+        // SAFETY: as above.
+        assert_eq!(unsafe { read_name(&long) }, Err(CsError::NameTooLong));
+        // SAFETY: null is allowed.
+        assert_eq!(unsafe { read_name(std::ptr::null()) }, Err(CsError::InvalidParam));
+        assert_eq!(make_name(&"y".repeat(300)).length, 128);
+    }
+
+    #[test]
+    fn unknown_handles_are_bad_handles() {
+        assert_eq!(cpg_finalize(42), CsError::BadHandle as CsErrorT);
+        assert_eq!(cpg_dispatch(42, 2), CsError::BadHandle as CsErrorT);
+        assert_eq!(cpg_context_set(42, std::ptr::null_mut()), CsError::BadHandle as CsErrorT);
+    }
 }

@@ -216,12 +216,10 @@ impl GroupTracker {
                     self.held.push(cb);
                 }
             }
-            KIND_ANNOUNCE => {
-                if self.cohort.contains(&sender) {
-                    self.pids.insert(sender, header.pid);
-                    let joined = self.report_joins();
-                    self.emit(&mut out, Vec::new(), joined);
-                }
+            KIND_ANNOUNCE if self.cohort.contains(&sender) => {
+                self.pids.insert(sender, header.pid);
+                let joined = self.report_joins();
+                self.emit(&mut out, Vec::new(), joined);
             }
             KIND_LEAVE => {
                 self.leaving.insert(sender);
@@ -351,6 +349,16 @@ mod tests {
             confchgs(&out),
             vec![(vec![addr(1, 100, 0)], vec![addr(2, 200, REASON_NODEDOWN)], vec![])]
         );
+    }
+
+    #[test]
+    fn own_leave_lists_this_process_as_left_and_ends_the_group() {
+        let mut t = GroupTracker::new("g", 1, 100, [1, 2].into());
+        t.on_group_view(&[(1, 1), (2, 1)]);
+        t.on_deliver((2, 1), &announce(200));
+        let out = t.on_self_left();
+        assert_eq!(confchgs(&out), vec![(vec![addr(2, 200, 0)], vec![addr(1, 100, REASON_LEAVE)], vec![])]);
+        assert_eq!(out.last(), Some(&Out::SelfGone));
     }
 
     #[test]
