@@ -32,9 +32,12 @@ pub const DEFAULT_SOCKET: &str = "/var/lib/cohort/cohort.sock";
 pub const MAX_ATOMIC_MSG_BYTES: usize = MAX_MESSAGE_BYTES - HEADER_BYTES;
 
 /// Multicasts accepted by `cpg_mcast_joined` and not yet answered by the agent, beyond which
-/// `cpg_mcast_joined` says `CS_ERR_TRY_AGAIN`: the agent's pipeline ([`MAX_UNANSWERED_SENDS`]) and as
-/// many again waiting for it.
-pub const MAX_IN_FLIGHT: usize = 4 * MAX_UNANSWERED_SENDS;
+/// `cpg_mcast_joined` says `CS_ERR_TRY_AGAIN`: the agent's pipeline ([`MAX_UNANSWERED_SENDS`]) and
+/// a queue in front of it deep enough that a sender rarely waits (corosync's IPC blocks instead).
+pub const MAX_IN_FLIGHT: usize = 16 * MAX_UNANSWERED_SENDS;
+
+/// The same bound in bytes, so large messages queue no more than this much memory per handle.
+pub const MAX_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
 /// The agent's socket: `$COHORT_CLIENT_SOCKET`, else [`DEFAULT_SOCKET`].
 pub fn socket_path() -> PathBuf {
@@ -62,13 +65,35 @@ struct Inner {
     group: Option<GroupTracker>,
     /// A `cpg_leave` was made and its confchg has not arrived.
     leaving: bool,
-    in_flight: usize,
+    /// Sizes of the multicasts not yet answered by the agent, in the order they were sent (the agent
+    /// answers a client's sends in order), and their sum.
+    in_flight: VecDeque<usize>,
+    in_flight_bytes: usize,
     /// Current cohort block reasons.
     blocked: BTreeSet<String>,
     view: Option<(RingId, BTreeSet<u32>)>,
     send_failures: u64,
     /// Totem confchg callbacks are wanted.
     totem: bool,
+}
+
+impl Inner {
+    fn flow_control(&self) -> bool {
+        self.in_flight.len() >= MAX_IN_FLIGHT
+            || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES
+            || !self.blocked.is_empty()
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        self.in_flight.push_back(bytes);
+        self.in_flight_bytes += bytes;
+    }
+
+    fn answered(&mut self) {
+        if let Some(b) = self.in_flight.pop_front() {
+            self.in_flight_bytes -= b;
+        }
+    }
 }
 
 /// One handle. See the module documentation.
@@ -139,7 +164,8 @@ impl Session {
             finalized: false,
             group: None,
             leaving: false,
-            in_flight: 0,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             blocked: BTreeSet::new(),
             view: None,
             send_failures: 0,
@@ -330,10 +356,10 @@ impl Session {
             if g.group.is_none() || g.leaving {
                 return Err(CsError::NotExist);
             }
-            if g.in_flight >= MAX_IN_FLIGHT || !g.blocked.is_empty() {
+            if g.flow_control() {
                 return Err(CsError::TryAgain);
             }
-            g.in_flight += 1;
+            g.sent(data.len());
         }
         let payload = Header { kind: KIND_DATA, pid: self.pid }.wrap(data);
         let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
@@ -344,7 +370,7 @@ impl Session {
     pub fn flow_control(&self) -> Result<bool, CsError> {
         let g = self.lock();
         self.alive(&g)?;
-        Ok(g.in_flight >= MAX_IN_FLIGHT || !g.blocked.is_empty())
+        Ok(g.flow_control())
     }
 
     /// The CPG membership of the joined `group` as last reported by a confchg (`cpg_membership_get`).
@@ -465,7 +491,7 @@ fn fatal(e: &ClientError) -> bool {
 }
 
 async fn send_own(session: &Session, client: &mut Client, group: &str, kind: u8) -> Result<(), ()> {
-    session.lock().in_flight += 1;
+    session.lock().sent(0);
     let payload = Header { kind, pid: session.pid }.wrap(&[]);
     client.send_nowait(group, payload, Delivery::Agreed).await.map(|_| ()).map_err(|_| ())
 }
@@ -512,7 +538,7 @@ async fn on_cmd(
                     None => {
                         drop(g);
                         // Left meanwhile: the message is dropped, as corosync drops it.
-                        session.lock().in_flight -= 1;
+                        session.lock().answered();
                         return Ok(());
                     }
                 }
@@ -574,9 +600,9 @@ async fn on_event(
                     group_name = Some(group);
                 }
             }
-            ClientEvent::Sent { .. } => g.in_flight = g.in_flight.saturating_sub(1),
+            ClientEvent::Sent { .. } => g.answered(),
             ClientEvent::SendFailed { .. } => {
-                g.in_flight = g.in_flight.saturating_sub(1);
+                g.answered();
                 g.send_failures += 1;
             }
             ClientEvent::Blocked { reason } => {
