@@ -385,3 +385,72 @@ fn one_nonblocking_dispatch_delivers_everything_in_order() {
     drop((p1, p2));
     c.stop_and_verify();
 }
+
+/// Cuts node `id` off from `blocked` (an empty list restores every link), on its operator socket.
+fn link_filter(c: &Cluster, id: u32, blocked: &[u32]) {
+    let socket = c.nodes[id as usize - 1].operator_socket.clone();
+    let blocked: Vec<cohort::NodeId> = blocked.iter().copied().map(cohort::NodeId).collect();
+    c.block_on(async move {
+        let mut op = cohort_actors::client::Client::connect(&socket, "cpg-test-operator")
+            .await
+            .expect("operator socket");
+        op.set_link_filter(&blocked).await.expect("set the link filter");
+    });
+}
+
+/// The seed story, told to CPG programs on three loopback agents (merge policy `wait`): node 1 is cut
+/// off; the majority sees it go down and, once the operator acknowledges its fence, recovers it; node 1
+/// keeps running alone (blocked, no quorum). When the partition heals, node 1 comes back with its old
+/// state: a stateful merge, which corosync would report as an ordinary join. cohort refuses it, and the
+/// CPG program on node 1 hears so through the extension callback.
+#[test]
+fn seed_story_stateful_merge_reaches_the_extension_callback() {
+    let exe = build("member");
+    let mut c = Cluster::new(3, Timing::FAST);
+    for id in c.ids() {
+        c.start_with(id, &[("COHORT__MERGE__POLICY", "wait")], &[]);
+    }
+    c.wait_for_view(&[1, 2, 3], FORM_DEADLINE);
+    let mut m: Vec<Proc> =
+        (0..3).map(|i| Proc::spawn(&format!("story{}", i + 1), &exe, &["all"], &c.nodes[i].socket)).collect();
+    for p in &mut m {
+        p.wait("READY", |l| l.starts_with("READY "));
+        assert_eq!(p.call("join story"), "RC cmd=join rc=1");
+    }
+    let pid1 = m[0].pid();
+    for p in &mut m {
+        p.wait("three members", |l| l.starts_with("CONFCHG ") && confchg(l).0.matches('/').count() == 3);
+    }
+
+    // Partition {1} | {2, 3}.
+    link_filter(&c, 1, &[2, 3]);
+    link_filter(&c, 2, &[1]);
+    link_filter(&c, 3, &[1]);
+    for p in &mut m[1..] {
+        let line = p.wait("node 1 going down", |l| l.starts_with("CONFCHG group=story "));
+        assert_eq!(confchg(&line).1, format!("1/{pid1}:3"), "{line}");
+        p.wait("the fencing block", |l| l == "EVENT kind=1 reason=fencing nodes=");
+    }
+    m[0].wait("node 1 blocked without quorum", |l| l == "EVENT kind=1 reason=no_quorum nodes=");
+
+    // The operator acknowledges node 1's fence (as if it had been powered off): the majority recovers it.
+    let socket = c.nodes[1].operator_socket.clone();
+    c.block_on(async move {
+        let mut op = cohort_actors::client::Client::connect(&socket, "cpg-test-operator")
+            .await
+            .expect("operator socket");
+        op.fence_ack(cohort::NodeId(1)).await.expect("fence ack");
+    });
+    for p in &mut m[1..] {
+        p.wait("node 1 recovered", |l| l == "EVENT kind=3 reason= nodes=1");
+    }
+
+    // Heal. Node 1 was never really fenced: it is back with its old state.
+    for id in [1, 2, 3] {
+        link_filter(&c, id, &[]);
+    }
+    let line = m[0].wait("the stateful merge", |l| l == "EVENT kind=1 reason=stateful_merge_wait nodes=");
+    println!("member on node 1: {line}");
+    drop(m);
+    c.stop_all();
+}
