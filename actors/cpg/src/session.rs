@@ -103,6 +103,7 @@ pub struct Session {
     notify_rx: UnixStream,
     notify_tx: UnixStream,
     cmds: mpsc::UnboundedSender<Cmd>,
+    shutdown: tokio::sync::Notify,
     worker: Mutex<Option<JoinHandle<()>>>,
     node: u32,
     pid: u32,
@@ -184,6 +185,7 @@ impl Session {
             notify_rx,
             notify_tx,
             cmds: tx,
+            shutdown: tokio::sync::Notify::new(),
             worker: Mutex::new(Some(worker)),
             node,
             pid,
@@ -409,10 +411,9 @@ impl Session {
             g.finalized = true;
             self.signal(&mut g);
         }
-        // Dropping the last sender is not possible here (the session holds it); the worker stops on
-        // `finalized`, which it checks after every command and event. Waking it takes a message.
-        let (reply, _rx) = oneshot::channel();
-        let _ = self.cmds.send(Cmd::Status { reply });
+        // The worker stops at once, whatever it is waiting for; dropping its client closes the
+        // connection, which leaves the group.
+        self.shutdown.notify_one();
         let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = worker {
             if w.thread().id() != std::thread::current().id() {
@@ -444,19 +445,34 @@ async fn run(session: &Session, client: &mut Client, mut rx: mpsc::UnboundedRece
         if session.lock().finalized {
             return;
         }
-        let step = tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => on_cmd(session, client, cmd, &mut early).await,
-                None => Err(()),
-            },
-            ev = client.next_event() => match ev {
-                Ok(ev) => on_event(session, client, ev, &mut early).await,
-                Err(_) => Err(()),
-            },
+        // `cpg_finalize` must not wait for the agent: a request or a send may wait for an answer
+        // indefinitely while the agent blocks, so shutdown wins over whatever step is in progress.
+        let result = tokio::select! {
+            _ = session.shutdown.notified() => Err(()),
+            r = step(session, client, &mut rx, &mut early) => r,
         };
-        if step.is_err() {
+        if result.is_err() {
             return;
         }
+    }
+}
+
+/// One request or one event.
+async fn step(
+    session: &Session,
+    client: &mut Client,
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    early: &mut VecDeque<(Vec<u8>, Delivery)>,
+) -> Result<(), ()> {
+    tokio::select! {
+        cmd = rx.recv() => match cmd {
+            Some(cmd) => on_cmd(session, client, cmd, early).await,
+            None => Err(()),
+        },
+        ev = client.next_event() => match ev {
+            Ok(ev) => on_event(session, client, ev, early).await,
+            Err(_) => Err(()),
+        },
     }
 }
 

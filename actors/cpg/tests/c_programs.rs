@@ -451,6 +451,8 @@ fn seed_story_stateful_merge_reaches_the_extension_callback() {
     }
     let line = m[0].wait("the stateful merge", |l| l == "EVENT kind=1 reason=stateful_merge_wait nodes=");
     println!("member on node 1: {line}");
+    // cpg_finalize returns while the agent still refuses this member.
+    assert_eq!(m[0].call("quit"), "RC cmd=quit rc=1");
     drop(m);
     c.stop_all();
 }
