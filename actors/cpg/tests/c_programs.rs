@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use support::{Cluster, Timing};
 
@@ -32,8 +32,20 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
 }
 
-/// Compiles `tests/c/<name>.c` once per test process; returns the executable.
+/// Compiles `tests/c/<name>.c` once per test process (tests run in parallel threads: one compiling a
+/// program while another executes it would fail with "text file busy"); returns the executable.
 fn build(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(exe) = built.get(name) {
+        return exe.clone();
+    }
+    let exe = compile(name);
+    built.insert(name.to_string(), exe.clone());
+    exe
+}
+
+fn compile(name: &str) -> PathBuf {
     static CHECKED: OnceLock<()> = OnceLock::new();
     CHECKED.get_or_init(|| {
         let header = Path::new("/usr/include/corosync/cpg.h");
@@ -61,13 +73,16 @@ fn build(name: &str) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = lib_dir.join("cpg-c-tests");
     std::fs::create_dir_all(&out_dir).expect("create the C tests' output directory");
-    let exe = out_dir.join(format!("{name}-{}", std::process::id()));
+    // Compiled under a name of this process, then renamed into place: another test process may be
+    // running the previous build (a rename does not disturb it), and nothing accumulates.
+    let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let exe = out_dir.join(name);
     let out = Command::new("cc")
         .args(["-O1", "-Wall", "-Wextra", "-Werror", "-std=gnu11"])
         .arg("-I")
         .arg(crate_dir.join("include"))
         .arg("-o")
-        .arg(&exe)
+        .arg(&tmp)
         .arg(crate_dir.join("tests/c").join(format!("{name}.c")))
         .arg("-L")
         .arg(&lib_dir)
@@ -82,6 +97,7 @@ fn build(name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::rename(&tmp, &exe).expect("move the compiled program into place");
     exe
 }
 
