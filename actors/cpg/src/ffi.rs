@@ -88,6 +88,11 @@ pub type ConfchgFn = unsafe extern "C" fn(
 );
 /// `cpg_totem_confchg_fn_t`.
 pub type TotemFn = unsafe extern "C" fn(CpgHandle, CpgRingId, u32, *const u32);
+/// `cohort_cpg_state_provide_fn_t` (cpg_ext.h): sets `*state` to a buffer valid until it returns and
+/// returns its length.
+pub type ProvideFn = unsafe extern "C" fn(CpgHandle, *const CpgName, u32, *mut *const c_void) -> usize;
+/// `cohort_cpg_state_apply_fn_t` (cpg_ext.h).
+pub type ApplyFn = unsafe extern "C" fn(CpgHandle, *const CpgName, u32, *const c_void, usize);
 /// `cohort_cpg_event_fn_t` (cpg_ext.h).
 pub type EventFn = unsafe extern "C" fn(CpgHandle, c_uint, *const c_char, *const u32, usize);
 
@@ -145,6 +150,7 @@ struct Entry {
     confchg: Option<ConfchgFn>,
     totem: Option<TotemFn>,
     event: Mutex<Option<EventFn>>,
+    state: Mutex<Option<(ProvideFn, ApplyFn)>>,
     /// `void *context`, kept as an address: the library never dereferences it.
     context: Mutex<usize>,
 }
@@ -213,7 +219,15 @@ fn register(
     context: usize,
 ) -> CpgHandle {
     let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-    let e = Entry { session, deliver, confchg, totem, event: Mutex::new(None), context: Mutex::new(context) };
+    let e = Entry {
+        session,
+        deliver,
+        confchg,
+        totem,
+        event: Mutex::new(None),
+        state: Mutex::new(None),
+        context: Mutex::new(context),
+    };
     table(&HANDLES).insert(h, Arc::new(e));
     h
 }
@@ -384,6 +398,33 @@ fn run_callback(handle: CpgHandle, e: &Entry, cb: Callback) -> bool {
                 let ring = CpgRingId { nodeid: ring.nodeid, seq: ring.seq };
                 // SAFETY: as above.
                 unsafe { f(handle, ring, members.len() as u32, members.as_ptr()) };
+                return true;
+            }
+        }
+        Callback::ProvideState { group, joiner, token } => {
+            let f = *e.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = Vec::new();
+            if let Some((provide, _)) = f {
+                let name = make_name(&group);
+                let mut buf: *const c_void = std::ptr::null();
+                // SAFETY: the application's function for this signature; `name` lives until it returns.
+                let len = unsafe { provide(handle, &name, joiner.0 .0, &mut buf) };
+                if !buf.is_null() && len > 0 {
+                    // SAFETY: the callback's contract: `buf` holds `len` readable bytes until it returns,
+                    // and they are copied before anything else runs.
+                    state = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }.to_vec();
+                }
+            }
+            // Always answered (empty without a function), or the joiner's transfer would wait forever.
+            let _ = e.session.provide_state(&group, joiner, token, state);
+            return f.is_some();
+        }
+        Callback::ApplyState { group, provider, state } => {
+            let f = *e.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, apply)) = f {
+                let name = make_name(&group);
+                // SAFETY: as above; `state` lives until it returns.
+                unsafe { apply(handle, &name, provider, state.as_ptr().cast(), state.len()) };
                 return true;
             }
         }
@@ -713,6 +754,27 @@ pub extern "C" fn cohort_cpg_event_callback_set(handle: CpgHandle, f: Option<Eve
         let e = entry(handle)?;
         *e.event.lock().unwrap_or_else(|p| p.into_inner()) = f;
         Ok(())
+    })
+}
+
+/// `cohort_cpg_state_callbacks_set` (cpg_ext.h): the application provides the group's state when a
+/// member joins and applies the state it receives when it joins. Both functions, or both null to go
+/// back to the library answering with an empty state. Set it before `cpg_join`.
+#[no_mangle]
+pub extern "C" fn cohort_cpg_state_callbacks_set(
+    handle: CpgHandle,
+    provide: Option<ProvideFn>,
+    apply: Option<ApplyFn>,
+) -> CsErrorT {
+    guard(|| {
+        let e = entry(handle)?;
+        let pair = match (provide, apply) {
+            (Some(p), Some(a)) => Some((p, a)),
+            (None, None) => None,
+            _ => return Err(CsError::InvalidParam),
+        };
+        *e.state.lock().unwrap_or_else(|p| p.into_inner()) = pair;
+        e.session.set_state_transfer(pair.is_some())
     })
 }
 

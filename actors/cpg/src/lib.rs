@@ -101,4 +101,24 @@ pub enum Callback {
     },
     /// The extension callback of `cpg_ext.h`.
     Cohort(CohortEvent),
+    /// A member joins a group of this process: provide the group's state as of this point with
+    /// [`Session::provide_state`] (only after `Session::set_state_transfer(true)`).
+    ProvideState {
+        /// The group.
+        group: String,
+        /// Who joins.
+        joiner: cohort::Member,
+        /// The transfer, to be passed back.
+        token: cohort::msg::TransferToken,
+    },
+    /// This process joined: replace the group's state with this one, before any later delivery (only
+    /// after `Session::set_state_transfer(true)`).
+    ApplyState {
+        /// The group.
+        group: String,
+        /// The providing node.
+        provider: u32,
+        /// The state.
+        state: Vec<u8>,
+    },
 }

@@ -10,7 +10,8 @@
 use crate::mapping::{GroupTracker, Header, Out, HEADER_BYTES, KIND_ANNOUNCE, KIND_DATA, KIND_LEAVE};
 use crate::types::{CsError, DISPATCH_ALL, DISPATCH_BLOCKING, DISPATCH_ONE, DISPATCH_ONE_NONBLOCKING};
 use crate::{Callback, CohortEvent, RingId};
-use cohort::Delivery;
+use cohort::msg::TransferToken;
+use cohort::{Delivery, Member};
 use cohort_actors::client::{Client, ClientError, ClientEvent};
 use cohort_actors::client_proto::{MAX_MESSAGE_BYTES, MAX_UNANSWERED_SENDS};
 use std::collections::{BTreeSet, VecDeque};
@@ -50,6 +51,7 @@ enum Cmd {
     Leave { group: String, reply: oneshot::Sender<Result<(), CsError>> },
     Send { payload: Vec<u8>, delivery: Delivery },
     Status { reply: oneshot::Sender<Result<serde_json::Value, CsError>> },
+    Provide { group: String, joiner: Member, token: TransferToken, state: Vec<u8> },
 }
 
 /// The state shared by the application's threads and the worker.
@@ -75,6 +77,8 @@ struct Inner {
     send_failures: u64,
     /// Totem confchg callbacks are wanted.
     totem: bool,
+    /// The application provides and applies group states (`cohort_cpg_state_callbacks_set`).
+    state_transfer: bool,
 }
 
 impl Inner {
@@ -171,6 +175,7 @@ impl Session {
             view: None,
             send_failures: 0,
             totem,
+            state_transfer: false,
         };
         if let Some(s) = &status {
             inner.view = view_of_status(s);
@@ -399,6 +404,29 @@ impl Session {
         self.ask(Cmd::Status { reply }, rx)
     }
 
+    /// From now on, state transfers at joins go to the application (`ProvideState` and `ApplyState`
+    /// callbacks) instead of being answered with an empty state by the library.
+    pub fn set_state_transfer(&self, on: bool) -> Result<(), CsError> {
+        let mut g = self.lock();
+        self.alive(&g)?;
+        g.state_transfer = on;
+        Ok(())
+    }
+
+    /// Answers a [`Callback::ProvideState`] with the application's state.
+    pub fn provide_state(
+        &self,
+        group: &str,
+        joiner: Member,
+        token: TransferToken,
+        state: Vec<u8>,
+    ) -> Result<(), CsError> {
+        self.alive(&self.lock())?;
+        self.cmds
+            .send(Cmd::Provide { group: group.to_string(), joiner, token, state })
+            .map_err(|_| CsError::Library)
+    }
+
     /// Sends the agent refused after `cpg_mcast_joined` had returned `CS_OK`.
     pub fn send_failures(&self) -> u64 {
         self.lock().send_failures
@@ -566,6 +594,12 @@ async fn on_cmd(
                 None => early.push_back((payload, delivery)),
             }
         }
+        Cmd::Provide { group, joiner, token, state } => {
+            let res = client.provide_state(&group, joiner, token, state).await;
+            if res.as_ref().err().is_some_and(fatal) {
+                return Err(());
+            }
+        }
         Cmd::Status { reply } => {
             if session.lock().finalized {
                 return Err(());
@@ -589,7 +623,8 @@ async fn on_event(
 ) -> Result<(), ()> {
     let mut outs = Vec::new();
     let mut group_name = None;
-    {
+    let mut answer_empty = None;
+    let announce = {
         let mut g = session.lock();
         match ev {
             ClientEvent::View { id, members, .. } => {
@@ -639,20 +674,34 @@ async fn on_event(
             ClientEvent::SelfFenced { reason } => {
                 session.push(&mut g, Callback::Cohort(CohortEvent::SelfFenced { reason }));
             }
-            ClientEvent::ApplyState { group, provider, .. } => {
+            ClientEvent::ApplyState { group, provider, state } => {
                 let node = provider.0 .0;
+                if g.state_transfer {
+                    session
+                        .push(&mut g, Callback::ApplyState { group: group.clone(), provider: node, state });
+                }
                 session.push(&mut g, Callback::Cohort(CohortEvent::StateApplied { group, provider: node }));
             }
             ClientEvent::ProvideState { group, joiner, token } => {
-                // A CPG group has no state of the library's own to transfer: answer at once so the
-                // join completes (applications that keep state use their own protocol, as on corosync).
-                drop(g);
-                return client.provide_state(&group, joiner, token, Vec::new()).await.map_err(|_| ());
+                if g.state_transfer {
+                    // The application's state as of this point of the delivery stream: asked for by a
+                    // callback queued here, after every delivery before this point and before any after.
+                    session.push(&mut g, Callback::ProvideState { group, joiner, token });
+                } else {
+                    // Without state callbacks a CPG group has no state of the library's to transfer:
+                    // answer at once so the join completes (the application keeps its own
+                    // state-exchange protocol, as on corosync).
+                    answer_empty = Some((group, joiner, token));
+                }
             }
         }
-        if !apply(session, &mut g, outs) {
-            return Ok(());
-        }
+        apply(session, &mut g, outs)
+    };
+    if let Some((group, joiner, token)) = answer_empty {
+        return client.provide_state(&group, joiner, token, Vec::new()).await.map_err(|_| ());
+    }
+    if !announce {
+        return Ok(());
     }
     // This process is in the group (or a newcomer is): announce the pid, then send what the
     // application multicast before.

@@ -68,10 +68,12 @@ fn compile(name: &str) -> PathBuf {
         // support::cohort_bin() reads COHORT_BIN.
         std::env::set_var("COHORT_BIN", &agent);
     });
-    let lib_dir = profile_dir();
+    // `cargo test` builds this crate's cdylib into deps/ and copies it up to target/<profile>/ only on
+    // `cargo build`: the copy one level up may be stale, the one in deps/ is this build's.
+    let lib_dir = profile_dir().join("deps");
     assert!(lib_dir.join("libcohort_cpg.so").exists(), "libcohort_cpg.so missing in {}", lib_dir.display());
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out_dir = lib_dir.join("cpg-c-tests");
+    let out_dir = profile_dir().join("cpg-c-tests");
     std::fs::create_dir_all(&out_dir).expect("create the C tests' output directory");
     // Compiled under a name of this process, then renamed into place: another test process may be
     // running the previous build (a rename does not disturb it), and nothing accumulates.
@@ -117,6 +119,9 @@ impl Proc {
         let mut child = Command::new(exe)
             .args(args)
             .env("COHORT_CLIENT_SOCKET", socket)
+            // cargo's LD_LIBRARY_PATH names target/<profile> before deps/, where a stale copy of the
+            // library may be: the program's rpath (deps/) must decide.
+            .env_remove("LD_LIBRARY_PATH")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -233,7 +238,11 @@ fn api_contract_holds_call_by_call_against_one_agent() {
     let exe = build("api");
     let mut c = start_cluster(1);
     let started = Instant::now();
-    let out = Command::new(&exe).env("COHORT_CLIENT_SOCKET", &c.nodes[0].socket).output().expect("run api");
+    let out = Command::new(&exe)
+        .env("COHORT_CLIENT_SOCKET", &c.nodes[0].socket)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run api");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{text}(api.c took {} ms)", started.elapsed().as_millis());
     let checks: Vec<&str> = text.lines().filter(|l| l.starts_with("CHECK ")).collect();
@@ -471,4 +480,32 @@ fn seed_story_stateful_merge_reaches_the_extension_callback() {
     assert_eq!(m[0].call("quit"), "RC cmd=quit rc=1");
     drop(m);
     c.stop_all();
+}
+
+/// State transfer at join through cpg_ext.h: a joiner receives the state of a member that was there,
+/// as of its join point, before any later delivery, and builds on it.
+#[test]
+fn state_transfer_at_join_reaches_the_joiner_before_later_deliveries() {
+    let exe = build("member");
+    let mut c = start_cluster(2);
+    let mut p1 = Proc::spawn("st1", &exe, &["all", "state"], &c.nodes[0].socket);
+    let mut p2 = Proc::spawn("st2", &exe, &["all", "state"], &c.nodes[1].socket);
+    p1.wait("READY", |l| l.starts_with("READY "));
+    p2.wait("READY", |l| l.starts_with("READY "));
+    assert_eq!(p1.call("join st"), "RC cmd=join rc=1");
+    p1.wait("its own join", |l| l.starts_with("CONFCHG "));
+    assert_eq!(p1.call("burst agreed 5 before"), "RC cmd=burst rc=1");
+    p1.deliveries(5);
+    assert_eq!(p2.call("join st"), "RC cmd=join rc=1");
+    p1.wait("the state request", |l| l == "PROVIDE to=2 state=delivered=5");
+    p2.wait("the state", |l| l == "APPLY from=1 state=delivered=5");
+    p2.wait("its first confchg", |l| l.starts_with("CONFCHG ") && confchg(l).0.contains(','));
+    assert_eq!(p1.call("send agreed after"), "RC cmd=send rc=1");
+    p2.wait("the next message", |l| l.starts_with("DELIVER ") && l.ends_with(" data=after"));
+    // Nothing before the join point was delivered to the joiner; its count continues from the state.
+    assert_eq!(p2.deliveries(1).len(), 1, "the joiner received messages from before its join");
+    assert_eq!(p2.call("count"), "RC cmd=count rc=1 delivered=6");
+    assert_eq!(p1.call("count"), "RC cmd=count rc=1 delivered=6");
+    drop((p1, p2));
+    c.stop_and_verify();
 }

@@ -46,6 +46,29 @@ typedef void (*cohort_cpg_event_fn_t)(
 /* Registers (or, with NULL, removes) the event callback of a handle. */
 cs_error_t cohort_cpg_event_callback_set(cpg_handle_t handle, cohort_cpg_event_fn_t fn);
 
+/* State transfer at join. cohort transfers a group's state to every joiner, at the joiner's point of
+ * the delivery stream (before any later delivery), from one member that was already there. Register
+ * both functions before cpg_join to take part:
+ * - provide: a member joins a group this process is in; set *state to the group's state as of now
+ *   (a buffer valid until the function returns; the library copies it) and return its length.
+ * - apply: this process joined; replace the group's state with this one. It runs before any
+ *   delivery that follows the join.
+ * Without them the library answers with an empty state itself, and applications keep their own
+ * state exchange as on corosync. Both NULL unregisters; one NULL is CS_ERR_INVALID_PARAM. */
+typedef size_t (*cohort_cpg_state_provide_fn_t)(
+	cpg_handle_t handle,
+	const struct cpg_name *group,
+	uint32_t joiner_nodeid,
+	const void **state);
+typedef void (*cohort_cpg_state_apply_fn_t)(
+	cpg_handle_t handle,
+	const struct cpg_name *group,
+	uint32_t provider_nodeid,
+	const void *state,
+	size_t state_len);
+cs_error_t cohort_cpg_state_callbacks_set(cpg_handle_t handle, cohort_cpg_state_provide_fn_t provide,
+					  cohort_cpg_state_apply_fn_t apply);
+
 /* Multicasts the agent refused after cpg_mcast_joined had returned CS_OK (it returns as soon as the
  * message is queued; the agent answers later). */
 cs_error_t cohort_cpg_send_failures_get(cpg_handle_t handle, uint64_t *count);

@@ -11,6 +11,10 @@
  *   DISPATCH_END rc=RC                      (the dispatch loop ended: connection lost)
  * Commands: join G | leave G | send agreed|safe TEXT | burst agreed|safe COUNT PREFIX | members G |
  *           flow | quit
+ * With argv[2] "state", the member keeps a state (the number of messages delivered to it) and takes
+ * part in cohort's state transfer (cpg_ext.h): it provides "delivered=N" to joiners, and prints
+ *   APPLY from=N state=TEXT
+ * when it joins and receives a state. The command "count" prints RC cmd=count rc=1 delivered=N.
  * argv[1] is the dispatch mode: all (poll + CS_DISPATCH_ALL), one (poll + CS_DISPATCH_ONE),
  * nonblocking (poll + CS_DISPATCH_ONE_NONBLOCKING until nothing is due), blocking (a second thread
  * in CS_DISPATCH_BLOCKING; the main thread only reads commands, so the handle is used from two
@@ -55,10 +59,33 @@ static void list(char *buf, size_t room, const struct cpg_address *l, size_t n, 
 	}
 }
 
+static long delivered;
+static char state_buf[64];
+
+static size_t provide_cb(cpg_handle_t handle, const struct cpg_name *g, uint32_t joiner, const void **state)
+{
+	(void)handle; (void)g;
+	snprintf(state_buf, sizeof state_buf, "delivered=%ld", delivered);
+	out("PROVIDE to=%u state=%s\n", joiner, state_buf);
+	*state = state_buf;
+	return strlen(state_buf);
+}
+
+static void apply_cb(cpg_handle_t handle, const struct cpg_name *g, uint32_t provider, const void *state,
+		     size_t len)
+{
+	(void)handle; (void)g;
+	char text[64];
+	snprintf(text, sizeof text, "%.*s", (int)len, (const char *)state);
+	sscanf(text, "delivered=%ld", &delivered);
+	out("APPLY from=%u state=%s\n", provider, text);
+}
+
 static void deliver_cb(cpg_handle_t handle, const struct cpg_name *g, uint32_t nodeid, uint32_t pid,
 		       void *msg, size_t len)
 {
 	(void)handle;
+	delivered++;
 	out("DELIVER group=%.*s from=%u/%u data=%.*s\n", (int)g->length, g->value, nodeid, pid, (int)len,
 	    (const char *)msg);
 }
@@ -191,6 +218,8 @@ static void command(char *line, int fd)
 		cs_error_t e = cpg_membership_get(h, &n, ml, &count);
 		list(m, sizeof m, ml, e == CS_OK ? (size_t)count : 0, 0);
 		out("RC cmd=members rc=%d members=%s\n", e, m);
+	} else if (!strcmp(line, "count")) {
+		out("RC cmd=count rc=1 delivered=%ld\n", delivered);
 	} else if (!strcmp(line, "flow")) {
 		cpg_flow_control_state_t s;
 		cs_error_t e = cpg_flow_control_state_get(h, &s);
@@ -224,6 +253,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cohort_cpg_event_callback_set(h, event_cb);
+	if (argc > 2 && !strcmp(argv[2], "state")) cohort_cpg_state_callbacks_set(h, provide_cb, apply_cb);
 	unsigned int node = 0;
 	cpg_local_get(h, &node);
 	int fd = -1;
