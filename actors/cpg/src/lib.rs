@@ -4,7 +4,8 @@
 //! unchanged against Debian's `libcpg-dev` headers, links with `-lcohort_cpg` instead, and runs on a
 //! cohort cluster. The agent's socket is `$COHORT_CLIENT_SOCKET`, else `/var/lib/cohort/cohort.sock`.
 //! `include/cohort/cpg_ext.h` declares what CPG never offered: a callback for cohort's own events
-//! (blocked and unblocked, recovered, removed from the primary view, self-fenced).
+//! (blocked and unblocked, stateful merge refused, recovered, removed from the primary view,
+//! self-fenced), and state transfer at join (provide and apply functions).
 //!
 //! Entry points: the C functions in [`ffi`] (the only module with `unsafe` code; see
 //! docs/adr/0006-cpg-c-library-unsafe-boundary.md), and for Rust programs the same sessions without C
