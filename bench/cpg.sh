@@ -1,7 +1,9 @@
 #!/bin/bash
 # bench/cpg.sh - corosync's own CPG benchmark client, cpgbench.c, unchanged, on a 3-agent cohort cluster.
 #
-#   bench/cpg.sh            the anchor's four throughput cases (64 B and 1 KiB; one sender and all 3)
+#   bench/cpg.sh            the anchor's four throughput cases (64 B and 1 KiB; one sender and all 3),
+#                           then failover: `cpgbench watch` on every node, kill -9 of node 3's agent,
+#                           time to the CPG confchg with node 3 left (nodedown) at nodes 1 and 2
 #
 # cpgbench.c is compiled from the corosync anchor (../shared/anchors/corosync/cpgbench.c, or $ANCHOR)
 # against Debian's <corosync/cpg.h> and linked with cohort's libcohort_cpg.so instead of -lcpg. The
@@ -112,5 +114,26 @@ run_case() {
 		run_case 1024 30000 1
 		echo "## rep $r: 1 KiB, all 3 senders, 12000 msgs each"
 		run_case 1024 12000 3
+	done
+
+	# Failover, last (it kills node 3's agent).
+	for i in 1 2 3; do
+		COHORT_CLIENT_SOCKET="$RUN/node$i/cohort.sock" "$B" watch -g failover -T 60 >"$RUN/watch$i" &
+		PIDS+=($!)
+	done
+	wait_for() { # wait_for FILE PATTERN: up to 20 s
+		for _ in $(seq 1 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+		echo "timed out waiting for '$2' in $1" >&2
+		return 1
+	}
+	for i in 1 2 3; do wait_for "$RUN/watch$i" "^CONFCHG .* n=3 "; done
+	t_kill=$(date +%s%3N)
+	kill -9 "${PIDS[2]}"
+	echo "## failover: kill -9 of node 3's agent at t_ms=$t_kill"
+	for i in 1 2; do
+		wait_for "$RUN/watch$i" "^CONFCHG .*left=\[3/[0-9]*:nodedown\]"
+		line=$(grep "^CONFCHG .*left=\[3/[0-9]*:nodedown\]" "$RUN/watch$i" | head -1)
+		t=$(echo "$line" | sed -E 's/.*t_ms=([0-9]+)\..*/\1/')
+		echo "FAILOVER node=$i kill_to_confchg_ms=$((t - t_kill)) $line"
 	done
 } | tee "$OUT/cpgbench-cohort.txt"
