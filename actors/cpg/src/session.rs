@@ -67,9 +67,13 @@ struct Inner {
     group: Option<GroupTracker>,
     /// A `cpg_leave` was made and its confchg has not arrived.
     leaving: bool,
-    /// Sizes of the multicasts not yet answered by the agent, in the order they were sent (the agent
-    /// answers a client's sends in order), and their sum.
-    in_flight: VecDeque<usize>,
+    /// Multicasts accepted by `cpg_mcast_joined` that the worker has not yet written to the agent
+    /// (on their way, or held until this process announced itself).
+    queued: usize,
+    /// Sizes of the multicasts written to the agent and not yet answered, in the order they were
+    /// written (the agent answers a client's sends in order).
+    unanswered: VecDeque<usize>,
+    /// Bytes of both.
     in_flight_bytes: usize,
     /// Current cohort block reasons.
     blocked: BTreeSet<String>,
@@ -83,19 +87,37 @@ struct Inner {
 
 impl Inner {
     fn flow_control(&self) -> bool {
-        self.in_flight.len() >= MAX_IN_FLIGHT
+        self.queued + self.unanswered.len() >= MAX_IN_FLIGHT
             || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES
             || !self.blocked.is_empty()
     }
 
-    fn sent(&mut self, bytes: usize) {
-        self.in_flight.push_back(bytes);
+    /// `cpg_mcast_joined` accepted `bytes`.
+    fn accepted(&mut self, bytes: usize) {
+        self.queued += 1;
         self.in_flight_bytes += bytes;
     }
 
+    /// The worker dropped an accepted multicast without writing it (the group was left meanwhile).
+    fn dropped(&mut self, bytes: usize) {
+        self.queued = self.queued.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+    }
+
+    /// The worker wrote a multicast to the agent (`queued` is false for the library's own messages).
+    fn written(&mut self, bytes: usize, queued: bool) {
+        if queued {
+            self.queued = self.queued.saturating_sub(1);
+        } else {
+            self.in_flight_bytes += bytes;
+        }
+        self.unanswered.push_back(bytes);
+    }
+
+    /// The agent answered the oldest written multicast.
     fn answered(&mut self) {
-        if let Some(b) = self.in_flight.pop_front() {
-            self.in_flight_bytes -= b;
+        if let Some(b) = self.unanswered.pop_front() {
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(b);
         }
     }
 }
@@ -169,7 +191,8 @@ impl Session {
             finalized: false,
             group: None,
             leaving: false,
-            in_flight: VecDeque::new(),
+            queued: 0,
+            unanswered: VecDeque::new(),
             in_flight_bytes: 0,
             blocked: BTreeSet::new(),
             view: None,
@@ -366,7 +389,7 @@ impl Session {
             if g.flow_control() {
                 return Err(CsError::TryAgain);
             }
-            g.sent(data.len());
+            g.accepted(data.len());
         }
         let payload = Header { kind: KIND_DATA, pid: self.pid }.wrap(data);
         let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
@@ -535,7 +558,7 @@ fn fatal(e: &ClientError) -> bool {
 }
 
 async fn send_own(session: &Session, client: &mut Client, group: &str, kind: u8) -> Result<(), ()> {
-    session.lock().sent(0);
+    session.lock().written(0, false);
     let payload = Header { kind, pid: session.pid }.wrap(&[]);
     client.send_nowait(group, payload, Delivery::Agreed).await.map(|_| ()).map_err(|_| ())
 }
@@ -556,7 +579,12 @@ async fn on_cmd(
             }
         }
         Cmd::Leave { group, reply } => {
-            early.clear();
+            {
+                let mut g = session.lock();
+                for (payload, _) in early.drain(..) {
+                    g.dropped(payload.len().saturating_sub(HEADER_BYTES));
+                }
+            }
             if send_own(session, client, &group, KIND_LEAVE).await.is_err() {
                 let _ = reply.send(Err(CsError::Library));
                 return Err(());
@@ -582,15 +610,13 @@ async fn on_cmd(
                     None => {
                         drop(g);
                         // Left meanwhile: the message is dropped, as corosync drops it.
-                        session.lock().answered();
+                        session.lock().dropped(payload.len().saturating_sub(HEADER_BYTES));
                         return Ok(());
                     }
                 }
             };
             match group {
-                Some(group) => {
-                    client.send_nowait(&group, payload, delivery).await.map(|_| ()).map_err(|_| ())?
-                }
+                Some(group) => write_send(session, client, &group, payload, delivery).await?,
                 None => early.push_back((payload, delivery)),
             }
         }
@@ -708,7 +734,21 @@ async fn on_event(
     let Some(group) = group_name else { return Ok(()) };
     send_own(session, client, &group, KIND_ANNOUNCE).await?;
     while let Some((payload, delivery)) = early.pop_front() {
-        client.send_nowait(&group, payload, delivery).await.map_err(|_| ())?;
+        write_send(session, client, &group, payload, delivery).await?;
     }
     Ok(())
+}
+
+/// Writes one of the application's multicasts to the agent.
+async fn write_send(
+    session: &Session,
+    client: &mut Client,
+    group: &str,
+    payload: Vec<u8>,
+    delivery: Delivery,
+) -> Result<(), ()> {
+    // Counted as written before the write: its answer may be read during the write itself (when the
+    // agent's pipeline is full, send_nowait reads answers until one comes).
+    session.lock().written(payload.len().saturating_sub(HEADER_BYTES), true);
+    client.send_nowait(group, payload, delivery).await.map(|_| ()).map_err(|_| ())
 }
