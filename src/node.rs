@@ -2156,6 +2156,29 @@ impl Node {
             })
             .unwrap_or_default();
         if primary {
+            // When the previous primary view is a record only assumed made (an install nobody is known
+            // to have installed), the newest primary view someone did install loses its absent members
+            // too: the assumption's own removals may have been refuted and dropped, and a member only
+            // the installed view had would otherwise come back unrefused (G8).
+            let installed_prev: Option<View> = promises
+                .values()
+                .filter_map(|s| s.last_primary.clone())
+                .chain(promises.values().filter_map(|s| {
+                    s.registry.last_primary_view.clone().filter(|_| !s.registry.last_primary_assumed)
+                }))
+                .chain(self.last_primary.clone())
+                .max_by_key(|v| v.id);
+            if let Some(ip) =
+                installed_prev.filter(|ip| prev_primary.as_ref().is_some_and(|pp| pp.id > ip.id))
+            {
+                let ip_left: Vec<Member> = ip
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| !view.contains(*m) && self.known_leaver(*m, &promises))
+                    .collect();
+                registry.record_transition(Some(&ip), &view, &ip_left, true, now);
+            }
             registry.record_transition(prev_primary.as_ref(), &view, &left, true, now);
             // Earlier removals as failed of members now known to have left cleanly (their `Leave` arrived
             // late, or their next incarnation reports it) become clean leaves, unless recovered already.

@@ -184,6 +184,11 @@ const WORLD_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // id its lost incarnation had formed alone. Claims now record the view floor, and own leaves do
     // not count as what the directory knew.
     (3, 10_000, 70372419, "a wiped directory's interrupted start reusing a view id"),
+    // G8: the previous primary view of a new primary view was a record only assumed made (an install
+    // nobody installed, whose own removals a participant had refuted); the view someone did install
+    // before it kept a member that neither had removed, and it came back. Both now lose their absent
+    // members.
+    (7, 10_000, 10965101, "an assumed previous primary view hiding the installed one's members"),
 ];
 
 #[test]
