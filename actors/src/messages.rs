@@ -22,7 +22,36 @@ pub struct SendFrame {
     pub to: NodeId,
     /// The plaintext datagram produced by the core.
     pub bytes: Vec<u8>,
+    /// The sending incarnation's epoch, sealed into the datagram's header for the receivers' replay
+    /// windows. The transport never seals under an epoch below one it already used.
+    pub epoch: Epoch,
 }
+
+/// Key ring: accept datagrams sealed under `key` from now on (`cohort key install`). Answers with the
+/// key's id, or why it was refused (already installed).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<crate::crypto::KeyId, crate::crypto::KeyRingError>")]
+pub struct InstallKey {
+    /// The key, read and checked from its file by the caller.
+    pub key: crate::crypto::ClusterKey,
+    /// Where it came from (its file), for `cohort key list`.
+    pub source: String,
+}
+
+/// Key ring: seal with the installed key `0` from now on (`cohort key use`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), crate::crypto::KeyRingError>")]
+pub struct UseKey(pub crate::crypto::KeyId);
+
+/// Key ring: stop accepting the installed key `0` (`cohort key remove`); refused for the primary key.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), crate::crypto::KeyRingError>")]
+pub struct RemoveKey(pub crate::crypto::KeyId);
+
+/// Key ring: the installed keys (`cohort key list`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<crate::crypto::KeyInfo>")]
+pub struct GetKeys;
 
 /// Drop all traffic to and from these nodes (demos and tests without root).
 #[derive(Message, Debug, Clone, Default)]

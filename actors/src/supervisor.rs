@@ -249,6 +249,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         peers,
         cluster: settings.cluster.name.clone(),
         key,
+        key_source: settings.node.key_file.display().to_string(),
         max_datagram_bytes: settings.limits.max_datagram_bytes,
     };
     let deliver = m_addr.clone().recipient();

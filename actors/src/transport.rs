@@ -1,19 +1,30 @@
 //! The TransportActor: the agent's only socket, and the authentication of everything on it.
 //!
-//! **Owns:** one UDP socket bound to this node's configured address, the cluster key (through a
-//! [`ClusterCipher`]), the map from configured peer addresses to node ids, and the in-agent link filter.
+//! **Owns:** one UDP socket bound to this node's configured address, the cluster keys (a
+//! [`KeyRing`]), this process's datagram counter, the replay windows of every peer ([`ReplayGuard`]),
+//! the map from configured peer addresses to node ids, and the in-agent link filter.
 //!
-//! - Outgoing ([`SendFrame`]): the core's datagram is sealed ([`crate::crypto`]) into a buffer the actor
-//!   reuses and sent at once with one non-blocking `sendto` from the handler itself: no task, queue or
+//! - Outgoing ([`SendFrame`]): the core's datagram is sealed ([`crate::crypto`]) under the primary key,
+//!   with this node, the sending incarnation's epoch and the next value of the counter in its header,
+//!   into a buffer the actor reuses and sent at once with one non-blocking `sendto` from the handler itself: no task, queue or
 //!   allocation per datagram. If the kernel's send buffer is full the datagram is dropped and counted:
 //!   the protocol retransmits, and dropping is what a congested network would do anyway.
 //! - Incoming: a readiness stream wakes the actor when the socket is readable; the handler drains up to
 //!   [`RECV_BATCH`] datagrams into one reused buffer, so a burst costs one actor wake-up, not one per
 //!   datagram. Each datagram is checked in this order, and dropped and counted at the first failure:
 //!   its source address must be a configured peer (`bad_datagrams`), that peer must not be cut off by the
-//!   link filter (`filtered_datagrams`), and it must authenticate under the cluster key and cluster name
-//!   (`bad_datagrams`). Only then is the plaintext passed on as [`FrameReceived`], the one allocation of
-//!   the receive path. Nothing received can make the actor panic.
+//!   link filter (`filtered_datagrams`), its header must name that same node (`bad_datagrams`), it must not
+//!   be a replay by its epoch and counter (`replayed_datagrams{reason}`, checked before decryption and
+//!   recorded only after), and it must authenticate under an installed key and the cluster name
+//!   (`bad_datagrams`, and `unknown_key_datagrams` when it names a key not installed). Only then is the
+//!   plaintext passed on as [`FrameReceived`], the one allocation of the receive path. Nothing received
+//!   can make the actor panic. Every kind of drop is logged at its first and then every power-of-two
+//!   occurrence.
+//!
+//! The counter starts at 0 in each process and only grows (sealing refuses to wrap it); the epoch only
+//! grows too, so no (node, epoch, counter) is ever sealed twice under a key: the nonce argument of
+//! docs/adr/0006. The key ring is changed at run time by [`InstallKey`], [`UseKey`] and [`RemoveKey`]
+//! (`cohort key ...` through the operator socket).
 //!
 //! A peer is identified by its source address, so every node must bind the address the others have
 //! configured for it (not a wildcard address that may answer from another interface).
@@ -27,9 +38,10 @@
 //! [`actix::Supervisor`], it is then restarted and binds its address again. A bind that fails is retried
 //! with a backoff (up to [`MAX_BIND_RETRY`]) rather than stopping, which would make the supervisor spin.
 
-use crate::crypto::{ClusterCipher, ClusterKey, SEAL_OVERHEAD};
-use crate::messages::{FrameReceived, SendFrame, SetLinkFilter};
+use crate::crypto::{self, ClusterKey, CryptoError, KeyInfo, KeyRing, SEAL_OVERHEAD};
+use crate::messages::{FrameReceived, GetKeys, InstallKey, RemoveKey, SendFrame, SetLinkFilter, UseKey};
 use crate::metrics::Metrics;
+use crate::replay::{Replay, ReplayGuard};
 use actix::prelude::*;
 use cohort::NodeId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -62,8 +74,10 @@ pub struct TransportConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The cluster name, authenticated with every datagram.
     pub cluster: String,
-    /// The cluster key.
+    /// The cluster key: the key ring's first, primary key.
     pub key: ClusterKey,
+    /// Where the key came from (its file), for `cohort key list`.
+    pub key_source: String,
     /// The largest plaintext datagram the core sends (`limits.max_datagram_bytes`).
     pub max_datagram_bytes: usize,
 }
@@ -79,6 +93,25 @@ pub struct GetLocalAddr;
 #[rtype(result = "u64")]
 pub struct GetSendDrops;
 
+/// Test and drill instrument: from now on a copy of every datagram received (before any check) goes to
+/// this channel, with its source address; `None` stops it. Reachable only in-process (a test holding
+/// the transport's address), never from a socket.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TapDatagrams(pub Option<tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>>);
+
+/// Fault injection for tests and drills: sends `bytes` as they are (not sealed) from the transport's
+/// socket to `to`, as an attacker who can send with this node's source address would (replays of
+/// captured datagrams). Reachable only in-process, like [`TapDatagrams`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "std::io::Result<()>")]
+pub struct InjectDatagram {
+    /// The destination.
+    pub to: SocketAddr,
+    /// The datagram, sent unchanged.
+    pub bytes: Vec<u8>,
+}
+
 /// Fault injection for tests and failure drills: the transport handles it exactly as a hard error of
 /// its socket (logs it, closes the socket and stops, so its supervisor restarts it and it binds again).
 #[derive(Message, Debug, Clone, Copy)]
@@ -88,7 +121,13 @@ pub struct InjectSocketFailure;
 /// The transport actor; see the module docs.
 pub struct TransportActor {
     cfg: TransportConfig,
-    cipher: ClusterCipher,
+    ring: KeyRing,
+    /// The highest epoch this process sealed under.
+    epoch: u64,
+    /// The counter of the next datagram sealed (per process, never reused).
+    counter: u64,
+    replay: ReplayGuard,
+    tap: Option<tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>>,
     /// Peers by canonical source address.
     by_addr: HashMap<SocketAddr, NodeId>,
     deliver: Recipient<FrameReceived>,
@@ -129,7 +168,11 @@ impl TransportActor {
     ) -> TransportActor {
         let by_addr = cfg.peers.iter().map(|(&n, &a)| (canonical(a), n)).collect();
         TransportActor {
-            cipher: ClusterCipher::new(&cfg.key, &cfg.cluster),
+            ring: KeyRing::new(&cfg.key, &cfg.key_source, &cfg.cluster),
+            epoch: 0,
+            counter: 0,
+            replay: ReplayGuard::default(),
+            tap: None,
             recv_buf: vec![0u8; cfg.max_datagram_bytes + SEAL_OVERHEAD + 1].into_boxed_slice(),
             send_buf: Vec::with_capacity(cfg.max_datagram_bytes + SEAL_OVERHEAD),
             cfg,
@@ -226,8 +269,11 @@ impl TransportActor {
     }
 
     /// Handles one received datagram, `self.recv_buf[..len]` from `src`.
-    fn on_datagram(&self, len: usize, src: SocketAddr) {
+    fn on_datagram(&mut self, len: usize, src: SocketAddr) {
         let m = &*self.metrics;
+        if let Some(tap) = &self.tap {
+            let _ = tap.send((src, self.recv_buf[..len].to_vec()));
+        }
         let Some(&from) = self.by_addr.get(&canonical(src)) else {
             let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
             log_bad(n, src, "unknown source address");
@@ -242,17 +288,53 @@ impl TransportActor {
             log_bad(n, src, "oversized datagram");
             return;
         }
-        match self.cipher.open(&self.recv_buf[..len]) {
-            Ok(bytes) => {
-                m.datagrams_in.fetch_add(1, Relaxed);
-                m.bytes_in.fetch_add(len as u64, Relaxed);
-                self.deliver.do_send(FrameReceived { from, bytes });
-            }
+        let header = match crypto::peek_header(&self.recv_buf[..len]) {
+            Ok(h) => h,
             Err(e) => {
                 let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
                 log_bad(n, src, &e.to_string());
+                return;
             }
+        };
+        if header.node != from.0 {
+            let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
+            log_bad(n, src, &format!("header names node {}, the address is node {}", header.node, from.0));
+            return;
         }
+        // Cheap first: a replay is dropped without spending a decryption. Nothing is recorded yet, so
+        // a forged header cannot move the window.
+        if let Err(r) = self.replay.check(header.node, header.epoch, header.counter) {
+            return self.count_replay(r, src, header.epoch, header.counter);
+        }
+        let bytes = match self.ring.open(&self.recv_buf[..len]) {
+            Ok((_, bytes)) => bytes,
+            Err(e) => {
+                if matches!(e, CryptoError::UnknownKey(_)) {
+                    m.unknown_key_datagrams.fetch_add(1, Relaxed);
+                }
+                let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
+                log_bad(n, src, &e.to_string());
+                return;
+            }
+        };
+        if let Err(r) = self.replay.accept(header.node, header.epoch, header.counter) {
+            // Not reachable after a passing check in this single-threaded actor; counted all the same.
+            return self.count_replay(r, src, header.epoch, header.counter);
+        }
+        m.datagrams_in.fetch_add(1, Relaxed);
+        m.bytes_in.fetch_add(len as u64, Relaxed);
+        self.deliver.do_send(FrameReceived { from, bytes });
+    }
+
+    fn count_replay(&self, r: Replay, src: SocketAddr, epoch: u64, counter: u64) {
+        let n = self.metrics.count_replay(r);
+        let known = self.replay.epoch_of(self.by_addr.get(&canonical(src)).map_or(0, |n| n.0));
+        let why = format!(
+            "replayed datagram ({}: epoch {epoch}, counter {counter}; epoch known for the sender {})",
+            r.label(),
+            known.map_or_else(|| "none".to_string(), |e| e.to_string())
+        );
+        log_bad(n, src, &why);
     }
 
     fn drop_outgoing(&mut self, to: NodeId, why: &dyn std::fmt::Display) {
@@ -373,7 +455,19 @@ impl Handler<SendFrame> for TransportActor {
         if self.sender.is_none() {
             return self.drop_outgoing(msg.to, &"socket not bound");
         }
-        if let Err(e) = self.cipher.seal_into(&msg.bytes, &mut self.send_buf) {
+        // The epoch never goes back: a frame of an incarnation already replaced is sealed under the
+        // newer epoch (its receivers would drop it as stale otherwise, and an epoch's counters must
+        // only grow).
+        self.epoch = self.epoch.max(msg.epoch.0);
+        if self.counter == u64::MAX {
+            // 2^64 datagrams in one process: never in practice; refusing is what keeps nonces unique.
+            return self.drop_outgoing(msg.to, &"the datagram counter is exhausted: restart the agent");
+        }
+        let counter = self.counter;
+        self.counter += 1;
+        if let Err(e) =
+            self.ring.seal_into(self.cfg.node.0, self.epoch, counter, &msg.bytes, &mut self.send_buf)
+        {
             return self.drop_outgoing(msg.to, &e);
         }
         let sent = match &self.sender {
@@ -398,6 +492,62 @@ impl Handler<SetLinkFilter> for TransportActor {
     fn handle(&mut self, msg: SetLinkFilter, _ctx: &mut Context<Self>) {
         tracing::info!(node = self.cfg.node.0, blocked = ?msg.blocked, "link filter set");
         self.blocked = msg.blocked;
+    }
+}
+
+impl Handler<InstallKey> for TransportActor {
+    type Result = Result<crypto::KeyId, crypto::KeyRingError>;
+
+    fn handle(&mut self, msg: InstallKey, _ctx: &mut Context<Self>) -> Self::Result {
+        let id = self.ring.install(&msg.key, &msg.source)?;
+        tracing::warn!(node = self.cfg.node.0, key = %id, source = %msg.source, "key installed: accepted from now on");
+        Ok(id)
+    }
+}
+
+impl Handler<UseKey> for TransportActor {
+    type Result = Result<(), crypto::KeyRingError>;
+
+    fn handle(&mut self, msg: UseKey, _ctx: &mut Context<Self>) -> Self::Result {
+        let before = self.ring.primary();
+        self.ring.use_key(msg.0)?;
+        tracing::warn!(node = self.cfg.node.0, key = %msg.0, previous = %before, "primary key changed: sealing with it from now on");
+        Ok(())
+    }
+}
+
+impl Handler<RemoveKey> for TransportActor {
+    type Result = Result<(), crypto::KeyRingError>;
+
+    fn handle(&mut self, msg: RemoveKey, _ctx: &mut Context<Self>) -> Self::Result {
+        self.ring.remove(msg.0)?;
+        tracing::warn!(node = self.cfg.node.0, key = %msg.0, "key removed: datagrams sealed under it are dropped from now on");
+        Ok(())
+    }
+}
+
+impl Handler<GetKeys> for TransportActor {
+    type Result = Vec<KeyInfo>;
+
+    fn handle(&mut self, _: GetKeys, _ctx: &mut Context<Self>) -> Vec<KeyInfo> {
+        self.ring.list()
+    }
+}
+
+impl Handler<TapDatagrams> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TapDatagrams, _ctx: &mut Context<Self>) {
+        self.tap = msg.0;
+    }
+}
+
+impl Handler<InjectDatagram> for TransportActor {
+    type Result = io::Result<()>;
+
+    fn handle(&mut self, msg: InjectDatagram, _ctx: &mut Context<Self>) -> io::Result<()> {
+        let sender = self.sender.as_ref().ok_or_else(|| io::Error::other("socket not bound"))?;
+        sender.send_to(&msg.bytes, msg.to).map(|_| ())
     }
 }
 
@@ -452,6 +602,7 @@ mod tests {
             peers: BTreeMap::from([(NodeId(2), peer.local_addr().expect("addr"))]),
             cluster: "c".into(),
             key: key.clone(),
+            key_source: "test".into(),
             max_datagram_bytes: 1024,
         };
         let (tx, mut frames) = mpsc::unbounded_channel();
@@ -465,13 +616,16 @@ mod tests {
         // The restarted actor handles the next message only after `started` bound the address again.
         let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
         assert_eq!(before, after);
-        peer.send_to(&crate::crypto::seal(&key, "c", b"after restart").expect("seal"), after).expect("send");
+        peer.send_to(&crate::crypto::seal(&key, "c", 2, 1, 0, b"after restart").expect("seal"), after)
+            .expect("send");
         let f = tokio::time::timeout(Duration::from_secs(5), frames.recv())
             .await
             .expect("deadline")
             .expect("probe");
         assert_eq!((f.from, f.bytes.as_slice()), (NodeId(2), &b"after restart"[..]));
-        addr.send(SendFrame { to: NodeId(2), bytes: b"reply".to_vec() }).await.expect("alive");
+        addr.send(SendFrame { to: NodeId(2), bytes: b"reply".to_vec(), epoch: cohort::Epoch(1) })
+            .await
+            .expect("alive");
         let mut buf = [0u8; 128];
         peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let (n, _) = peer.recv_from(&mut buf).expect("reply within the deadline");
