@@ -23,12 +23,14 @@
 //! refused: every node of a cluster must run a build that seals version 2 (docs/adr/0006).
 //!
 //! # Nonces
-//! The 192-bit XChaCha20 nonce is the header's node, epoch and counter followed by four zero bytes: it is
-//! never random and never stored apart from the header. Under one key a nonce repeats only if one node
-//! sealed two datagrams with the same epoch and counter. The transport's counter only grows within its
-//! process (and sealing refuses to wrap it); a new process runs under a new epoch, above every epoch its
-//! node used before (G12, `src/inquiry.rs`); so within the cluster's guarantees a repeat is impossible,
-//! not merely improbable. The one exception is epoch 0, which every start's epoch inquiry uses before an
+//! The 192-bit XChaCha20 nonce is the sender's node, the receiver's node, the epoch and the counter: it
+//! is never random, and the receiver rebuilds it from the header and its own id. Under one key a nonce
+//! repeats only if one node sealed two datagrams to one receiver with the same epoch and counter. The
+//! transport's counter per receiver only grows within its process (and sealing refuses to wrap it); a
+//! new process runs under a new epoch, above every epoch its node used before (G12, `src/inquiry.rs`);
+//! so within the cluster's guarantees a repeat is impossible, not merely improbable. Binding the
+//! receiver also means a datagram replayed at another node than the one it was sealed for does not
+//! authenticate there. The one exception is epoch 0, which every start's epoch inquiry uses before an
 //! incarnation exists: the inquiry starts its counter at a random 63-bit value, so two inquiries of a
 //! node repeat a nonce only if their few dozen counters overlap in a 2^63 space. See
 //! docs/adr/0006-counter-nonces-and-replay-windows.md for the whole argument.
@@ -297,13 +299,16 @@ impl SealHeader {
         out.extend_from_slice(&self.counter.to_le_bytes());
     }
 
-    /// The 24-byte XChaCha20 nonce: node, epoch and counter, then four zero bytes. Distinct headers of
-    /// one key give distinct nonces (see the module docs for why no header repeats under a key).
-    fn nonce(&self) -> [u8; NONCE_BYTES] {
+    /// The 24-byte XChaCha20 nonce of this header's datagram to node `to`: sender, receiver, epoch,
+    /// counter. Distinct (sender, receiver, epoch, counter) give distinct nonces (see the module docs for
+    /// why none repeats under a key). The receiver is not sent: it uses its own id, so a datagram
+    /// replayed at another node than the one it was sealed for fails to authenticate there.
+    fn nonce(&self, to: u32) -> [u8; NONCE_BYTES] {
         let mut n = [0u8; NONCE_BYTES];
         n[..4].copy_from_slice(&self.node.to_le_bytes());
-        n[4..12].copy_from_slice(&self.epoch.to_le_bytes());
-        n[12..20].copy_from_slice(&self.counter.to_le_bytes());
+        n[4..8].copy_from_slice(&to.to_le_bytes());
+        n[8..16].copy_from_slice(&self.epoch.to_le_bytes());
+        n[16..24].copy_from_slice(&self.counter.to_le_bytes());
         n
     }
 }
@@ -443,14 +448,15 @@ impl KeyRing {
         self.keys.remove(&id).map(|_| ()).ok_or(KeyRingError::Unknown(id))
     }
 
-    /// Seals `plaintext` under the primary key as datagram `counter` of `node` in `epoch`, into `out`
-    /// (cleared first; its capacity is reused). On error `out` is left empty.
+    /// Seals `plaintext` under the primary key as datagram `counter` of `node` to node `to` in `epoch`,
+    /// into `out` (cleared first; its capacity is reused). On error `out` is left empty.
     ///
-    /// The caller must never seal two datagrams with the same (node, epoch, counter) under one key: the
-    /// transport's counter only grows, and an epoch belongs to one incarnation (module docs).
+    /// The caller must never seal two datagrams with the same (node, to, epoch, counter) under one key:
+    /// the transport's counters only grow, and an epoch belongs to one incarnation (module docs).
     pub fn seal_into(
         &self,
         node: u32,
+        to: u32,
         epoch: u64,
         counter: u64,
         plaintext: &[u8],
@@ -469,7 +475,7 @@ impl KeyRing {
         aad.extend_from_slice(&self.cluster);
         out.extend_from_slice(plaintext);
         match key.aead.encrypt_in_place_detached(
-            XNonce::from_slice(&header.nonce()),
+            XNonce::from_slice(&header.nonce(to)),
             &aad,
             &mut out[HEADER_BYTES..],
         ) {
@@ -485,9 +491,10 @@ impl KeyRing {
         }
     }
 
-    /// Authenticates and decrypts a sealed datagram under the key it names, returning its header and
-    /// plaintext. Never panics, whatever the input; the only allocation is the returned plaintext.
-    pub fn open(&self, datagram: &[u8]) -> Result<(SealHeader, Vec<u8>), CryptoError> {
+    /// Authenticates and decrypts a sealed datagram to node `to` (this node) under the key it names,
+    /// returning its header and plaintext. Never panics, whatever the input; the only allocation is the
+    /// returned plaintext.
+    pub fn open(&self, datagram: &[u8], to: u32) -> Result<(SealHeader, Vec<u8>), CryptoError> {
         let header = peek_header(datagram)?;
         let key = self.keys.get(&header.key_id).ok_or(CryptoError::UnknownKey(header.key_id))?;
         let mut aad = Vec::with_capacity(HEADER_BYTES + self.cluster.len());
@@ -497,7 +504,7 @@ impl KeyRing {
         let mut plain = body.to_vec();
         key.aead
             .decrypt_in_place_detached(
-                XNonce::from_slice(&header.nonce()),
+                XNonce::from_slice(&header.nonce(to)),
                 &aad,
                 &mut plain,
                 Tag::from_slice(tag),
@@ -507,25 +514,27 @@ impl KeyRing {
     }
 }
 
-/// Seals one datagram of `cluster` under `key` as datagram `counter` of `node` in `epoch`. For tests
-/// and one-off senders; the same (node, epoch, counter) must never be sealed twice under one key.
+/// Seals one datagram of `cluster` under `key` as datagram `counter` of `node` to `to` in `epoch`. For
+/// tests and one-off senders; the same (node, to, epoch, counter) must never be sealed twice under one
+/// key.
 pub fn seal(
     key: &ClusterKey,
     cluster: &str,
     node: u32,
+    to: u32,
     epoch: u64,
     counter: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::new();
-    KeyRing::new(key, "", cluster).seal_into(node, epoch, counter, plaintext, &mut out)?;
+    KeyRing::new(key, "", cluster).seal_into(node, to, epoch, counter, plaintext, &mut out)?;
     Ok(out)
 }
 
-/// Opens one datagram of `cluster` sealed under `key`, returning only the plaintext. Never panics,
-/// whatever the input.
-pub fn open(key: &ClusterKey, cluster: &str, datagram: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    KeyRing::new(key, "", cluster).open(datagram).map(|(_, p)| p)
+/// Opens one datagram of `cluster` to node `to` sealed under `key`, returning only the plaintext. Never
+/// panics, whatever the input.
+pub fn open(key: &ClusterKey, cluster: &str, to: u32, datagram: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    KeyRing::new(key, "", cluster).open(datagram, to).map(|(_, p)| p)
 }
 
 #[cfg(test)]
@@ -556,16 +565,18 @@ mod tests {
     #[test]
     fn sealed_datagram_opens_to_the_plaintext_and_its_header() {
         let k = key(7);
-        let d = seal(&k, "prod", 3, 9, 41, b"hello").expect("seal");
+        let d = seal(&k, "prod", 3, 4, 9, 41, b"hello").expect("seal");
         assert_eq!(d.len(), 5 + SEAL_OVERHEAD);
         assert_eq!(d[0], SEAL_VERSION);
-        assert_eq!(open(&k, "prod", &d).expect("open"), b"hello");
+        assert_eq!(open(&k, "prod", 4, &d).expect("open"), b"hello");
+        // Sealed for node 4: at node 5 it does not authenticate.
+        assert_eq!(open(&k, "prod", 5, &d), Err(CryptoError::Authentication));
         let ring = KeyRing::new(&k, "k", "prod");
-        let (h, p) = ring.open(&d).expect("open");
+        let (h, p) = ring.open(&d, 4).expect("open");
         assert_eq!(h, SealHeader { key_id: k.id(), node: 3, epoch: 9, counter: 41 });
         assert_eq!((p.as_slice(), peek_header(&d)), (&b"hello"[..], Ok(h)));
-        let empty = seal(&k, "prod", 3, 9, 42, b"").expect("seal");
-        assert_eq!(open(&k, "prod", &empty).expect("open"), b"");
+        let empty = seal(&k, "prod", 3, 4, 9, 42, b"").expect("seal");
+        assert_eq!(open(&k, "prod", 4, &empty).expect("open"), b"");
     }
 
     #[test]
@@ -574,28 +585,30 @@ mod tests {
         let ring = KeyRing::new(&k, "k", "c");
         let mut buf = Vec::new();
         let mut nonces = std::collections::BTreeSet::new();
-        for (node, epoch, counter) in [(1, 1, 0), (1, 1, 1), (1, 2, 0), (2, 1, 0), (1, 0, 0), (1, 0, 1)] {
+        for (node, to, epoch, counter) in
+            [(1, 2, 1, 0), (1, 2, 1, 1), (1, 2, 2, 0), (2, 1, 1, 0), (1, 3, 1, 0), (1, 2, 0, 0), (1, 2, 0, 1)]
+        {
             let msg = vec![counter as u8; 10];
-            ring.seal_into(node, epoch, counter, &msg, &mut buf).expect("seal");
+            ring.seal_into(node, to, epoch, counter, &msg, &mut buf).expect("seal");
             let h = peek_header(&buf).expect("header");
-            assert!(nonces.insert(h.nonce()), "nonce repeated for {h:?}");
-            assert_eq!(ring.open(&buf).expect("open").1, msg);
+            assert!(nonces.insert(h.nonce(to)), "nonce repeated for {h:?} to {to}");
+            assert_eq!(ring.open(&buf, to).expect("open").1, msg);
         }
         // Changing the header's epoch or counter changes the nonce and the associated data: the tag fails.
-        ring.seal_into(1, 5, 7, b"x", &mut buf).expect("seal");
+        ring.seal_into(1, 2, 5, 7, b"x", &mut buf).expect("seal");
         let mut t = buf.clone();
         t[17] ^= 1;
-        assert_eq!(ring.open(&t), Err(CryptoError::Authentication));
+        assert_eq!(ring.open(&t, 2), Err(CryptoError::Authentication));
     }
 
     #[test]
     fn any_modified_byte_fails_to_open() {
         let k = key(7);
-        let d = seal(&k, "prod", 1, 1, 1, b"some datagram").expect("seal");
+        let d = seal(&k, "prod", 1, 2, 1, 1, b"some datagram").expect("seal");
         for i in 1..d.len() {
             let mut t = d.clone();
             t[i] ^= 0x01;
-            let e = open(&k, "prod", &t).expect_err("modified");
+            let e = open(&k, "prod", 2, &t).expect_err("modified");
             // Bytes 1..5 are the key id: another id names a key that is not installed.
             let want = if (1..5).contains(&i) {
                 CryptoError::UnknownKey(peek_header(&t).expect("header").key_id)
@@ -606,40 +619,40 @@ mod tests {
         }
         let mut t = d.clone();
         t[0] = 1;
-        assert_eq!(open(&k, "prod", &t), Err(CryptoError::Version(1)));
-        assert_eq!(open(&k, "prod", &d[..d.len() - 1]), Err(CryptoError::Authentication));
-        assert_eq!(open(&k, "prod", &d[..10]), Err(CryptoError::TooShort { len: 10 }));
+        assert_eq!(open(&k, "prod", 2, &t), Err(CryptoError::Version(1)));
+        assert_eq!(open(&k, "prod", 2, &d[..d.len() - 1]), Err(CryptoError::Authentication));
+        assert_eq!(open(&k, "prod", 2, &d[..10]), Err(CryptoError::TooShort { len: 10 }));
     }
 
     #[test]
     fn another_cluster_or_key_fails_to_open() {
-        let d = seal(&key(7), "prod", 1, 1, 1, b"x").expect("seal");
-        assert_eq!(open(&key(7), "staging", &d), Err(CryptoError::Authentication));
-        assert_eq!(open(&key(8), "prod", &d), Err(CryptoError::UnknownKey(key(7).id())));
+        let d = seal(&key(7), "prod", 1, 2, 1, 1, b"x").expect("seal");
+        assert_eq!(open(&key(7), "staging", 2, &d), Err(CryptoError::Authentication));
+        assert_eq!(open(&key(8), "prod", 2, &d), Err(CryptoError::UnknownKey(key(7).id())));
     }
 
     #[test]
     fn ring_accepts_every_installed_key_and_seals_with_the_primary() {
         let (old, new) = (key(1), key(2));
         let mut ring = KeyRing::new(&old, "old.key", "c");
-        let by_old = seal(&old, "c", 1, 1, 1, b"old").expect("seal");
-        let by_new = seal(&new, "c", 1, 1, 2, b"new").expect("seal");
-        assert_eq!(ring.open(&by_new), Err(CryptoError::UnknownKey(new.id())));
+        let by_old = seal(&old, "c", 1, 2, 1, 1, b"old").expect("seal");
+        let by_new = seal(&new, "c", 1, 2, 1, 2, b"new").expect("seal");
+        assert_eq!(ring.open(&by_new, 2), Err(CryptoError::UnknownKey(new.id())));
         assert_eq!(ring.install(&new, "new.key"), Ok(new.id()));
         assert_eq!(ring.install(&new, "again.key"), Err(KeyRingError::Duplicate(new.id())));
-        assert_eq!(ring.open(&by_new).expect("open").1, b"new");
-        assert_eq!(ring.open(&by_old).expect("open").1, b"old");
+        assert_eq!(ring.open(&by_new, 2).expect("open").1, b"new");
+        assert_eq!(ring.open(&by_old, 2).expect("open").1, b"old");
         let mut buf = Vec::new();
-        ring.seal_into(1, 1, 3, b"x", &mut buf).expect("seal");
+        ring.seal_into(1, 2, 1, 3, b"x", &mut buf).expect("seal");
         assert_eq!(peek_header(&buf).expect("header").key_id, old.id());
         ring.use_key(new.id()).expect("use");
-        ring.seal_into(1, 1, 4, b"x", &mut buf).expect("seal");
+        ring.seal_into(1, 2, 1, 4, b"x", &mut buf).expect("seal");
         assert_eq!(peek_header(&buf).expect("header").key_id, new.id());
         let e = ring.remove(new.id()).expect_err("primary");
         assert_eq!(e, KeyRingError::RemovePrimary(new.id()));
         assert!(e.to_string().contains("primary key and cannot be removed"), "{e}");
         ring.remove(old.id()).expect("remove the old key");
-        assert_eq!(ring.open(&by_old), Err(CryptoError::UnknownKey(old.id())));
+        assert_eq!(ring.open(&by_old, 2), Err(CryptoError::UnknownKey(old.id())));
         assert_eq!(ring.remove(old.id()), Err(KeyRingError::Unknown(old.id())));
         assert_eq!(ring.use_key(old.id()), Err(KeyRingError::Unknown(old.id())));
         assert_eq!(
@@ -732,7 +745,7 @@ mod tests {
     proptest! {
         #[test]
         fn opening_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let r = open(&key(3), "prod", &bytes);
+            let r = open(&key(3), "prod", 2, &bytes);
             prop_assert!(r.is_err());
             let _ = peek_header(&bytes);
         }
@@ -744,11 +757,11 @@ mod tests {
             flip in 1u8..,
         ) {
             let k = key(3);
-            let mut d = seal(&k, "prod", 1, 2, 3, &msg).expect("seal");
-            prop_assert_eq!(open(&k, "prod", &d).expect("open"), msg);
+            let mut d = seal(&k, "prod", 1, 2, 2, 3, &msg).expect("seal");
+            prop_assert_eq!(open(&k, "prod", 2, &d).expect("open"), msg);
             let i = pos.index(d.len());
             d[i] ^= flip;
-            prop_assert!(open(&k, "prod", &d).is_err());
+            prop_assert!(open(&k, "prod", 2, &d).is_err());
         }
     }
 }

@@ -101,7 +101,7 @@ pub async fn ask_epoch(
                     let Some(addr) = peers.get(&to) else { continue };
                     // Each counter is used once: 2^63 of them lie above any start.
                     counter += 1;
-                    if ring.seal_into(node.0, 0, counter, &bytes, &mut sealed).is_err() {
+                    if ring.seal_into(node.0, to.0, 0, counter, &bytes, &mut sealed).is_err() {
                         continue;
                     }
                     // A peer that is down answers with ICMP at worst; the machine asks again.
@@ -140,7 +140,7 @@ pub async fn ask_epoch(
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, src)) = r else { continue };
                 let Some(&from) = by_addr.get(&canonical(src)) else { continue };
-                let Ok((header, plain)) = ring.open(&buf[..len]) else { continue };
+                let Ok((header, plain)) = ring.open(&buf[..len], node.0) else { continue };
                 if header.node != from.0 {
                     continue;
                 }

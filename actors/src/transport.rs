@@ -5,7 +5,7 @@
 //! the map from configured peer addresses to node ids, and the in-agent link filter.
 //!
 //! - Outgoing ([`SendFrame`]): the core's datagram is sealed ([`crate::crypto`]) under the primary key,
-//!   with this node, the sending incarnation's epoch and the next value of the counter in its header,
+//!   with this node, the sending incarnation's epoch and the receiver's next counter value in its header,
 //!   into a buffer the actor reuses and sent at once with one non-blocking `sendto` from the handler itself: no task, queue or
 //!   allocation per datagram. If the kernel's send buffer is full the datagram is dropped and counted:
 //!   the protocol retransmits, and dropping is what a congested network would do anyway.
@@ -21,8 +21,8 @@
 //!   can make the actor panic. Every kind of drop is logged at its first and then every power-of-two
 //!   occurrence.
 //!
-//! The counter starts at 0 in each process and only grows (sealing refuses to wrap it); the epoch only
-//! grows too, so no (node, epoch, counter) is ever sealed twice under a key: the nonce argument of
+//! The counter of each receiver starts at 0 in each process and only grows (sealing refuses to wrap it);
+//! the epoch only grows too, so no (node, receiver, epoch, counter) is ever sealed twice under a key: the nonce argument of
 //! docs/adr/0006. The key ring is changed at run time by [`InstallKey`], [`UseKey`] and [`RemoveKey`]
 //! (`cohort key ...` through the operator socket).
 //!
@@ -124,8 +124,8 @@ pub struct TransportActor {
     ring: KeyRing,
     /// The highest epoch this process sealed under.
     epoch: u64,
-    /// The counter of the next datagram sealed (per process, never reused).
-    counter: u64,
+    /// Per receiver, the counter of the next datagram sealed to it (per process, never reused).
+    counters: BTreeMap<NodeId, u64>,
     replay: ReplayGuard,
     tap: Option<tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>>,
     /// Peers by canonical source address.
@@ -170,7 +170,7 @@ impl TransportActor {
         TransportActor {
             ring: KeyRing::new(&cfg.key, &cfg.key_source, &cfg.cluster),
             epoch: 0,
-            counter: 0,
+            counters: BTreeMap::new(),
             replay: ReplayGuard::default(),
             tap: None,
             recv_buf: vec![0u8; cfg.max_datagram_bytes + SEAL_OVERHEAD + 1].into_boxed_slice(),
@@ -306,7 +306,7 @@ impl TransportActor {
         if let Err(r) = self.replay.check(header.node, header.epoch, header.counter) {
             return self.count_replay(r, src, header.epoch, header.counter);
         }
-        let bytes = match self.ring.open(&self.recv_buf[..len]) {
+        let bytes = match self.ring.open(&self.recv_buf[..len], self.cfg.node.0) {
             Ok((_, bytes)) => bytes,
             Err(e) => {
                 if matches!(e, CryptoError::UnknownKey(_)) {
@@ -459,15 +459,21 @@ impl Handler<SendFrame> for TransportActor {
         // newer epoch (its receivers would drop it as stale otherwise, and an epoch's counters must
         // only grow).
         self.epoch = self.epoch.max(msg.epoch.0);
-        if self.counter == u64::MAX {
-            // 2^64 datagrams in one process: never in practice; refusing is what keeps nonces unique.
+        let next = self.counters.entry(msg.to).or_insert(0);
+        let counter = *next;
+        let Some(after) = counter.checked_add(1) else {
+            // 2^64 datagrams to one node in one process: never in practice; refusing keeps nonces unique.
             return self.drop_outgoing(msg.to, &"the datagram counter is exhausted: restart the agent");
-        }
-        let counter = self.counter;
-        self.counter += 1;
-        if let Err(e) =
-            self.ring.seal_into(self.cfg.node.0, self.epoch, counter, &msg.bytes, &mut self.send_buf)
-        {
+        };
+        *next = after;
+        if let Err(e) = self.ring.seal_into(
+            self.cfg.node.0,
+            msg.to.0,
+            self.epoch,
+            counter,
+            &msg.bytes,
+            &mut self.send_buf,
+        ) {
             return self.drop_outgoing(msg.to, &e);
         }
         let sent = match &self.sender {
@@ -616,7 +622,7 @@ mod tests {
         // The restarted actor handles the next message only after `started` bound the address again.
         let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
         assert_eq!(before, after);
-        peer.send_to(&crate::crypto::seal(&key, "c", 2, 1, 0, b"after restart").expect("seal"), after)
+        peer.send_to(&crate::crypto::seal(&key, "c", 2, 1, 1, 0, b"after restart").expect("seal"), after)
             .expect("send");
         let f = tokio::time::timeout(Duration::from_secs(5), frames.recv())
             .await
@@ -629,6 +635,6 @@ mod tests {
         let mut buf = [0u8; 128];
         peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let (n, _) = peer.recv_from(&mut buf).expect("reply within the deadline");
-        assert_eq!(crate::crypto::open(&key, "c", &buf[..n]).expect("open"), b"reply");
+        assert_eq!(crate::crypto::open(&key, "c", 2, &buf[..n]).expect("open"), b"reply");
     }
 }

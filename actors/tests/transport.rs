@@ -163,17 +163,17 @@ async fn datagrams_of_another_key_or_cluster_are_dropped_and_counted() {
     let (_a, mut b) = pair(&[(3, &c)]);
     let b_addr = local_addr(&b).await;
     let other_key =
-        crypto::seal(&ClusterKey::from_bytes([7; 32]), CLUSTER, 3, 1, 0, b"forged").expect("seal");
+        crypto::seal(&ClusterKey::from_bytes([7; 32]), CLUSTER, 3, 2, 1, 0, b"forged").expect("seal");
     c.send_to(&other_key, b_addr).expect("send");
     wait_for(&b.metrics.bad_datagrams, 1).await;
-    let other_cluster = crypto::seal(&key(), "another-cluster", 3, 1, 1, b"crosstalk").expect("seal");
+    let other_cluster = crypto::seal(&key(), "another-cluster", 3, 2, 1, 1, b"crosstalk").expect("seal");
     c.send_to(&other_cluster, b_addr).expect("send");
     wait_for(&b.metrics.bad_datagrams, 2).await;
     b.assert_no_frame();
     assert_eq!(b.metrics.datagrams_in.load(Relaxed), 0);
 
     // The same peer with the right key and cluster gets through.
-    c.send_to(&crypto::seal(&key(), CLUSTER, 3, 1, 2, b"genuine").expect("seal"), b_addr).expect("send");
+    c.send_to(&crypto::seal(&key(), CLUSTER, 3, 2, 1, 2, b"genuine").expect("seal"), b_addr).expect("send");
     let f = b.next_frame().await;
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(3), &b"genuine"[..]));
 }
@@ -191,7 +191,9 @@ async fn garbage_is_dropped_and_counted_and_the_transport_keeps_working() {
         c.send_to(g, b_addr).expect("send");
     }
     // A genuine datagram from an address that is not a configured peer is dropped too.
-    stranger.send_to(&crypto::seal(&key(), CLUSTER, 3, 1, 0, b"who?").expect("seal"), b_addr).expect("send");
+    stranger
+        .send_to(&crypto::seal(&key(), CLUSTER, 3, 2, 1, 0, b"who?").expect("seal"), b_addr)
+        .expect("send");
     wait_for(&b.metrics.bad_datagrams, garbage.len() as u64 + 1).await;
     b.assert_no_frame();
 
@@ -246,7 +248,7 @@ async fn a_supervised_transport_binds_its_configured_address_when_it_starts() {
     let addr = actix::Supervisor::start(move |_| TransportActor::new(cfg, recipient, metrics));
     let bound = addr.send(GetLocalAddr).await.expect("alive").expect("bound in started");
     assert_ne!(bound.port(), 0);
-    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 0, b"hi").expect("seal"), bound).expect("send");
+    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"hi").expect("seal"), bound).expect("send");
     let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"hi"[..]));
 }
@@ -299,9 +301,9 @@ async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_addre
     let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
     assert_eq!(before, after);
     // Node 6 is still cut off after the restart; node 5 gets through.
-    s6.send_to(&crypto::seal(&key(), CLUSTER, 6, 1, 0, b"from 6").expect("seal"), after).expect("send");
+    s6.send_to(&crypto::seal(&key(), CLUSTER, 6, 1, 1, 0, b"from 6").expect("seal"), after).expect("send");
     wait_for(&metrics.filtered_datagrams, 1).await;
-    s5.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 0, b"from 5").expect("seal"), after).expect("send");
+    s5.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"from 5").expect("seal"), after).expect("send");
     let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"from 5"[..]));
     assert!(frames.try_recv().is_err(), "nothing from node 6");
@@ -351,7 +353,7 @@ async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_unt
         tokio::task::yield_now().await;
     }
     assert_eq!(got, Some(at), "bound at the second retry");
-    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 0, b"bound").expect("seal"), at).expect("send");
+    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"bound").expect("seal"), at).expect("send");
     let end = std::time::Instant::now() + DEADLINE;
     let f = loop {
         if let Ok(f) = frames.try_recv() {
@@ -370,8 +372,9 @@ async fn replayed_datagrams_are_dropped_before_the_core_and_counted_by_reason() 
     let c = local_socket();
     let (_a, mut b) = pair(&[(3, &c)]);
     let b_addr = local_addr(&b).await;
-    let seal =
-        |epoch, counter, text: &[u8]| crypto::seal(&key(), CLUSTER, 3, epoch, counter, text).expect("seal");
+    let seal = |epoch, counter, text: &[u8]| {
+        crypto::seal(&key(), CLUSTER, 3, 2, epoch, counter, text).expect("seal")
+    };
     let replays = |b: &Node| Replay::ALL.map(|r| b.metrics.replayed(r));
     let send = |d: &[u8]| {
         c.send_to(d, b_addr).expect("send");
@@ -387,7 +390,7 @@ async fn replayed_datagrams_are_dropped_before_the_core_and_counted_by_reason() 
     send(&seal(5, 9, b"e5 c9"));
     assert_eq!(b.next_frame().await.bytes, b"e5 c9");
     // A forgery claiming a higher epoch fails to authenticate and moves nothing.
-    c.send_to(&crypto::seal(&key(), "another-cluster", 3, 100, 0, b"forged").expect("seal"), b_addr)
+    c.send_to(&crypto::seal(&key(), "another-cluster", 3, 2, 100, 0, b"forged").expect("seal"), b_addr)
         .expect("send");
     wait_for(&b.metrics.bad_datagrams, 1).await;
     send(&seal(5, 11, b"e5 c11"));
@@ -409,8 +412,13 @@ async fn replayed_datagrams_are_dropped_before_the_core_and_counted_by_reason() 
     assert_eq!(b.next_frame().await.bytes, b"e0");
     assert_eq!(b.next_frame().await.bytes, b"e0");
     // A header naming another node than the source address is dropped.
-    c.send_to(&crypto::seal(&key(), CLUSTER, 1, 6, 6000, b"spoofed").expect("seal"), b_addr).expect("send");
+    c.send_to(&crypto::seal(&key(), CLUSTER, 1, 2, 6, 6000, b"spoofed").expect("seal"), b_addr)
+        .expect("send");
     wait_for(&b.metrics.bad_datagrams, 2).await;
+    // A genuine datagram of node 3 sealed for node 1, replayed at node 2: the receiver is in the nonce.
+    let for_node_1 = crypto::seal(&key(), CLUSTER, 3, 1, 6, 6001, b"for node 1").expect("seal");
+    c.send_to(&for_node_1, b_addr).expect("send");
+    wait_for(&b.metrics.bad_datagrams, 3).await;
 
     b.assert_no_frame();
     assert_eq!(replays(&b), [1, 1, 1], "stale epoch, duplicate, too old");
