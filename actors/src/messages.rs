@@ -27,31 +27,29 @@ pub struct SendFrame {
     pub epoch: Epoch,
 }
 
-/// Key ring: accept datagrams sealed under `key` from now on (`cohort key install`). Answers with the
-/// key's id, or why it was refused (already installed).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<crate::crypto::KeyId, crate::crypto::KeyRingError>")]
-pub struct InstallKey {
-    /// The key, read and checked from its file by the caller.
-    pub key: crate::crypto::ClusterKey,
-    /// Where it came from (its file), for `cohort key list`.
-    pub source: String,
+/// A change to, or a look at, the transport's key ring (`cohort key install|use|remove|list`).
+#[derive(Debug, Clone)]
+pub enum KeyRingOp {
+    /// Accept datagrams sealed under `key` from now on; `source` names its file for `cohort key list`.
+    Install {
+        /// The key, read and checked from its file by the caller.
+        key: crate::crypto::ClusterKey,
+        /// Where it came from.
+        source: String,
+    },
+    /// Seal with this installed key from now on.
+    Use(crate::crypto::KeyId),
+    /// Stop accepting this installed key; refused for the primary key.
+    Remove(crate::crypto::KeyId),
+    /// Change nothing.
+    List,
 }
 
-/// Key ring: seal with the installed key `0` from now on (`cohort key use`).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<(), crate::crypto::KeyRingError>")]
-pub struct UseKey(pub crate::crypto::KeyId);
-
-/// Key ring: stop accepting the installed key `0` (`cohort key remove`); refused for the primary key.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<(), crate::crypto::KeyRingError>")]
-pub struct RemoveKey(pub crate::crypto::KeyId);
-
-/// Key ring: the installed keys (`cohort key list`).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Vec<crate::crypto::KeyInfo>")]
-pub struct GetKeys;
+/// Applies a [`KeyRingOp`] to the transport's key ring and answers with the installed keys after it,
+/// or why it was refused (nothing changed then).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<crate::crypto::KeyInfo>, crate::crypto::KeyRingError>")]
+pub struct ChangeKeyRing(pub KeyRingOp);
 
 /// Drop all traffic to and from these nodes (demos and tests without root).
 #[derive(Message, Debug, Clone, Default)]

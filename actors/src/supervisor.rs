@@ -273,6 +273,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         // The link filter is reachable from the operator socket only where a test bed or the demo
         // turned it on.
         link_filter: settings.testing.link_filter.then(|| transport.clone().recipient()),
+        key_ring: Some(transport.clone().recipient()),
     };
     let client_api = ClientApiActor::new(ClientApiConfig::from_settings(&settings), links, metrics.clone())
         .with_fatal(sup.clone().recipient())

@@ -23,8 +23,8 @@
 //!
 //! The counter of each receiver starts at 0 in each process and only grows (sealing refuses to wrap it);
 //! the epoch only grows too, so no (node, receiver, epoch, counter) is ever sealed twice under a key: the nonce argument of
-//! docs/adr/0006. The key ring is changed at run time by [`InstallKey`], [`UseKey`] and [`RemoveKey`]
-//! (`cohort key ...` through the operator socket).
+//! docs/adr/0006. The key ring is changed at run time by [`ChangeKeyRing`] (`cohort key ...` through the
+//! operator socket).
 //!
 //! A peer is identified by its source address, so every node must bind the address the others have
 //! configured for it (not a wildcard address that may answer from another interface).
@@ -39,7 +39,7 @@
 //! with a backoff (up to [`MAX_BIND_RETRY`]) rather than stopping, which would make the supervisor spin.
 
 use crate::crypto::{self, ClusterKey, CryptoError, KeyInfo, KeyRing, SEAL_OVERHEAD};
-use crate::messages::{FrameReceived, GetKeys, InstallKey, RemoveKey, SendFrame, SetLinkFilter, UseKey};
+use crate::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use crate::metrics::Metrics;
 use crate::replay::{Replay, ReplayGuard};
 use actix::prelude::*;
@@ -501,42 +501,28 @@ impl Handler<SetLinkFilter> for TransportActor {
     }
 }
 
-impl Handler<InstallKey> for TransportActor {
-    type Result = Result<crypto::KeyId, crypto::KeyRingError>;
+impl Handler<ChangeKeyRing> for TransportActor {
+    type Result = Result<Vec<KeyInfo>, crypto::KeyRingError>;
 
-    fn handle(&mut self, msg: InstallKey, _ctx: &mut Context<Self>) -> Self::Result {
-        let id = self.ring.install(&msg.key, &msg.source)?;
-        tracing::warn!(node = self.cfg.node.0, key = %id, source = %msg.source, "key installed: accepted from now on");
-        Ok(id)
-    }
-}
-
-impl Handler<UseKey> for TransportActor {
-    type Result = Result<(), crypto::KeyRingError>;
-
-    fn handle(&mut self, msg: UseKey, _ctx: &mut Context<Self>) -> Self::Result {
-        let before = self.ring.primary();
-        self.ring.use_key(msg.0)?;
-        tracing::warn!(node = self.cfg.node.0, key = %msg.0, previous = %before, "primary key changed: sealing with it from now on");
-        Ok(())
-    }
-}
-
-impl Handler<RemoveKey> for TransportActor {
-    type Result = Result<(), crypto::KeyRingError>;
-
-    fn handle(&mut self, msg: RemoveKey, _ctx: &mut Context<Self>) -> Self::Result {
-        self.ring.remove(msg.0)?;
-        tracing::warn!(node = self.cfg.node.0, key = %msg.0, "key removed: datagrams sealed under it are dropped from now on");
-        Ok(())
-    }
-}
-
-impl Handler<GetKeys> for TransportActor {
-    type Result = Vec<KeyInfo>;
-
-    fn handle(&mut self, _: GetKeys, _ctx: &mut Context<Self>) -> Vec<KeyInfo> {
-        self.ring.list()
+    fn handle(&mut self, msg: ChangeKeyRing, _ctx: &mut Context<Self>) -> Self::Result {
+        let node = self.cfg.node.0;
+        match msg.0 {
+            KeyRingOp::Install { key, source } => {
+                let id = self.ring.install(&key, &source)?;
+                tracing::warn!(node, key = %id, %source, "key installed: datagrams sealed under it are accepted from now on");
+            }
+            KeyRingOp::Use(id) => {
+                let before = self.ring.primary();
+                self.ring.use_key(id)?;
+                tracing::warn!(node, key = %id, previous = %before, "primary key changed: datagrams are sealed under it from now on");
+            }
+            KeyRingOp::Remove(id) => {
+                self.ring.remove(id)?;
+                tracing::warn!(node, key = %id, "key removed: datagrams sealed under it are dropped from now on");
+            }
+            KeyRingOp::List => {}
+        }
+        Ok(self.ring.list())
     }
 }
 

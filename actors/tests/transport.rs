@@ -10,9 +10,7 @@ use paused::ManualClock;
 use actix::prelude::*;
 use cohort::{Epoch, NodeId};
 use cohort_actors::crypto::{self, ClusterKey, KeyInfo, KeyRingError};
-use cohort_actors::messages::{
-    FrameReceived, GetKeys, InstallKey, RemoveKey, SendFrame, SetLinkFilter, UseKey,
-};
+use cohort_actors::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use cohort_actors::metrics::Metrics;
 use cohort_actors::transport::{
     GetLocalAddr, GetSendDrops, InjectSocketFailure, TapDatagrams, TransportActor, TransportConfig,
@@ -451,30 +449,36 @@ async fn a_key_ring_accepts_every_installed_key_and_seals_with_the_primary() {
     let (mut a, mut b) = pair(&[]);
     let new = ClusterKey::from_bytes([43; 32]);
     let (old_id, new_id) = (key().id(), new.id());
-    let install = InstallKey { key: new.clone(), source: "new.key".into() };
-    assert_eq!(b.addr.send(install.clone()).await.expect("alive"), Ok(new_id));
-    assert_eq!(b.addr.send(install.clone()).await.expect("alive"), Err(KeyRingError::Duplicate(new_id)));
+    let ring = |n: &Node, op: KeyRingOp| n.addr.send(ChangeKeyRing(op));
+    let install = || KeyRingOp::Install { key: new.clone(), source: "new.key".into() };
+    let keys = ring(&b, install()).await.expect("alive").expect("install");
+    assert_eq!(keys.iter().map(|k| (k.id.clone(), k.primary)).collect::<Vec<_>>(), {
+        let mut want = vec![(old_id.to_string(), true), (new_id.to_string(), false)];
+        want.sort();
+        want
+    });
+    assert_eq!(ring(&b, install()).await.expect("alive"), Err(KeyRingError::Duplicate(new_id)));
     // B seals with the new key before A has it: A drops those as an unknown key.
-    b.addr.send(UseKey(new_id)).await.expect("alive").expect("use");
+    ring(&b, KeyRingOp::Use(new_id)).await.expect("alive").expect("use");
     b.send(1, b"too early").await;
     wait_for(&a.metrics.unknown_key_datagrams, 1).await;
     a.assert_no_frame();
     // Once A has it, both directions work, A still sealing with the old key B still accepts.
-    a.addr.send(install).await.expect("alive").expect("install");
+    ring(&a, install()).await.expect("alive").expect("install");
     b.send(1, b"new to a").await;
     assert_eq!(a.next_frame().await.bytes, b"new to a");
     a.send(2, b"old to b").await;
     assert_eq!(b.next_frame().await.bytes, b"old to b");
     // The primary cannot be removed; another key can, and is then refused.
-    let e = b.addr.send(RemoveKey(new_id)).await.expect("alive").expect_err("primary");
+    let e = ring(&b, KeyRingOp::Remove(new_id)).await.expect("alive").expect_err("primary");
     assert_eq!(e, KeyRingError::RemovePrimary(new_id));
-    b.addr.send(RemoveKey(old_id)).await.expect("alive").expect("remove the old key");
+    ring(&b, KeyRingOp::Remove(old_id)).await.expect("alive").expect("remove the old key");
     a.send(2, b"old again").await;
     wait_for(&b.metrics.unknown_key_datagrams, 1).await;
     b.assert_no_frame();
-    a.addr.send(UseKey(new_id)).await.expect("alive").expect("use");
+    ring(&a, KeyRingOp::Use(new_id)).await.expect("alive").expect("use");
     a.send(2, b"new to b").await;
     assert_eq!(b.next_frame().await.bytes, b"new to b");
-    let keys = b.addr.send(GetKeys).await.expect("alive");
+    let keys = ring(&b, KeyRingOp::List).await.expect("alive").expect("list");
     assert_eq!(keys, vec![KeyInfo { id: new_id.to_string(), primary: true, source: "new.key".into() }]);
 }
