@@ -33,7 +33,7 @@
 //! authenticate there. The one exception is epoch 0, which every start's epoch inquiry uses before an
 //! incarnation exists: the inquiry starts its counter at a random 63-bit value, so two inquiries of a
 //! node repeat a nonce only if their few dozen counters overlap in a 2^63 space. See
-//! docs/adr/0006-counter-nonces-and-replay-windows.md for the whole argument.
+//! docs/adr/0006-counter-nonces-replay-windows-and-a-key-ring.md for the whole argument.
 //!
 //! # Replays
 //! Authentication proves a datagram was sealed by a key holder of this cluster, not that it is fresh.
