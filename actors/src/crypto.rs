@@ -350,9 +350,18 @@ pub enum KeyRingError {
     /// `install` of a key whose id an installed key already has.
     #[error("key {0} is already installed")]
     Duplicate(KeyId),
+    /// The change could not be recorded for the next start; it was undone.
+    #[error("cannot record the key ring in {path}: {reason}; nothing was changed")]
+    Save {
+        /// The ring file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
 }
 
 /// One key of a ring: its cipher and where it came from (for `cohort key list`).
+#[derive(Clone)]
 struct RingKey {
     aead: XChaCha20Poly1305,
     source: String,
@@ -362,6 +371,7 @@ struct RingKey {
 /// key is accepted on receipt (the datagram names its key), the primary key seals. Rotating the
 /// cluster key is install the new key everywhere, make it primary everywhere, remove the old one
 /// everywhere, with no moment at which two nodes cannot read each other.
+#[derive(Clone)]
 pub struct KeyRing {
     keys: BTreeMap<KeyId, RingKey>,
     primary: KeyId,

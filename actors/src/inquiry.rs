@@ -21,7 +21,7 @@
 //! A running agent whose core asks for a new epoch claims it the same way through its transport
 //! (`MembershipActor`).
 
-use crate::crypto::{ClusterKey, KeyRing};
+use crate::crypto::KeyRing;
 use crate::epoch_registry::EpochRegistryActor;
 use crate::messages::PersistDurable;
 use actix::Addr;
@@ -65,7 +65,7 @@ pub async fn ask_epoch(
     restored: bool,
     bind: SocketAddr,
     peers: &BTreeMap<NodeId, SocketAddr>,
-    key: &ClusterKey,
+    ring: &KeyRing,
     registry: &Addr<EpochRegistryActor>,
 ) -> anyhow::Result<InquiryOutcome> {
     let socket = UdpSocket::bind(bind)
@@ -77,8 +77,6 @@ pub async fn ask_epoch(
     // The nonce only tells this inquiry's answers from an earlier one's.
     let nonce = (wall as u64) | 1;
     let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
-    let cluster = cfg.cluster.clone();
-    let ring = KeyRing::new(key, "node.key_file", &cluster);
     let mut counter = {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b)

@@ -38,7 +38,7 @@
 //! [`actix::Supervisor`], it is then restarted and binds its address again. A bind that fails is retried
 //! with a backoff (up to [`MAX_BIND_RETRY`]) rather than stopping, which would make the supervisor spin.
 
-use crate::crypto::{self, ClusterKey, CryptoError, KeyInfo, KeyRing, SEAL_OVERHEAD};
+use crate::crypto::{self, CryptoError, KeyInfo, KeyRing, SEAL_OVERHEAD};
 use crate::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use crate::metrics::Metrics;
 use crate::replay::{Replay, ReplayGuard};
@@ -74,10 +74,11 @@ pub struct TransportConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The cluster name, authenticated with every datagram.
     pub cluster: String,
-    /// The cluster key: the key ring's first, primary key.
-    pub key: ClusterKey,
-    /// Where the key came from (its file), for `cohort key list`.
-    pub key_source: String,
+    /// The cluster keys: every installed key is accepted, the primary seals.
+    pub keys: KeyRing,
+    /// Where every change of the ring is recorded for the next start (`<data_dir>/keyring.json`);
+    /// `None` keeps the ring in memory only.
+    pub ring_file: Option<std::path::PathBuf>,
     /// The largest plaintext datagram the core sends (`limits.max_datagram_bytes`).
     pub max_datagram_bytes: usize,
 }
@@ -168,7 +169,7 @@ impl TransportActor {
     ) -> TransportActor {
         let by_addr = cfg.peers.iter().map(|(&n, &a)| (canonical(a), n)).collect();
         TransportActor {
-            ring: KeyRing::new(&cfg.key, &cfg.key_source, &cfg.cluster),
+            ring: cfg.keys.clone(),
             epoch: 0,
             counters: BTreeMap::new(),
             replay: ReplayGuard::default(),
@@ -506,22 +507,38 @@ impl Handler<ChangeKeyRing> for TransportActor {
 
     fn handle(&mut self, msg: ChangeKeyRing, _ctx: &mut Context<Self>) -> Self::Result {
         let node = self.cfg.node.0;
-        match msg.0 {
+        let before = self.ring.clone();
+        let what = match msg.0 {
             KeyRingOp::Install { key, source } => {
                 let id = self.ring.install(&key, &source)?;
-                tracing::warn!(node, key = %id, %source, "key installed: datagrams sealed under it are accepted from now on");
+                format!(
+                    "key {id} installed from {source}: datagrams sealed under it are accepted from now on"
+                )
             }
             KeyRingOp::Use(id) => {
-                let before = self.ring.primary();
+                let previous = self.ring.primary();
                 self.ring.use_key(id)?;
-                tracing::warn!(node, key = %id, previous = %before, "primary key changed: datagrams are sealed under it from now on");
+                format!(
+                    "primary key changed from {previous} to {id}: datagrams are sealed under it from now on"
+                )
             }
             KeyRingOp::Remove(id) => {
                 self.ring.remove(id)?;
-                tracing::warn!(node, key = %id, "key removed: datagrams sealed under it are dropped from now on");
+                format!("key {id} removed: datagrams sealed under it are dropped from now on")
             }
-            KeyRingOp::List => {}
+            KeyRingOp::List => return Ok(self.ring.list()),
+        };
+        if let Some(file) = &self.cfg.ring_file {
+            if let Err(e) = crate::key_file::save_ring(file, &self.ring.list()) {
+                // Not kept: a change the next start would silently undo is worse than none.
+                self.ring = before;
+                return Err(crypto::KeyRingError::Save {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
         }
+        tracing::warn!(node, "{what}");
         Ok(self.ring.list())
     }
 }
@@ -585,7 +602,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn after_a_socket_failure_the_supervisor_restarts_it_on_the_same_address() {
-        let key = ClusterKey::from_bytes([1; 32]);
+        let key = crate::crypto::ClusterKey::from_bytes([1; 32]);
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let cfg = TransportConfig {
@@ -593,8 +610,8 @@ mod tests {
             node: NodeId(1),
             peers: BTreeMap::from([(NodeId(2), peer.local_addr().expect("addr"))]),
             cluster: "c".into(),
-            key: key.clone(),
-            key_source: "test".into(),
+            keys: KeyRing::new(&key, "test", "c"),
+            ring_file: None,
             max_datagram_bytes: 1024,
         };
         let (tx, mut frames) = mpsc::unbounded_channel();

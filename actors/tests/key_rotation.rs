@@ -236,3 +236,47 @@ async fn key_commands_refuse_bad_key_files_and_ids_naming_them() {
     let e = c.keys(cohort_actors::client_proto::KeyRequest::List).await.expect_err("refused");
     assert!(e.to_string().contains("Keys is an operator command"), "{e}");
 }
+
+#[actix_rt::test]
+async fn a_node_restarted_after_a_rotation_keeps_its_key_ring_and_rejoins() {
+    let nodes = Nodes::new("keyring-restart", 3, "");
+    // Nodes 1 and 2 in this system; node 3 on its own thread, so it can really restart.
+    let [h1, h2] = nodes.start_all([1, 2]).await;
+    let mut n3 = Threaded::start(nodes.settings(3, "")).await;
+    wait_primary_of_all(&[&h1, &h2, &n3.handle]).await;
+    let sockets: Vec<PathBuf> = (1..=3).map(|id| nodes.settings(id, "").operator_socket_path()).collect();
+    let old_file = nodes.dir().join("cluster.key");
+    let old_id = cohort_actors::crypto::load_key(&old_file).expect("key").id().to_string();
+    let new_file = nodes.dir().join("cluster.key.new");
+    cohort_actors::crypto::generate_key_file(&new_file).expect("a new key file");
+    let new_id = cohort_actors::crypto::load_key(&new_file).expect("key").id().to_string();
+    for step in
+        [vec!["install", new_file.to_str().expect("utf-8")], vec!["use", &new_id], vec!["remove", &old_id]]
+    {
+        for s in &sockets {
+            ok(s, &step).await;
+        }
+    }
+    // The ring is recorded in the data directory: ids and files, no key material.
+    let recorded = std::fs::read_to_string(nodes.data_dir(3).join("keyring.json")).expect("the ring file");
+    assert!(recorded.contains(&new_id) && recorded.contains("cluster.key.new"), "{recorded}");
+    assert!(!recorded.contains(&old_id), "{recorded}");
+    let new_key_hex = std::fs::read_to_string(&new_file).expect("read");
+    assert!(!recorded.contains(new_key_hex.trim()), "no key material in the ring file");
+
+    // Node 3 restarts with node.key_file still the old key: its ring comes back from the data directory,
+    // so its epoch inquiry and everything after are sealed under the new key, which the others still
+    // accept, and it rejoins.
+    let before = n3.handle.member;
+    n3.stop();
+    let n3 = Threaded::start(nodes.settings(3, "")).await;
+    assert!(n3.handle.member.epoch() > before.epoch());
+    wait_primary_of_all(&[&h1, &h2, &n3.handle]).await;
+    let mut want = vec![(old_id.clone(), false), (new_id.clone(), true)];
+    want.sort();
+    assert_eq!(rows(&ok(&sockets[2], &["list"]).await), want, "node.key_file's key is back, not primary");
+    for h in [&h1, &h2] {
+        assert_eq!(h.metrics.unknown_key_datagrams.load(Relaxed), 0, "nothing sealed under the removed key");
+    }
+    assert_eq!(*n3.handle.fatal.borrow(), None);
+}

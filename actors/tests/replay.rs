@@ -18,8 +18,7 @@ use cohort_actors::admin::GetAdminAddr;
 use cohort_actors::crypto::peek_header;
 use cohort_actors::messages::{JoinGroup, Multicast};
 use cohort_actors::replay::Replay;
-use cohort_actors::settings::Settings;
-use cohort_actors::supervisor::{leave_deadline, start_node, NodeHandle, ShutdownOutcome};
+use cohort_actors::supervisor::{leave_deadline, NodeHandle, ShutdownOutcome};
 use cohort_actors::transport::{InjectDatagram, TapDatagrams};
 use inprocess::*;
 use std::collections::BTreeMap;
@@ -29,51 +28,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const GROUP: &str = "g";
-
-/// A node running in its own actix system on its own thread; dropping it stops that system.
-struct Threaded {
-    handle: NodeHandle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Threaded {
-    async fn start(settings: Settings) -> Threaded {
-        let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let system = actix::System::new();
-            system.block_on(async move {
-                let started = start_node(settings).await.map_err(|e| format!("{e:#}"));
-                let _ = handle_tx.send(started);
-                let _ = stop_rx.await;
-            });
-            // Dropping the system's runtime drops every actor: sockets and the data directory's lock go.
-        });
-        let handle = tokio::time::timeout(DEADLINE, handle_rx)
-            .await
-            .expect("node 1 started within the deadline")
-            .expect("node 1's thread alive")
-            .unwrap_or_else(|e| panic!("start node 1: {e}"));
-        Threaded { handle, stop: Some(stop), thread: Some(thread) }
-    }
-
-    /// Stops the node's system and waits for its thread to end.
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Threaded {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 async fn metrics_text(h: &NodeHandle) -> String {
     let admin = h.admin.as_ref().expect("admin endpoint configured");

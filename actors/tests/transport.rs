@@ -9,7 +9,7 @@ use paused::ManualClock;
 
 use actix::prelude::*;
 use cohort::{Epoch, NodeId};
-use cohort_actors::crypto::{self, ClusterKey, KeyInfo, KeyRingError};
+use cohort_actors::crypto::{self, ClusterKey, KeyInfo, KeyRing, KeyRingError};
 use cohort_actors::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use cohort_actors::metrics::Metrics;
 use cohort_actors::transport::{
@@ -95,8 +95,8 @@ fn start(node: u32, socket: UdpSocket, peers: &BTreeMap<NodeId, SocketAddr>) -> 
         node: NodeId(node),
         peers: peers.clone(),
         cluster: CLUSTER.to_string(),
-        key: key(),
-        key_source: "test".into(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let addr = TransportActor::with_socket(cfg, socket, probe.recipient(), metrics.clone())
@@ -237,8 +237,8 @@ async fn a_supervised_transport_binds_its_configured_address_when_it_starts() {
         node: NodeId(1),
         peers,
         cluster: CLUSTER.to_string(),
-        key: key(),
-        key_source: "test".into(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let metrics = Arc::new(Metrics::default());
@@ -261,8 +261,8 @@ async fn binding_a_busy_address_is_an_error_naming_it() {
         node: NodeId(1),
         peers: BTreeMap::new(),
         cluster: CLUSTER.to_string(),
-        key: key(),
-        key_source: "test".into(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let err = TransportActor::bind(cfg, Probe(tx).start().recipient(), Arc::new(Metrics::default()))
@@ -285,8 +285,8 @@ async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_addre
         node: NodeId(1),
         peers,
         cluster: CLUSTER.to_string(),
-        key: key(),
-        key_source: "test".into(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let metrics = Arc::new(Metrics::default());
@@ -319,8 +319,8 @@ async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_unt
         node: NodeId(1),
         peers: BTreeMap::from([(NodeId(5), sender.local_addr().expect("addr"))]),
         cluster: CLUSTER.to_string(),
-        key: key(),
-        key_source: "test".into(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let recipient = Probe(tx).start().recipient();
