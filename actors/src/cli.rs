@@ -24,6 +24,7 @@
 //! **Deliberately absent:** no protocol logic and no socket code here; each subcommand is a few lines that
 //! call the module doing the work.
 
+use crate::client_proto::KeyRequest;
 use crate::settings_load::{self, LoadOptions, Loaded, SettingsError, FLAG_KEYS};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
@@ -120,6 +121,16 @@ Examples:
   # After checking that node 3 is powered off (as root or the agent's user):
   sudo cohort fence ack 3 --config /etc/cohort/node.toml
   cohort fence ack 3 --operator-socket /tmp/cohort-3n/node1/operator.sock";
+
+const KEY_EXAMPLES: &str = "\
+Examples:
+  # On one machine: a new key; copy it to the same path on every node (mode 0600, owned by the agent's user).
+  cohort keygen --out /etc/cohort/cluster.key.new
+  # On every node, one step at a time (each step on all nodes before the next):
+  sudo cohort key install /etc/cohort/cluster.key.new --config /etc/cohort/node.toml
+  sudo cohort key use 5f0c9a1e --config /etc/cohort/node.toml
+  sudo cohort key remove 0b7d2c44 --config /etc/cohort/node.toml
+  sudo cohort key list --config /etc/cohort/node.toml";
 
 const LOCK_EXAMPLES: &str = "\
 Examples:
@@ -275,6 +286,21 @@ pub enum Command {
         /// The action.
         #[command(subcommand)]
         action: FenceAction,
+    },
+
+    /// The cluster key ring of one agent: rotate the cluster key without stopping the cluster.
+    ///
+    /// Every agent accepts datagrams sealed under any installed key and seals under its primary key.
+    /// To rotate: copy a new key file (`cohort keygen`) to every node; `cohort key install FILE` on every
+    /// node; then `cohort key use ID` on every node; then `cohort key remove OLD-ID` on every node; then
+    /// point node.key_file at the new file so restarts use it. Each command acts on the agent of this
+    /// machine only, through its operator socket; `cohort key list` shows the installed keys with their
+    /// ids (eight hex digits of a hash of the key, never the key). The primary key cannot be removed.
+    #[command(after_help = KEY_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
+    Key {
+        /// The action.
+        #[command(subcommand)]
+        action: KeyAction,
     },
 
     /// A distributed lock service built on the client API.
@@ -488,6 +514,62 @@ pub enum FenceAction {
     /// node that is still running is exactly the split brain fencing exists to prevent.
     #[command(after_help = ACK_EXAMPLES)]
     Ack(AckArgs),
+}
+
+/// `cohort key` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyAction {
+    /// Install a key from a key file: accepted on receipt from now on, not yet used to send.
+    ///
+    /// The agent reads FILE itself, as its own user, and checks it exactly as node.key_file (a regular
+    /// file owned by the agent's user or root, no access for group or others, one 32-byte key as 64 hex
+    /// digits); a refusal names the file.
+    #[command(after_help = KEY_EXAMPLES)]
+    Install(KeyFileArgs),
+    /// Make an installed key the primary key: every datagram is sealed under it from now on.
+    ///
+    /// Install the key on every node first: a node that has not installed it drops what this node sends
+    /// (counted in cohort_unknown_key_datagrams_total).
+    #[command(after_help = KEY_EXAMPLES)]
+    Use(KeyIdArgs),
+    /// Remove an installed key: datagrams sealed under it are dropped from now on.
+    ///
+    /// The primary key cannot be removed. Remove the old key only once every node uses the new one.
+    #[command(after_help = KEY_EXAMPLES)]
+    Remove(KeyIdArgs),
+    /// List the installed keys: id, whether it is the primary key, and its file.
+    #[command(after_help = KEY_EXAMPLES)]
+    List(KeyListArgs),
+}
+
+/// `cohort key install` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct KeyFileArgs {
+    /// The key file (as `cohort keygen` writes it).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where the agent's operator socket is.
+    #[command(flatten)]
+    pub socket: OperatorSocketArgs,
+}
+
+/// `cohort key use` and `cohort key remove` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct KeyIdArgs {
+    /// The key id, eight hex digits as `cohort key list` shows it.
+    #[arg(value_name = "KEY-ID")]
+    pub id: String,
+    /// Where the agent's operator socket is.
+    #[command(flatten)]
+    pub socket: OperatorSocketArgs,
+}
+
+/// `cohort key list` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct KeyListArgs {
+    /// Where the agent's operator socket is.
+    #[command(flatten)]
+    pub socket: OperatorSocketArgs,
 }
 
 /// How an operator command finds the agent's operator socket.
@@ -780,6 +862,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = resolve_operator_socket(&args.socket)?;
             block_on(crate::client_cli::fence_ack(&socket, args.node))
         }
+        Command::Key { action } => {
+            let (socket, op) = match action {
+                KeyAction::Install(args) => {
+                    // The agent runs elsewhere: it gets an absolute path.
+                    let file = std::path::absolute(&args.file)
+                        .map_err(|e| UserError(format!("key file {}: {e}", args.file.display())))?;
+                    let path = file
+                        .to_str()
+                        .ok_or_else(|| UserError(format!("key file {}: not valid UTF-8", file.display())))?
+                        .to_string();
+                    (args.socket, KeyRequest::Install { path })
+                }
+                KeyAction::Use(args) => {
+                    check_key_id(&args.id)?;
+                    (args.socket, KeyRequest::Use { id: args.id })
+                }
+                KeyAction::Remove(args) => {
+                    check_key_id(&args.id)?;
+                    (args.socket, KeyRequest::Remove { id: args.id })
+                }
+                KeyAction::List(args) => (args.socket, KeyRequest::List),
+            };
+            let socket = resolve_operator_socket(&socket)?;
+            block_on(crate::client_cli::keys(&socket, op))
+        }
         Command::Lock { action } => lock(action),
         Command::Demo(args) => crate::demo::run(crate::demo::DemoOptions {
             nodes: args.nodes,
@@ -1003,6 +1110,13 @@ pub fn resolve_socket(args: &SocketArgs) -> anyhow::Result<PathBuf> {
         ))
         .into())
     }
+}
+
+/// A key id as `cohort key list` shows it, or a usage error naming it.
+fn check_key_id(id: &str) -> Result<(), UserError> {
+    id.parse::<crate::crypto::KeyId>()
+        .map(|_| ())
+        .map_err(|e| UserError(format!("{e} (as `cohort key list` shows it)")))
 }
 
 /// The agent's operator socket: `--operator-socket`; else the configuration given with `--config` (or

@@ -57,7 +57,8 @@
 //! ```
 
 use crate::client_proto::{
-    FrameCodec, ProtoError, Reply, Request, MAX_FRAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
+    FrameCodec, KeyRequest, ProtoError, Reply, Request, MAX_FRAME_BYTES, MAX_UNANSWERED_SENDS,
+    PROTOCOL_VERSION,
 };
 use cohort::msg::TransferToken;
 use cohort::{Delivery, Epoch, Member, NodeId, ViewId};
@@ -219,9 +220,11 @@ fn classify(reply: Reply) -> Incoming {
         Reply::SelfFenced { reason } => E::SelfFenced { reason },
         Reply::Sent { req, msg } => E::Sent { req, msg },
         Reply::SendFailed { req, error } => E::SendFailed { req, error },
-        other @ (Reply::Welcome { .. } | Reply::Status { .. } | Reply::Ok | Reply::Error { .. }) => {
-            return Incoming::Answer(other)
-        }
+        other @ (Reply::Welcome { .. }
+        | Reply::Status { .. }
+        | Reply::Keys { .. }
+        | Reply::Ok
+        | Reply::Error { .. }) => return Incoming::Answer(other),
     })
 }
 
@@ -229,6 +232,7 @@ fn describe(reply: &Reply) -> String {
     match reply {
         Reply::Welcome { .. } => "welcome".into(),
         Reply::Status { .. } => "status".into(),
+        Reply::Keys { .. } => "keys".into(),
         Reply::Ok => "ok".into(),
         Reply::Error { message } => format!("error: {message}"),
         other => format!("{other:?}"),
@@ -388,6 +392,16 @@ impl Client {
     /// (connect to it, not to the client socket; see [`crate::client_access`]).
     pub async fn fence_ack(&mut self, node: NodeId) -> Result<(), ClientError> {
         self.expect_ok(&Request::FenceAck { node: node.0 }).await
+    }
+
+    /// Changes or lists the agent's cluster key ring (`cohort key ...`), answering with the installed keys
+    /// after the change. Served only on the operator socket.
+    pub async fn keys(&mut self, op: KeyRequest) -> Result<Vec<crate::crypto::KeyInfo>, ClientError> {
+        match self.request(&Request::Keys { op }).await? {
+            Reply::Keys { keys } => Ok(keys),
+            Reply::Error { message } => Err(ClientError::Agent(message)),
+            other => Err(ClientError::Unexpected(describe(&other))),
+        }
     }
 
     /// Cuts this agent off from `blocked` nodes (an empty list restores every link). For demos and tests:

@@ -23,6 +23,7 @@
 //! | `Join`, `Leave`, `Send`, `ProvideState` | the application's own groups | yes | yes |
 //! | `FenceAck` | operator: declares a node fenced, so the others recover its resources (G9) | refused | yes |
 //! | `SetLinkFilter` | operator and testing: cuts this node off from peers | refused | only with `testing.link_filter = true` |
+//! | `Keys` | operator: the cluster key ring (install, use, remove, list) | refused | yes |
 //!
 //! An operator command on the client socket gets an `Error` that names the command and the operator
 //! socket; the connection stays usable (nothing about the stream is wrong).
@@ -63,7 +64,7 @@ pub enum Class {
     ReadOnly,
     /// `Join`, `Leave`, `Send`, `ProvideState`: the client's own process groups.
     Application,
-    /// `FenceAck`: changes fencing (and so what the cluster may recover).
+    /// `FenceAck`: changes fencing (and so what the cluster may recover); `Keys`: the cluster key ring.
     Operator,
     /// `SetLinkFilter`: cuts links; an operator command that exists only when `testing.link_filter` is on.
     OperatorTesting,
@@ -78,7 +79,7 @@ pub fn class_of(req: &Request) -> Class {
         | Request::Leave { .. }
         | Request::Send { .. }
         | Request::ProvideState { .. } => Class::Application,
-        Request::FenceAck { .. } => Class::Operator,
+        Request::FenceAck { .. } | Request::Keys { .. } => Class::Operator,
         Request::SetLinkFilter { .. } => Class::OperatorTesting,
     }
 }
@@ -95,6 +96,7 @@ pub fn request_name(req: &Request) -> &'static str {
         Request::FenceAck { .. } => "FenceAck",
         Request::SetLinkFilter { .. } => "SetLinkFilter",
         Request::Watch { .. } => "Watch",
+        Request::Keys { .. } => "Keys",
     }
 }
 
@@ -102,6 +104,7 @@ pub fn request_name(req: &Request) -> &'static str {
 fn command_of(req: &Request) -> &'static str {
     match req {
         Request::FenceAck { .. } => " (`cohort fence ack` uses it)",
+        Request::Keys { .. } => " (`cohort key` uses it)",
         _ => "",
     }
 }
@@ -283,11 +286,12 @@ mod tests {
             Request::FenceAck { node: 3 },
             Request::SetLinkFilter { blocked: vec![2] },
             Request::Watch { group: None },
+            Request::Keys { op: crate::client_proto::KeyRequest::List },
         ]
     }
 
     #[test]
-    fn only_fence_ack_and_the_link_filter_are_operator_commands() {
+    fn only_fence_ack_the_key_ring_and_the_link_filter_are_operator_commands() {
         let op = Path::new("/run/cohort/operator.sock");
         for req in all_requests() {
             let app = refusal(Principal::Application, &req, op, true);
@@ -299,6 +303,13 @@ mod tests {
                     Some(
                         "FenceAck is an operator command: send it on the operator socket \
                          /run/cohort/operator.sock (`cohort fence ack` uses it), not on the client socket"
+                    )
+                ),
+                Request::Keys { .. } => assert_eq!(
+                    app.as_deref(),
+                    Some(
+                        "Keys is an operator command: send it on the operator socket \
+                         /run/cohort/operator.sock (`cohort key` uses it), not on the client socket"
                     )
                 ),
                 Request::SetLinkFilter { .. } => {

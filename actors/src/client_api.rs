@@ -74,7 +74,8 @@ use crate::client_conn::{
     Incoming, ReadLimits,
 };
 use crate::client_proto::{
-    FrameCodec, Reply, Request, MAX_FRAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS, PROTOCOL_VERSION,
+    FrameCodec, KeyRequest, Reply, Request, MAX_FRAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_UNANSWERED_SENDS,
+    PROTOCOL_VERSION,
 };
 use crate::messages::*;
 use crate::metrics::Metrics;
@@ -218,6 +219,9 @@ pub struct MembershipLinks {
     /// The link filter, to the transport; `None` unless `testing.link_filter` is on, and then
     /// `SetLinkFilter` is refused.
     pub link_filter: Option<Recipient<SetLinkFilter>>,
+    /// The key ring, to the transport (`cohort key ...`); `None` where there is none (tests of this actor
+    /// alone), and then `Keys` is answered with an error.
+    pub key_ring: Option<Recipient<ChangeKeyRing>>,
 }
 
 /// The actor. See the module documentation.
@@ -715,6 +719,26 @@ impl ClientApiActor {
                 }
                 self.reply(id, &Reply::Ok);
             }
+            Request::Keys { op } => {
+                let Some(ring) = self.links.key_ring.clone() else {
+                    self.error(id, "this agent has no key ring".into());
+                    return done();
+                };
+                let op = match key_ring_op(op) {
+                    Ok(op) => op,
+                    Err(message) => {
+                        self.error(id, message);
+                        return done();
+                    }
+                };
+                return Box::pin(ring.send(ChangeKeyRing(op)).into_actor(self).map(move |res, act, _ctx| {
+                    match res {
+                        Ok(Ok(keys)) => act.reply(id, &Reply::Keys { keys }),
+                        Ok(Err(e)) => act.error(id, e.to_string()),
+                        Err(_) => act.error(id, "the transport is not running".into()),
+                    }
+                }));
+            }
             Request::Watch { group } => {
                 c.watching = Some(group.map_or(Watching::All, Watching::Group));
                 self.reply(id, &Reply::Ok);
@@ -970,5 +994,29 @@ impl Handler<SelfFenced> for ClientApiActor {
     type Result = ();
     fn handle(&mut self, msg: SelfFenced, _ctx: &mut Context<Self>) {
         self.broadcast(&Reply::SelfFenced { reason: msg.reason }, |_, _| true);
+    }
+}
+
+/// The transport's form of an operator's key-ring request. A key file is checked exactly as
+/// `node.key_file` is (owner, mode, one 32-byte key), by the agent, as the agent's user; every refusal
+/// names the file or the key id.
+fn key_ring_op(op: KeyRequest) -> Result<KeyRingOp, String> {
+    let id = |text: &str| text.parse::<crate::crypto::KeyId>();
+    match op {
+        KeyRequest::Install { path } => {
+            let p = std::path::Path::new(&path);
+            if !p.is_absolute() {
+                return Err(format!("key file {path}: the path must be absolute (the agent runs elsewhere)"));
+            }
+            let rule = crate::key_file::OwnerRule::Agent(crate::key_file::effective_uid());
+            match crate::key_file::check(p, rule) {
+                Ok((key, _)) => Ok(KeyRingOp::Install { key, source: path }),
+                // The checks are node.key_file's, and so are their words; this file is not that key.
+                Err(e) => Err(e.to_string().replace(" (node.key_file)", "")),
+            }
+        }
+        KeyRequest::Use { id: text } => id(&text).map(KeyRingOp::Use),
+        KeyRequest::Remove { id: text } => id(&text).map(KeyRingOp::Remove),
+        KeyRequest::List => Ok(KeyRingOp::List),
     }
 }

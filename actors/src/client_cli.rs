@@ -7,7 +7,7 @@
 //! socket ("cannot connect to the cohort agent at PATH: is `cohort agent` running?").
 
 use crate::client::{Client, ClientError, ClientEvent};
-use crate::client_proto::MAX_UNANSWERED_SENDS;
+use crate::client_proto::{KeyRequest, MAX_UNANSWERED_SENDS};
 use anyhow::{bail, Context as _};
 use cohort::{Delivery, Member, NodeId};
 use serde_json::Value;
@@ -203,6 +203,24 @@ pub async fn fence_ack(socket: &Path, node: u32) -> anyhow::Result<()> {
     let mut c = connect(socket, "cohort fence ack").await?;
     c.fence_ack(NodeId(node)).await.with_context(|| format!("cannot acknowledge node {node} as fenced"))?;
     println!("node {node} acknowledged as fenced");
+    Ok(())
+}
+
+/// `cohort key install|use|remove|list`: one key-ring command to the agent behind the operator socket
+/// `socket`; prints the installed keys after it.
+pub async fn keys(socket: &Path, op: KeyRequest) -> anyhow::Result<()> {
+    let what = match &op {
+        KeyRequest::Install { path } => format!("cannot install the key file {path}"),
+        KeyRequest::Use { id } => format!("cannot make key {id} the primary key"),
+        KeyRequest::Remove { id } => format!("cannot remove key {id}"),
+        KeyRequest::List => "cannot list the keys".to_string(),
+    };
+    let mut c = connect(socket, "cohort key").await?;
+    let keys = c.keys(op).await.context(what)?;
+    println!("{:<8}  {:<7}  SOURCE", "KEY", "PRIMARY");
+    for k in keys {
+        println!("{:<8}  {:<7}  {}", k.id, if k.primary { "yes" } else { "" }, k.source);
+    }
     Ok(())
 }
 

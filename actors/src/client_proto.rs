@@ -151,12 +151,41 @@ pub enum Request {
         /// Node ids cut off from this agent; empty restores every link.
         blocked: Vec<u32>,
     },
+    /// The cluster key ring of this agent (`cohort key install|use|remove|list`): answered by
+    /// [`Reply::Keys`] with the installed keys after the change, or `Error` naming the key file or key.
+    /// Only on the operator socket.
+    Keys {
+        /// What to do.
+        op: KeyRequest,
+    },
     /// Receive every view, group-view and block event without joining a group: all groups the node
     /// takes part in (`None`) or one group. `Ok`, followed by the current view when one is installed.
     Watch {
         /// One group, or all.
         group: Option<String>,
     },
+}
+
+/// A key-ring command ([`Request::Keys`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRequest {
+    /// Read the key file at this path (absolute; checked like `node.key_file`) and accept its key.
+    Install {
+        /// The key file.
+        path: String,
+    },
+    /// Seal with the installed key of this id (eight hex digits) from now on.
+    Use {
+        /// The key id.
+        id: String,
+    },
+    /// Stop accepting the installed key of this id; refused for the primary key.
+    Remove {
+        /// The key id.
+        id: String,
+    },
+    /// Change nothing.
+    List,
 }
 
 /// What the agent tells a client: replies to requests, and events.
@@ -270,6 +299,11 @@ pub enum Reply {
     Status {
         /// The JSON document.
         json: String,
+    },
+    /// The answer to [`Request::Keys`]: the installed keys, in id order, after the change.
+    Keys {
+        /// The keys.
+        keys: Vec<crate::crypto::KeyInfo>,
     },
     /// The request was carried out.
     Ok,
@@ -453,6 +487,10 @@ mod tests {
             Request::SetLinkFilter { blocked: vec![2, 3] },
             Request::Watch { group: None },
             Request::Watch { group: Some("g".into()) },
+            Request::Keys { op: KeyRequest::Install { path: "/etc/cohort/new.key".into() } },
+            Request::Keys { op: KeyRequest::Use { id: "0a1b2c3d".into() } },
+            Request::Keys { op: KeyRequest::Remove { id: "0a1b2c3d".into() } },
+            Request::Keys { op: KeyRequest::List },
         ]
     }
 
@@ -481,6 +519,13 @@ mod tests {
             Reply::RemovedSelf { view },
             Reply::SelfFenced { reason: "outside a primary view for 5000 ms".into() },
             Reply::Status { json: "{\"primary\":true}".into() },
+            Reply::Keys {
+                keys: vec![crate::crypto::KeyInfo {
+                    id: "0a1b2c3d".into(),
+                    primary: true,
+                    source: "/k".into(),
+                }],
+            },
             Reply::Ok,
             Reply::Error { message: "nope".into() },
         ]

@@ -1,41 +1,48 @@
-//! The cluster key and the authenticated encryption of every datagram.
+//! The cluster keys and the authenticated encryption of every datagram.
 //!
-//! **Owns:** the key file format (`cohort keygen`), the checks made when loading it, and the sealed
-//! datagram format. **Decides nothing** about what a datagram means: a datagram that opens is handed on
-//! as plaintext bytes, one that does not is an error the caller drops and counts.
+//! **Owns:** the key file format (`cohort keygen`), the checks made when loading it, the key ring, and
+//! the sealed datagram format. **Decides nothing** about what a datagram means: a datagram that opens is
+//! handed on as its header and plaintext bytes, one that does not is an error the caller drops and
+//! counts. Replay windows are the transport's ([`crate::replay`]); this module only carries the fields
+//! they need inside the authenticated part.
 //!
 //! # Key file
 //! 32 random bytes, written as 64 lowercase hex digits and a newline, in a file of mode 0600 that is never
 //! overwritten ([`generate_key_file`]). [`load_key`] refuses a key file that its group or others may read
-//! or write: the key is the cluster's only credential.
+//! or write: the key is the cluster's only credential. A key's [`KeyId`] (eight hex digits of a hash) names
+//! it in `cohort key list` and in every datagram.
 //!
-//! # Sealed datagram
+//! # Sealed datagram (seal version 2)
 //! ```text
-//! [version = 1 : 1 byte][nonce : 12 bytes][ChaCha20-Poly1305 ciphertext : len(plaintext) bytes][tag : 16 bytes]
+//! [version = 2 : 1][key id : 4][node : u32 LE][epoch : u64 LE][counter : u64 LE]   (the header, 25 bytes)
+//! [XChaCha20-Poly1305 ciphertext : len(plaintext) bytes][tag : 16 bytes]
 //! ```
-//! The associated data is the cluster name, so a datagram of another cluster that happens to share the key
-//! fails to authenticate exactly like a forged one. The version byte leaves room for another AEAD later
-//! (for example XChaCha20-Poly1305 with 24-byte nonces) without a flag day.
+//! The associated data is the header and the cluster name, so a datagram of another cluster that happens
+//! to share the key fails to authenticate exactly like a forged one, and nobody can change the sender,
+//! epoch or counter the receiver's replay window sees. Version 1 (random 96-bit nonces, no header) is
+//! refused: every node of a cluster must run a build that seals version 2 (docs/adr/0007).
 //!
 //! # Nonces
-//! Every datagram gets a fresh random 96-bit nonce from the operating system's generator (drawn in
-//! batches by [`ClusterCipher`] to save system calls; every nonce is still used exactly once). Random
-//! nonces need no state that would have to survive a restart or be coordinated between the nodes that
-//! share the key, which counters would. The price is the birthday bound: after `n` datagrams sealed
-//! under one key, cluster-wide, the chance that two shared a nonce is about `n² / 2⁹⁷`. At 100,000
-//! datagrams per second (the core batches many messages per datagram, so this is well above our
-//! load) a year is about 2⁴¹·⁵ datagrams, a chance of about 2⁻¹⁴; the conventional limit of 2³²
-//! datagrams per key keeps it below 2⁻³². Operators running near those rates for months should rotate
-//! the key (a cluster restart with a new key file); version 2 of the format would lift the limit.
+//! The 192-bit XChaCha20 nonce is the sender's node, the receiver's node, the epoch and the counter: it
+//! is never random, and the receiver rebuilds it from the header and its own id. Under one key a nonce
+//! repeats only if one node sealed two datagrams to one receiver with the same epoch and counter. The
+//! transport's counter per receiver only grows within its process (and sealing refuses to wrap it); a
+//! new process runs under a new epoch, above every epoch its node used before (G12, `src/inquiry.rs`);
+//! so within the cluster's guarantees a repeat is impossible, not merely improbable. Binding the
+//! receiver also means a datagram replayed at another node than the one it was sealed for does not
+//! authenticate there. The one exception is epoch 0, which every start's epoch inquiry uses before an
+//! incarnation exists: the inquiry starts its counter at a random 63-bit value, so two inquiries of a
+//! node repeat a nonce only if their few dozen counters overlap in a 2^63 space. See
+//! docs/adr/0007-counter-nonces-replay-windows-and-a-key-ring.md for the whole argument.
 //!
 //! # Replays
-//! Authentication proves a datagram was sealed by a key holder of this cluster, not that it is fresh:
-//! an attacker on the path can replay captured datagrams. That is tolerated by the protocol layer, which
-//! is idempotent (sequence numbers and view ids make duplicates and stale messages no-ops, and a node's
-//! epoch tells an old incarnation's datagrams apart), exactly as it tolerates duplication by the network.
+//! Authentication proves a datagram was sealed by a key holder of this cluster, not that it is fresh.
+//! The header gives the transport what it needs to drop replays before the core sees them: the sender's
+//! epoch and a counter, checked against a sliding window per sender ([`crate::replay`]).
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write as _};
@@ -44,19 +51,19 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The format version written as the first byte of every sealed datagram.
-pub const SEAL_VERSION: u8 = 1;
-/// Length of the random nonce.
-pub const NONCE_BYTES: usize = 12;
+pub const SEAL_VERSION: u8 = 2;
+/// Length of a [`KeyId`].
+pub const KEY_ID_BYTES: usize = 4;
+/// Length of the XChaCha20 nonce (built from the header, never sent apart from it).
+pub const NONCE_BYTES: usize = 24;
 /// Length of the Poly1305 tag.
 pub const TAG_BYTES: usize = 16;
-/// Bytes a sealed datagram has beyond its plaintext: version, nonce and tag.
-pub const SEAL_OVERHEAD: usize = 1 + NONCE_BYTES + TAG_BYTES;
+/// Length of the clear header: version, key id, node, epoch, counter.
+pub const HEADER_BYTES: usize = 1 + KEY_ID_BYTES + 4 + 8 + 8;
+/// Bytes a sealed datagram has beyond its plaintext: the header and the tag.
+pub const SEAL_OVERHEAD: usize = HEADER_BYTES + TAG_BYTES;
 /// Length of a cluster key.
 pub const KEY_BYTES: usize = 32;
-
-const HEADER_BYTES: usize = 1 + NONCE_BYTES;
-/// Nonces drawn from the operating system per system call by [`ClusterCipher`].
-const NONCE_BATCH: usize = 64;
 
 /// The shared secret of a cluster: 32 bytes. Its `Debug` output shows no key material.
 #[derive(Clone, PartialEq, Eq)]
@@ -136,7 +143,7 @@ pub enum KeyError {
 /// attacker's) and change nothing; the caller drops the datagram and counts it.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CryptoError {
-    /// Shorter than the version, nonce and tag.
+    /// Shorter than the header and tag.
     #[error("datagram of {len} bytes is shorter than the {SEAL_OVERHEAD}-byte seal")]
     TooShort {
         /// Its length.
@@ -148,6 +155,9 @@ pub enum CryptoError {
     /// The tag did not verify: another key, another cluster name, or a modified datagram.
     #[error("datagram failed to authenticate")]
     Authentication,
+    /// The datagram names a key this node has not installed (or has removed).
+    #[error("datagram sealed under key {0}, which is not installed here")]
+    UnknownKey(KeyId),
     /// The operating system's random generator failed (nothing was sealed).
     #[error("random generator failed: {0}")]
     Random(String),
@@ -211,61 +221,272 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-/// Seals and opens datagrams of one cluster: the cipher keyed once, the cluster name as associated
-/// data, and a pool of random nonces refilled by one system call per 64 datagrams.
-///
-/// This is what the transport holds; [`seal`] and [`open`] are one-shot conveniences over it.
-pub struct ClusterCipher {
-    aead: ChaCha20Poly1305,
-    cluster: Box<[u8]>,
-    nonces: [u8; NONCE_BYTES * NONCE_BATCH],
-    next_nonce: usize,
-}
+/// A key's public name: the first four bytes of SHA-256 over a domain label and the key, shown as
+/// eight hex digits (`cohort key list`). It tells keys apart and is carried in every datagram so a
+/// receiver picks the key at once; it reveals nothing usable about the key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub [u8; KEY_ID_BYTES]);
 
-impl fmt::Debug for ClusterCipher {
+impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterCipher")
-            .field("cluster", &String::from_utf8_lossy(&self.cluster))
-            .finish_non_exhaustive()
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }
 
-impl ClusterCipher {
-    /// A cipher for `cluster`'s datagrams under `key`.
-    pub fn new(key: &ClusterKey, cluster: &str) -> ClusterCipher {
-        ClusterCipher {
-            aead: ChaCha20Poly1305::new(Key::from_slice(&key.0)),
-            cluster: cluster.as_bytes().into(),
-            nonces: [0; NONCE_BYTES * NONCE_BATCH],
-            // Empty pool: the first seal draws a batch.
-            next_nonce: NONCE_BATCH,
-        }
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
     }
+}
 
-    fn fresh_nonce(&mut self) -> Result<[u8; NONCE_BYTES], CryptoError> {
-        if self.next_nonce == NONCE_BATCH {
-            getrandom::getrandom(&mut self.nonces).map_err(|e| CryptoError::Random(e.to_string()))?;
-            self.next_nonce = 0;
+impl std::str::FromStr for KeyId {
+    type Err = String;
+
+    /// Eight hex digits, as [`KeyId`]'s `Display` writes them.
+    fn from_str(s: &str) -> Result<KeyId, String> {
+        let b = s.trim().as_bytes();
+        if b.len() != KEY_ID_BYTES * 2 {
+            return Err(format!("key id {s:?} is not {} hex digits", KEY_ID_BYTES * 2));
         }
-        let start = self.next_nonce * NONCE_BYTES;
-        let mut n = [0u8; NONCE_BYTES];
-        n.copy_from_slice(&self.nonces[start..start + NONCE_BYTES]);
-        self.next_nonce += 1;
-        Ok(n)
+        let mut id = [0u8; KEY_ID_BYTES];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            match (hex_digit(pair[0]), hex_digit(pair[1])) {
+                (Some(hi), Some(lo)) => id[i] = hi << 4 | lo,
+                _ => return Err(format!("key id {s:?} is not {} hex digits", KEY_ID_BYTES * 2)),
+            }
+        }
+        Ok(KeyId(id))
     }
+}
 
-    /// Seals `plaintext` into `out` (cleared first; its capacity is reused, so a caller that keeps one
-    /// buffer allocates nothing per datagram). On error `out` is left empty.
-    pub fn seal_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        out.clear();
-        let nonce = self.fresh_nonce()?;
-        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+impl ClusterKey {
+    /// This key's [`KeyId`].
+    pub fn id(&self) -> KeyId {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"cohort cluster key id v1\0");
+        h.update(self.0);
+        let d = h.finalize();
+        let mut id = [0u8; KEY_ID_BYTES];
+        id.copy_from_slice(&d[..KEY_ID_BYTES]);
+        KeyId(id)
+    }
+}
+
+/// Who sealed a datagram and its place in the sender's sequence: the clear, authenticated header of
+/// every sealed datagram, and the source of its nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealHeader {
+    /// The key it is sealed under.
+    pub key_id: KeyId,
+    /// The sending node.
+    pub node: u32,
+    /// The sender's epoch: its incarnation, or 0 before one exists (the epoch inquiry).
+    pub epoch: u64,
+    /// The sender's datagram counter: strictly increasing over the sender's process.
+    pub counter: u64,
+}
+
+impl SealHeader {
+    fn write(&self, out: &mut Vec<u8>) {
         out.push(SEAL_VERSION);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&self.key_id.0);
+        out.extend_from_slice(&self.node.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.counter.to_le_bytes());
+    }
+
+    /// The 24-byte XChaCha20 nonce of this header's datagram to node `to`: sender, receiver, epoch,
+    /// counter. Distinct (sender, receiver, epoch, counter) give distinct nonces (see the module docs for
+    /// why none repeats under a key). The receiver is not sent: it uses its own id, so a datagram
+    /// replayed at another node than the one it was sealed for fails to authenticate there.
+    fn nonce(&self, to: u32) -> [u8; NONCE_BYTES] {
+        let mut n = [0u8; NONCE_BYTES];
+        n[..4].copy_from_slice(&self.node.to_le_bytes());
+        n[4..8].copy_from_slice(&to.to_le_bytes());
+        n[8..16].copy_from_slice(&self.epoch.to_le_bytes());
+        n[16..24].copy_from_slice(&self.counter.to_le_bytes());
+        n
+    }
+}
+
+/// Reads the clear header of a sealed datagram without authenticating anything: what the receiver
+/// needs to pick the key and to check the replay window cheaply before it spends a decryption.
+/// Nothing in it may be trusted until [`KeyRing::open`] succeeded.
+pub fn peek_header(datagram: &[u8]) -> Result<SealHeader, CryptoError> {
+    if datagram.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::TooShort { len: datagram.len() });
+    }
+    if datagram[0] != SEAL_VERSION {
+        return Err(CryptoError::Version(datagram[0]));
+    }
+    let mut key_id = [0u8; KEY_ID_BYTES];
+    key_id.copy_from_slice(&datagram[1..5]);
+    let u32_at = |i: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&datagram[i..i + 4]);
+        u32::from_le_bytes(b)
+    };
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&datagram[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(SealHeader { key_id: KeyId(key_id), node: u32_at(5), epoch: u64_at(9), counter: u64_at(17) })
+}
+
+/// Why a change of the key ring was refused. Nothing changed in any case.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KeyRingError {
+    /// `use` or `remove` named a key the ring does not hold.
+    #[error("key {0} is not installed (cohort key list shows the installed keys)")]
+    Unknown(KeyId),
+    /// `remove` named the primary key, which senders use.
+    #[error("key {0} is the primary key and cannot be removed: make another key primary first (cohort key use <key-id>)")]
+    RemovePrimary(KeyId),
+    /// `install` of a key whose id an installed key already has.
+    #[error("key {0} is already installed")]
+    Duplicate(KeyId),
+    /// The change could not be recorded for the next start; it was undone.
+    #[error("cannot record the key ring in {path}: {reason}; nothing was changed")]
+    Save {
+        /// The ring file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+}
+
+/// One key of a ring: its cipher and where it came from (for `cohort key list`).
+#[derive(Clone)]
+struct RingKey {
+    aead: XChaCha20Poly1305,
+    source: String,
+}
+
+/// Seals and opens datagrams of one cluster with a ring of keys, as knet and Serf do: every installed
+/// key is accepted on receipt (the datagram names its key), the primary key seals. Rotating the
+/// cluster key is install the new key everywhere, make it primary everywhere, remove the old one
+/// everywhere, with no moment at which two nodes cannot read each other.
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: BTreeMap<KeyId, RingKey>,
+    primary: KeyId,
+    cluster: Box<[u8]>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("cluster", &String::from_utf8_lossy(&self.cluster))
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("primary", &self.primary)
+            .finish()
+    }
+}
+
+/// One installed key as `cohort key list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyInfo {
+    /// The key's id, eight hex digits.
+    pub id: String,
+    /// Senders use this key.
+    pub primary: bool,
+    /// Where it came from: the key file it was read from.
+    pub source: String,
+}
+
+impl KeyRing {
+    /// A ring of one key, primary, for `cluster`'s datagrams. `source` names where the key came from.
+    pub fn new(key: &ClusterKey, source: &str, cluster: &str) -> KeyRing {
+        let id = key.id();
+        let mut keys = BTreeMap::new();
+        keys.insert(
+            id,
+            RingKey { aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)), source: source.into() },
+        );
+        KeyRing { keys, primary: id, cluster: cluster.as_bytes().into() }
+    }
+
+    /// The primary key's id.
+    pub fn primary(&self) -> KeyId {
+        self.primary
+    }
+
+    /// The installed keys, in id order.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .map(|(id, k)| KeyInfo {
+                id: id.to_string(),
+                primary: *id == self.primary,
+                source: k.source.clone(),
+            })
+            .collect()
+    }
+
+    /// Adds `key`: accepted on receipt from now on, not yet used to seal.
+    pub fn install(&mut self, key: &ClusterKey, source: &str) -> Result<KeyId, KeyRingError> {
+        let id = key.id();
+        if self.keys.contains_key(&id) {
+            return Err(KeyRingError::Duplicate(id));
+        }
+        self.keys.insert(
+            id,
+            RingKey { aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)), source: source.into() },
+        );
+        Ok(id)
+    }
+
+    /// Makes the installed key `id` the one that seals.
+    pub fn use_key(&mut self, id: KeyId) -> Result<(), KeyRingError> {
+        if !self.keys.contains_key(&id) {
+            return Err(KeyRingError::Unknown(id));
+        }
+        self.primary = id;
+        Ok(())
+    }
+
+    /// Removes the installed key `id`; the primary key cannot be removed.
+    pub fn remove(&mut self, id: KeyId) -> Result<(), KeyRingError> {
+        if id == self.primary {
+            return Err(KeyRingError::RemovePrimary(id));
+        }
+        self.keys.remove(&id).map(|_| ()).ok_or(KeyRingError::Unknown(id))
+    }
+
+    /// Seals `plaintext` under the primary key as datagram `counter` of `node` to node `to` in `epoch`,
+    /// into `out` (cleared first; its capacity is reused). On error `out` is left empty.
+    ///
+    /// The caller must never seal two datagrams with the same (node, to, epoch, counter) under one key:
+    /// the transport's counters only grow, and an epoch belongs to one incarnation (module docs).
+    pub fn seal_into(
+        &self,
+        node: u32,
+        to: u32,
+        epoch: u64,
+        counter: u64,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        out.clear();
+        let header = SealHeader { key_id: self.primary, node, epoch, counter };
+        let Some(key) = self.keys.get(&self.primary) else {
+            // The primary is always installed (remove refuses it); kept as an error, not a panic.
+            return Err(CryptoError::UnknownKey(self.primary));
+        };
+        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        header.write(out);
+        let mut aad = Vec::with_capacity(HEADER_BYTES + self.cluster.len());
+        aad.extend_from_slice(&out[..HEADER_BYTES]);
+        aad.extend_from_slice(&self.cluster);
         out.extend_from_slice(plaintext);
-        match self.aead.encrypt_in_place_detached(
-            Nonce::from_slice(&nonce),
-            &self.cluster,
+        match key.aead.encrypt_in_place_detached(
+            XNonce::from_slice(&header.nonce(to)),
+            &aad,
             &mut out[HEADER_BYTES..],
         ) {
             Ok(tag) => {
@@ -280,41 +501,50 @@ impl ClusterCipher {
         }
     }
 
-    /// Seals `plaintext` into a new buffer.
-    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let mut out = Vec::new();
-        self.seal_into(plaintext, &mut out)?;
-        Ok(out)
-    }
-
-    /// Authenticates and decrypts a sealed datagram. Never panics, whatever the input; the only
-    /// allocation is the returned plaintext.
-    pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if datagram.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::TooShort { len: datagram.len() });
-        }
-        if datagram[0] != SEAL_VERSION {
-            return Err(CryptoError::Version(datagram[0]));
-        }
-        let nonce = Nonce::from_slice(&datagram[1..HEADER_BYTES]);
+    /// Authenticates and decrypts a sealed datagram to node `to` (this node) under the key it names,
+    /// returning its header and plaintext. Never panics, whatever the input; the only allocation is the
+    /// returned plaintext.
+    pub fn open(&self, datagram: &[u8], to: u32) -> Result<(SealHeader, Vec<u8>), CryptoError> {
+        let header = peek_header(datagram)?;
+        let key = self.keys.get(&header.key_id).ok_or(CryptoError::UnknownKey(header.key_id))?;
+        let mut aad = Vec::with_capacity(HEADER_BYTES + self.cluster.len());
+        aad.extend_from_slice(&datagram[..HEADER_BYTES]);
+        aad.extend_from_slice(&self.cluster);
         let (body, tag) = datagram[HEADER_BYTES..].split_at(datagram.len() - HEADER_BYTES - TAG_BYTES);
         let mut plain = body.to_vec();
-        self.aead
-            .decrypt_in_place_detached(nonce, &self.cluster, &mut plain, Tag::from_slice(tag))
+        key.aead
+            .decrypt_in_place_detached(
+                XNonce::from_slice(&header.nonce(to)),
+                &aad,
+                &mut plain,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| CryptoError::Authentication)?;
-        Ok(plain)
+        Ok((header, plain))
     }
 }
 
-/// Seals one datagram of `cluster` under `key`: `[1][nonce][ciphertext][tag]`, `SEAL_OVERHEAD` bytes
-/// longer than `plaintext`. Fails only if the operating system's random generator fails.
-pub fn seal(key: &ClusterKey, cluster: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    ClusterCipher::new(key, cluster).seal(plaintext)
+/// Seals one datagram of `cluster` under `key` as datagram `counter` of `node` to `to` in `epoch`. For
+/// tests and one-off senders; the same (node, to, epoch, counter) must never be sealed twice under one
+/// key.
+pub fn seal(
+    key: &ClusterKey,
+    cluster: &str,
+    node: u32,
+    to: u32,
+    epoch: u64,
+    counter: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut out = Vec::new();
+    KeyRing::new(key, "", cluster).seal_into(node, to, epoch, counter, plaintext, &mut out)?;
+    Ok(out)
 }
 
-/// Opens one datagram of `cluster` sealed under `key`. Never panics, whatever the input.
-pub fn open(key: &ClusterKey, cluster: &str, datagram: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    ClusterCipher::new(key, cluster).open(datagram)
+/// Opens one datagram of `cluster` to node `to` sealed under `key`, returning only the plaintext. Never
+/// panics, whatever the input.
+pub fn open(key: &ClusterKey, cluster: &str, to: u32, datagram: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    KeyRing::new(key, "", cluster).open(datagram, to).map(|(_, p)| p)
 }
 
 #[cfg(test)]
@@ -343,57 +573,126 @@ mod tests {
     }
 
     #[test]
-    fn sealed_datagram_opens_to_the_plaintext() {
+    fn sealed_datagram_opens_to_the_plaintext_and_its_header() {
         let k = key(7);
-        let d = seal(&k, "prod", b"hello").expect("seal");
+        let d = seal(&k, "prod", 3, 4, 9, 41, b"hello").expect("seal");
         assert_eq!(d.len(), 5 + SEAL_OVERHEAD);
         assert_eq!(d[0], SEAL_VERSION);
-        assert_eq!(open(&k, "prod", &d).expect("open"), b"hello");
-        let empty = seal(&k, "prod", b"").expect("seal");
-        assert_eq!(open(&k, "prod", &empty).expect("open"), b"");
+        assert_eq!(open(&k, "prod", 4, &d).expect("open"), b"hello");
+        // Sealed for node 4: at node 5 it does not authenticate.
+        assert_eq!(open(&k, "prod", 5, &d), Err(CryptoError::Authentication));
+        let ring = KeyRing::new(&k, "k", "prod");
+        let (h, p) = ring.open(&d, 4).expect("open");
+        assert_eq!(h, SealHeader { key_id: k.id(), node: 3, epoch: 9, counter: 41 });
+        assert_eq!((p.as_slice(), peek_header(&d)), (&b"hello"[..], Ok(h)));
+        let empty = seal(&k, "prod", 3, 4, 9, 42, b"").expect("seal");
+        assert_eq!(open(&k, "prod", 4, &empty).expect("open"), b"");
     }
 
     #[test]
-    fn cipher_reuses_the_output_buffer_and_never_repeats_a_nonce() {
+    fn ring_reuses_the_output_buffer_and_the_nonce_follows_the_header() {
         let k = key(1);
-        let mut c = ClusterCipher::new(&k, "c");
+        let ring = KeyRing::new(&k, "k", "c");
         let mut buf = Vec::new();
         let mut nonces = std::collections::BTreeSet::new();
-        for i in 0..(3 * NONCE_BATCH) {
-            let msg = vec![i as u8; i % 100];
-            c.seal_into(&msg, &mut buf).expect("seal");
-            assert!(nonces.insert(buf[1..HEADER_BYTES].to_vec()), "nonce repeated");
-            assert_eq!(c.open(&buf).expect("open"), msg);
+        for (node, to, epoch, counter) in
+            [(1, 2, 1, 0), (1, 2, 1, 1), (1, 2, 2, 0), (2, 1, 1, 0), (1, 3, 1, 0), (1, 2, 0, 0), (1, 2, 0, 1)]
+        {
+            let msg = vec![counter as u8; 10];
+            ring.seal_into(node, to, epoch, counter, &msg, &mut buf).expect("seal");
+            let h = peek_header(&buf).expect("header");
+            assert!(nonces.insert(h.nonce(to)), "nonce repeated for {h:?} to {to}");
+            assert_eq!(ring.open(&buf, to).expect("open").1, msg);
         }
+        // Changing the header's epoch or counter changes the nonce and the associated data: the tag fails.
+        ring.seal_into(1, 2, 5, 7, b"x", &mut buf).expect("seal");
+        let mut t = buf.clone();
+        t[17] ^= 1;
+        assert_eq!(ring.open(&t, 2), Err(CryptoError::Authentication));
     }
 
     #[test]
-    fn any_modified_byte_fails_to_authenticate() {
+    fn any_modified_byte_fails_to_open() {
         let k = key(7);
-        let d = seal(&k, "prod", b"some datagram").expect("seal");
+        let d = seal(&k, "prod", 1, 2, 1, 1, b"some datagram").expect("seal");
         for i in 1..d.len() {
             let mut t = d.clone();
             t[i] ^= 0x01;
-            assert_eq!(open(&k, "prod", &t), Err(CryptoError::Authentication), "byte {i}");
+            let e = open(&k, "prod", 2, &t).expect_err("modified");
+            // Bytes 1..5 are the key id: another id names a key that is not installed.
+            let want = if (1..5).contains(&i) {
+                CryptoError::UnknownKey(peek_header(&t).expect("header").key_id)
+            } else {
+                CryptoError::Authentication
+            };
+            assert_eq!(e, want, "byte {i}");
         }
         let mut t = d.clone();
-        t[0] = 2;
-        assert_eq!(open(&k, "prod", &t), Err(CryptoError::Version(2)));
-        assert_eq!(open(&k, "prod", &d[..d.len() - 1]), Err(CryptoError::Authentication));
-        assert_eq!(open(&k, "prod", &d[..10]), Err(CryptoError::TooShort { len: 10 }));
+        t[0] = 1;
+        assert_eq!(open(&k, "prod", 2, &t), Err(CryptoError::Version(1)));
+        assert_eq!(open(&k, "prod", 2, &d[..d.len() - 1]), Err(CryptoError::Authentication));
+        assert_eq!(open(&k, "prod", 2, &d[..10]), Err(CryptoError::TooShort { len: 10 }));
     }
 
     #[test]
-    fn another_cluster_or_key_fails_to_authenticate() {
-        let d = seal(&key(7), "prod", b"x").expect("seal");
-        assert_eq!(open(&key(7), "staging", &d), Err(CryptoError::Authentication));
-        assert_eq!(open(&key(8), "prod", &d), Err(CryptoError::Authentication));
+    fn another_cluster_or_key_fails_to_open() {
+        let d = seal(&key(7), "prod", 1, 2, 1, 1, b"x").expect("seal");
+        assert_eq!(open(&key(7), "staging", 2, &d), Err(CryptoError::Authentication));
+        assert_eq!(open(&key(8), "prod", 2, &d), Err(CryptoError::UnknownKey(key(7).id())));
+    }
+
+    #[test]
+    fn ring_accepts_every_installed_key_and_seals_with_the_primary() {
+        let (old, new) = (key(1), key(2));
+        let mut ring = KeyRing::new(&old, "old.key", "c");
+        let by_old = seal(&old, "c", 1, 2, 1, 1, b"old").expect("seal");
+        let by_new = seal(&new, "c", 1, 2, 1, 2, b"new").expect("seal");
+        assert_eq!(ring.open(&by_new, 2), Err(CryptoError::UnknownKey(new.id())));
+        assert_eq!(ring.install(&new, "new.key"), Ok(new.id()));
+        assert_eq!(ring.install(&new, "again.key"), Err(KeyRingError::Duplicate(new.id())));
+        assert_eq!(ring.open(&by_new, 2).expect("open").1, b"new");
+        assert_eq!(ring.open(&by_old, 2).expect("open").1, b"old");
+        let mut buf = Vec::new();
+        ring.seal_into(1, 2, 1, 3, b"x", &mut buf).expect("seal");
+        assert_eq!(peek_header(&buf).expect("header").key_id, old.id());
+        ring.use_key(new.id()).expect("use");
+        ring.seal_into(1, 2, 1, 4, b"x", &mut buf).expect("seal");
+        assert_eq!(peek_header(&buf).expect("header").key_id, new.id());
+        let e = ring.remove(new.id()).expect_err("primary");
+        assert_eq!(e, KeyRingError::RemovePrimary(new.id()));
+        assert!(e.to_string().contains("primary key and cannot be removed"), "{e}");
+        ring.remove(old.id()).expect("remove the old key");
+        assert_eq!(ring.open(&by_old, 2), Err(CryptoError::UnknownKey(old.id())));
+        assert_eq!(ring.remove(old.id()), Err(KeyRingError::Unknown(old.id())));
+        assert_eq!(ring.use_key(old.id()), Err(KeyRingError::Unknown(old.id())));
+        assert_eq!(
+            ring.list(),
+            vec![KeyInfo { id: new.id().to_string(), primary: true, source: "new.key".into() }]
+        );
+    }
+
+    #[test]
+    fn key_ids_are_eight_hex_digits_that_parse_back() {
+        let id = key(9).id();
+        let text = id.to_string();
+        assert_eq!(text.len(), 8);
+        assert_eq!(text.parse::<KeyId>(), Ok(id));
+        assert_ne!(key(9).id(), key(10).id());
+        assert!("xyz".parse::<KeyId>().is_err());
+        assert!("0123456789".parse::<KeyId>().is_err());
     }
 
     #[test]
     fn debug_shows_no_key_material() {
-        let s = format!("{:?} {:?}", key(0xab), ClusterCipher::new(&key(0xab), "c"));
-        assert_eq!(s, "ClusterKey(..) ClusterCipher { cluster: \"c\", .. }");
+        let k = key(0xab);
+        let s = format!("{k:?} {:?}", KeyRing::new(&k, "f", "c"));
+        assert_eq!(
+            s,
+            format!(
+                "ClusterKey(..) KeyRing {{ cluster: \"c\", keys: [KeyId({0})], primary: KeyId({0}) }}",
+                k.id()
+            )
+        );
     }
 
     #[test]
@@ -456,8 +755,9 @@ mod tests {
     proptest! {
         #[test]
         fn opening_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let r = open(&key(3), "prod", &bytes);
+            let r = open(&key(3), "prod", 2, &bytes);
             prop_assert!(r.is_err());
+            let _ = peek_header(&bytes);
         }
 
         #[test]
@@ -467,11 +767,11 @@ mod tests {
             flip in 1u8..,
         ) {
             let k = key(3);
-            let mut d = seal(&k, "prod", &msg).expect("seal");
-            prop_assert_eq!(open(&k, "prod", &d).expect("open"), msg);
+            let mut d = seal(&k, "prod", 1, 2, 2, 3, &msg).expect("seal");
+            prop_assert_eq!(open(&k, "prod", 2, &d).expect("open"), msg);
             let i = pos.index(d.len());
             d[i] ^= flip;
-            prop_assert!(open(&k, "prod", &d).is_err());
+            prop_assert!(open(&k, "prod", 2, &d).is_err());
         }
     }
 }

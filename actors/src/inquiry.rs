@@ -12,10 +12,16 @@
 //! the discovery interval and the failure timeout). It says what it waits for in its log every ten
 //! seconds. Claims of other nodes it grants meanwhile are persisted before the answer goes out.
 //!
+//! Its datagrams are sealed under epoch 0 (there is no incarnation yet) with a counter that starts at a
+//! random 63-bit value, so two inquiries of one node do not share nonces (docs/adr/0007). Receivers do
+//! not window epoch-0 datagrams; a replayed query or answer is harmless because each carries this
+//! inquiry's nonce, and a replayed claim only asks again for what is already on disk. Answers are
+//! taken only from the configured address of the node their header names.
+//!
 //! A running agent whose core asks for a new epoch claims it the same way through its transport
 //! (`MembershipActor`).
 
-use crate::crypto::{self, ClusterKey};
+use crate::crypto::KeyRing;
 use crate::epoch_registry::EpochRegistryActor;
 use crate::messages::PersistDurable;
 use actix::Addr;
@@ -59,7 +65,7 @@ pub async fn ask_epoch(
     restored: bool,
     bind: SocketAddr,
     peers: &BTreeMap<NodeId, SocketAddr>,
-    key: &ClusterKey,
+    ring: &KeyRing,
     registry: &Addr<EpochRegistryActor>,
 ) -> anyhow::Result<InquiryOutcome> {
     let socket = UdpSocket::bind(bind)
@@ -71,7 +77,13 @@ pub async fn ask_epoch(
     // The nonce only tells this inquiry's answers from an earlier one's.
     let nonce = (wall as u64) | 1;
     let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
-    let cluster = cfg.cluster.clone();
+    let mut counter = {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b)
+            .map_err(|e| anyhow::anyhow!("cannot draw the inquiry's first datagram counter: {e}"))?;
+        u64::from_le_bytes(b) >> 1
+    };
+    let mut sealed = Vec::new();
     let mut q = EpochInquiry::new(cfg, node, disk, nonce, 0);
     if restored {
         q = q.after_restore();
@@ -84,10 +96,12 @@ pub async fn ask_epoch(
         for o in out.drain(..) {
             match o {
                 Output::Send { to, bytes } => {
-                    let (Some(addr), Ok(sealed)) = (peers.get(&to), crypto::seal(key, &cluster, &bytes))
-                    else {
+                    let Some(addr) = peers.get(&to) else { continue };
+                    // Each counter is used once: 2^63 of them lie above any start.
+                    counter += 1;
+                    if ring.seal_into(node.0, to.0, 0, counter, &bytes, &mut sealed).is_err() {
                         continue;
-                    };
+                    }
                     // A peer that is down answers with ICMP at worst; the machine asks again.
                     let _ = socket.send_to(&sealed, addr).await;
                 }
@@ -123,10 +137,11 @@ pub async fn ask_epoch(
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, src)) = r else { continue };
-                if !by_addr.contains_key(&canonical(src)) {
+                let Some(&from) = by_addr.get(&canonical(src)) else { continue };
+                let Ok((header, plain)) = ring.open(&buf[..len], node.0) else { continue };
+                if header.node != from.0 {
                     continue;
                 }
-                let Ok(plain) = crypto::open(key, &cluster, &buf[..len]) else { continue };
                 decided = q.receive(now_ms(Instant::now()), &plain, &mut out);
             }
             _ = tokio::time::sleep_until(wake) => {

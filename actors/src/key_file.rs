@@ -169,6 +169,102 @@ pub fn check(path: &Path, rule: OwnerRule) -> Result<(ClusterKey, KeyFileInfo), 
     Ok((key, KeyFileInfo { path: p(), owner: meta.uid(), mode }))
 }
 
+/// The file in the data directory that remembers the key ring across restarts: the installed keys'
+/// ids and files and which is primary (`cohort key ...`), never key material.
+pub const RING_FILE: &str = "keyring.json";
+
+/// The key ring a starting agent uses: the key of `node.key_file` (already checked, `key`), plus every
+/// key the ring file `ring_file` lists whose file is still there, checked like `node.key_file`; the
+/// primary is the ring file's primary if it loaded, else `node.key_file`'s key. A listed file that no
+/// longer exists is left out (the operator moved the new key over `node.key_file`, or deleted an old
+/// one); a listed file that fails a check stops the start, naming the file. Returns the ring and one
+/// line per thing worth a warning.
+pub fn load_ring(
+    key: &ClusterKey,
+    key_path: &Path,
+    ring_file: &Path,
+    cluster: &str,
+    rule: OwnerRule,
+) -> Result<(crypto::KeyRing, Vec<String>), KeyFileError> {
+    let mut ring = crypto::KeyRing::new(key, &key_path.display().to_string(), cluster);
+    let mut notes = Vec::new();
+    let text = match std::fs::read_to_string(ring_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ring, notes)),
+        Err(e) => {
+            return Err(KeyFileError::Unreadable { path: ring_file.to_path_buf(), reason: e.to_string() })
+        }
+    };
+    let listed: Vec<crypto::KeyInfo> = serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed {
+        path: ring_file.to_path_buf(),
+        detail: format!("not a key ring written by the agent: {e}"),
+    })?;
+    let mut primary = None;
+    for k in &listed {
+        let path = Path::new(&k.source);
+        let id = if k.id == key.id().to_string() {
+            Some(key.id())
+        } else if !path.exists() {
+            notes.push(format!(
+                "key {} of the key ring ({}) is left out: its file {} no longer exists",
+                k.id,
+                ring_file.display(),
+                path.display()
+            ));
+            None
+        } else {
+            let (other, _) = check(path, rule)?;
+            if other.id().to_string() != k.id {
+                notes.push(format!(
+                    "key file {} now holds key {} instead of {} (key ring {}): installed as it is",
+                    path.display(),
+                    other.id(),
+                    k.id,
+                    ring_file.display()
+                ));
+            }
+            match ring.install(&other, &k.source) {
+                Ok(id) => Some(id),
+                // The same key under two names: one is enough.
+                Err(_) => Some(other.id()),
+            }
+        };
+        if k.primary {
+            primary = id;
+        }
+    }
+    if let Some(p) = primary {
+        if p != key.id() {
+            notes.push(format!(
+                "sealing under key {p}, the key ring's primary ({}), not under node.key_file {} (key {}): \
+                 point node.key_file at the primary key once a rotation is complete",
+                ring_file.display(),
+                key_path.display(),
+                key.id()
+            ));
+        }
+        let _ = ring.use_key(p);
+    }
+    Ok((ring, notes))
+}
+
+/// Writes the key ring's description (ids, files, primary; no key material) to `ring_file`: a
+/// temporary file written and synced, then renamed over it, so a crash leaves the old or the new one.
+pub fn save_ring(ring_file: &Path, keys: &[crypto::KeyInfo]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = ring_file.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(keys).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, ring_file)?;
+    if let Some(dir) = ring_file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,7 @@ pub mod membership;
 pub mod messages;
 pub mod metrics;
 pub mod reload;
+pub mod replay;
 pub mod sd_notify;
 pub mod service_manager;
 pub mod settings;

@@ -236,6 +236,8 @@ mod tests {
             "cohort-agent.8",
             "cohort-config-check.8",
             "cohort-fence-ack.8",
+            "cohort-key-install.8",
+            "cohort-key-use.8",
             "cohort-lock-serve.8",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");

@@ -203,7 +203,10 @@ impl MembershipActor {
                     }));
                     return;
                 }
-                Output::Send { to, bytes } => self.links.send_frame.do_send(SendFrame { to, bytes }),
+                Output::Send { to, bytes } => {
+                    let epoch = self.node.member().epoch();
+                    self.links.send_frame.do_send(SendFrame { to, bytes, epoch })
+                }
                 Output::Record(r) => {
                     self.count(&r);
                     let broken = self.tripwire.observe(&r);

@@ -22,7 +22,34 @@ pub struct SendFrame {
     pub to: NodeId,
     /// The plaintext datagram produced by the core.
     pub bytes: Vec<u8>,
+    /// The sending incarnation's epoch, sealed into the datagram's header for the receivers' replay
+    /// windows. The transport never seals under an epoch below one it already used.
+    pub epoch: Epoch,
 }
+
+/// A change to, or a look at, the transport's key ring (`cohort key install|use|remove|list`).
+#[derive(Debug, Clone)]
+pub enum KeyRingOp {
+    /// Accept datagrams sealed under `key` from now on; `source` names its file for `cohort key list`.
+    Install {
+        /// The key, read and checked from its file by the caller.
+        key: crate::crypto::ClusterKey,
+        /// Where it came from.
+        source: String,
+    },
+    /// Seal with this installed key from now on.
+    Use(crate::crypto::KeyId),
+    /// Stop accepting this installed key; refused for the primary key.
+    Remove(crate::crypto::KeyId),
+    /// Change nothing.
+    List,
+}
+
+/// Applies a [`KeyRingOp`] to the transport's key ring and answers with the installed keys after it,
+/// or why it was refused (nothing changed then).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<crate::crypto::KeyInfo>, crate::crypto::KeyRingError>")]
+pub struct ChangeKeyRing(pub KeyRingOp);
 
 /// Drop all traffic to and from these nodes (demos and tests without root).
 #[derive(Message, Debug, Clone, Default)]

@@ -3,6 +3,7 @@
 //! Plain atomics: every actor increments what it sees, the admin endpoint reads them. Nothing here
 //! allocates per event.
 
+use crate::replay::Replay;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -48,6 +49,11 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     /// Datagrams dropped because they failed to authenticate or decode.
     pub bad_datagrams: AtomicU64,
+    /// Of `bad_datagrams`: datagrams sealed under a key that is not installed here (a node that has
+    /// not installed or has already removed a key another node seals with, or a foreign cluster).
+    pub unknown_key_datagrams: AtomicU64,
+    /// Datagrams dropped as replays, by [`Replay`] reason (in the order of [`Replay::ALL`]).
+    pub replayed_datagrams: [AtomicU64; 3],
     /// Datagrams dropped by the link filter.
     pub filtered_datagrams: AtomicU64,
     /// Multicasts that had to wait because the send queue was full.
@@ -68,6 +74,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one datagram dropped as a replay; returns the new count for that reason (for
+    /// rate-limited logging).
+    pub fn count_replay(&self, reason: Replay) -> u64 {
+        self.replayed_datagrams[reason as usize].fetch_add(1, Relaxed) + 1
+    }
+
+    /// Datagrams dropped as replays for `reason` so far.
+    pub fn replayed(&self, reason: Replay) -> u64 {
+        self.replayed_datagrams[reason as usize].load(Relaxed)
+    }
+
     /// Adds one delivery-latency observation.
     pub fn observe_latency_us(&self, us: u64) {
         let i = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
@@ -79,7 +96,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self, node: u32) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 23] = [
             ("cohort_views_installed_total", "Views installed.", &self.views_installed),
             ("cohort_suspicions_total", "Members removed by failure or partition.", &self.suspicions),
             ("cohort_stateful_merges_total", "Stateful merges detected.", &self.stateful_merges),
@@ -111,6 +128,11 @@ impl Metrics {
                 "cohort_bad_datagrams_total",
                 "Datagrams dropped: failed to authenticate or decode.",
                 &self.bad_datagrams,
+            ),
+            (
+                "cohort_unknown_key_datagrams_total",
+                "Of the bad datagrams: sealed under a key not installed here.",
+                &self.unknown_key_datagrams,
             ),
             (
                 "cohort_filtered_datagrams_total",
@@ -147,6 +169,14 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let name = "cohort_replayed_datagrams_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Authenticated-looking datagrams dropped as replays before the core, by reason.\n# TYPE {name} counter"
+        );
+        for r in Replay::ALL {
+            let _ = writeln!(s, "{name}{{node=\"{node}\",reason=\"{}\"}} {}", r.label(), self.replayed(r));
+        }
         let name = "cohort_delivery_latency_seconds";
         let _ = writeln!(
             s,
@@ -181,5 +211,23 @@ mod tests {
         assert!(text.contains("cohort_delivery_latency_seconds_bucket{node=\"3\",le=\"0.001\"} 2"));
         assert!(text.contains("cohort_delivery_latency_seconds_bucket{node=\"3\",le=\"+Inf\"} 3"));
         assert!(text.contains("cohort_delivery_latency_seconds_count{node=\"3\"} 3"));
+    }
+
+    #[test]
+    fn replays_are_counted_per_reason() {
+        let m = Metrics::default();
+        assert_eq!(m.count_replay(Replay::Duplicate), 1);
+        assert_eq!(m.count_replay(Replay::Duplicate), 2);
+        assert_eq!(m.count_replay(Replay::StaleEpoch), 1);
+        let text = m.render(2);
+        assert!(
+            text.contains("cohort_replayed_datagrams_total{node=\"2\",reason=\"duplicate\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cohort_replayed_datagrams_total{node=\"2\",reason=\"stale_epoch\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("cohort_replayed_datagrams_total{node=\"2\",reason=\"too_old\"} 0"), "{text}");
     }
 }

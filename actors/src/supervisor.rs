@@ -158,6 +158,13 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     //    persisted a new epoch before refusing its key would have spent an epoch on nothing.
     let rule = OwnerRule::Agent(key_file::effective_uid());
     let (key, _) = key_file::check(&settings.node.key_file, rule)?;
+    //    The key ring of the previous run (`cohort key ...`), checked the same way: read only.
+    let ring_file = settings.node.data_dir.join(key_file::RING_FILE);
+    let (keys, notes) =
+        key_file::load_ring(&key, &settings.node.key_file, &ring_file, &settings.cluster.name, rule)?;
+    for note in notes {
+        tracing::warn!("{note}");
+    }
     // 2. The data directory: lock, then a new epoch persisted before anything else happens (G12). The
     //    cluster is asked which epochs of this node it has seen first, so a wiped or restored data
     //    directory never brings back a used epoch.
@@ -183,7 +190,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         );
     }
     let asked =
-        crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, restored, bind, &peers, &key, &registry)
+        crate::inquiry::ask_epoch(cfg.clone(), node_id, disk, restored, bind, &peers, &keys, &registry)
             .await?;
     if asked.behind {
         tracing::warn!(
@@ -248,7 +255,8 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         node: node_id,
         peers,
         cluster: settings.cluster.name.clone(),
-        key,
+        keys,
+        ring_file: Some(ring_file),
         max_datagram_bytes: settings.limits.max_datagram_bytes,
     };
     let deliver = m_addr.clone().recipient();
@@ -272,6 +280,7 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
         // The link filter is reachable from the operator socket only where a test bed or the demo
         // turned it on.
         link_filter: settings.testing.link_filter.then(|| transport.clone().recipient()),
+        key_ring: Some(transport.clone().recipient()),
     };
     let client_api = ClientApiActor::new(ClientApiConfig::from_settings(&settings), links, metrics.clone())
         .with_fatal(sup.clone().recipient())

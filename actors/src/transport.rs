@@ -1,19 +1,30 @@
 //! The TransportActor: the agent's only socket, and the authentication of everything on it.
 //!
-//! **Owns:** one UDP socket bound to this node's configured address, the cluster key (through a
-//! [`ClusterCipher`]), the map from configured peer addresses to node ids, and the in-agent link filter.
+//! **Owns:** one UDP socket bound to this node's configured address, the cluster keys (a
+//! [`KeyRing`]), this process's datagram counter, the replay windows of every peer ([`ReplayGuard`]),
+//! the map from configured peer addresses to node ids, and the in-agent link filter.
 //!
-//! - Outgoing ([`SendFrame`]): the core's datagram is sealed ([`crate::crypto`]) into a buffer the actor
-//!   reuses and sent at once with one non-blocking `sendto` from the handler itself: no task, queue or
+//! - Outgoing ([`SendFrame`]): the core's datagram is sealed ([`crate::crypto`]) under the primary key,
+//!   with this node, the sending incarnation's epoch and the receiver's next counter value in its header,
+//!   into a buffer the actor reuses and sent at once with one non-blocking `sendto` from the handler itself: no task, queue or
 //!   allocation per datagram. If the kernel's send buffer is full the datagram is dropped and counted:
 //!   the protocol retransmits, and dropping is what a congested network would do anyway.
 //! - Incoming: a readiness stream wakes the actor when the socket is readable; the handler drains up to
 //!   [`RECV_BATCH`] datagrams into one reused buffer, so a burst costs one actor wake-up, not one per
 //!   datagram. Each datagram is checked in this order, and dropped and counted at the first failure:
 //!   its source address must be a configured peer (`bad_datagrams`), that peer must not be cut off by the
-//!   link filter (`filtered_datagrams`), and it must authenticate under the cluster key and cluster name
-//!   (`bad_datagrams`). Only then is the plaintext passed on as [`FrameReceived`], the one allocation of
-//!   the receive path. Nothing received can make the actor panic.
+//!   link filter (`filtered_datagrams`), its header must name that same node (`bad_datagrams`), it must not
+//!   be a replay by its epoch and counter (`replayed_datagrams{reason}`, checked before decryption and
+//!   recorded only after), and it must authenticate under an installed key and the cluster name
+//!   (`bad_datagrams`, and `unknown_key_datagrams` when it names a key not installed). Only then is the
+//!   plaintext passed on as [`FrameReceived`], the one allocation of the receive path. Nothing received
+//!   can make the actor panic. Every kind of drop is logged at its first and then every power-of-two
+//!   occurrence.
+//!
+//! The counter of each receiver starts at 0 in each process and only grows (sealing refuses to wrap it);
+//! the epoch only grows too, so no (node, receiver, epoch, counter) is ever sealed twice under a key: the nonce argument of
+//! docs/adr/0007. The key ring is changed at run time by [`ChangeKeyRing`] (`cohort key ...` through the
+//! operator socket).
 //!
 //! A peer is identified by its source address, so every node must bind the address the others have
 //! configured for it (not a wildcard address that may answer from another interface).
@@ -27,9 +38,10 @@
 //! [`actix::Supervisor`], it is then restarted and binds its address again. A bind that fails is retried
 //! with a backoff (up to [`MAX_BIND_RETRY`]) rather than stopping, which would make the supervisor spin.
 
-use crate::crypto::{ClusterCipher, ClusterKey, SEAL_OVERHEAD};
-use crate::messages::{FrameReceived, SendFrame, SetLinkFilter};
+use crate::crypto::{self, CryptoError, KeyInfo, KeyRing, SEAL_OVERHEAD};
+use crate::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use crate::metrics::Metrics;
+use crate::replay::{Replay, ReplayGuard};
 use actix::prelude::*;
 use cohort::NodeId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -62,8 +74,11 @@ pub struct TransportConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The cluster name, authenticated with every datagram.
     pub cluster: String,
-    /// The cluster key.
-    pub key: ClusterKey,
+    /// The cluster keys: every installed key is accepted, the primary seals.
+    pub keys: KeyRing,
+    /// Where every change of the ring is recorded for the next start (`<data_dir>/keyring.json`);
+    /// `None` keeps the ring in memory only.
+    pub ring_file: Option<std::path::PathBuf>,
     /// The largest plaintext datagram the core sends (`limits.max_datagram_bytes`).
     pub max_datagram_bytes: usize,
 }
@@ -79,6 +94,25 @@ pub struct GetLocalAddr;
 #[rtype(result = "u64")]
 pub struct GetSendDrops;
 
+/// Test and drill instrument: from now on a copy of every datagram received (before any check) goes to
+/// this channel, with its source address; `None` stops it. Reachable only in-process (a test holding
+/// the transport's address), never from a socket.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TapDatagrams(pub Option<tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>>);
+
+/// Fault injection for tests and drills: sends `bytes` as they are (not sealed) from the transport's
+/// socket to `to`, as an attacker who can send with this node's source address would (replays of
+/// captured datagrams). Reachable only in-process, like [`TapDatagrams`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "std::io::Result<()>")]
+pub struct InjectDatagram {
+    /// The destination.
+    pub to: SocketAddr,
+    /// The datagram, sent unchanged.
+    pub bytes: Vec<u8>,
+}
+
 /// Fault injection for tests and failure drills: the transport handles it exactly as a hard error of
 /// its socket (logs it, closes the socket and stops, so its supervisor restarts it and it binds again).
 #[derive(Message, Debug, Clone, Copy)]
@@ -88,7 +122,13 @@ pub struct InjectSocketFailure;
 /// The transport actor; see the module docs.
 pub struct TransportActor {
     cfg: TransportConfig,
-    cipher: ClusterCipher,
+    ring: KeyRing,
+    /// The highest epoch this process sealed under.
+    epoch: u64,
+    /// Per receiver, the counter of the next datagram sealed to it (per process, never reused).
+    counters: BTreeMap<NodeId, u64>,
+    replay: ReplayGuard,
+    tap: Option<tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>>,
     /// Peers by canonical source address.
     by_addr: HashMap<SocketAddr, NodeId>,
     deliver: Recipient<FrameReceived>,
@@ -129,7 +169,11 @@ impl TransportActor {
     ) -> TransportActor {
         let by_addr = cfg.peers.iter().map(|(&n, &a)| (canonical(a), n)).collect();
         TransportActor {
-            cipher: ClusterCipher::new(&cfg.key, &cfg.cluster),
+            ring: cfg.keys.clone(),
+            epoch: 0,
+            counters: BTreeMap::new(),
+            replay: ReplayGuard::default(),
+            tap: None,
             recv_buf: vec![0u8; cfg.max_datagram_bytes + SEAL_OVERHEAD + 1].into_boxed_slice(),
             send_buf: Vec::with_capacity(cfg.max_datagram_bytes + SEAL_OVERHEAD),
             cfg,
@@ -226,8 +270,11 @@ impl TransportActor {
     }
 
     /// Handles one received datagram, `self.recv_buf[..len]` from `src`.
-    fn on_datagram(&self, len: usize, src: SocketAddr) {
+    fn on_datagram(&mut self, len: usize, src: SocketAddr) {
         let m = &*self.metrics;
+        if let Some(tap) = &self.tap {
+            let _ = tap.send((src, self.recv_buf[..len].to_vec()));
+        }
         let Some(&from) = self.by_addr.get(&canonical(src)) else {
             let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
             log_bad(n, src, "unknown source address");
@@ -242,17 +289,53 @@ impl TransportActor {
             log_bad(n, src, "oversized datagram");
             return;
         }
-        match self.cipher.open(&self.recv_buf[..len]) {
-            Ok(bytes) => {
-                m.datagrams_in.fetch_add(1, Relaxed);
-                m.bytes_in.fetch_add(len as u64, Relaxed);
-                self.deliver.do_send(FrameReceived { from, bytes });
-            }
+        let header = match crypto::peek_header(&self.recv_buf[..len]) {
+            Ok(h) => h,
             Err(e) => {
                 let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
                 log_bad(n, src, &e.to_string());
+                return;
             }
+        };
+        if header.node != from.0 {
+            let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
+            log_bad(n, src, &format!("header names node {}, the address is node {}", header.node, from.0));
+            return;
         }
+        // Cheap first: a replay is dropped without spending a decryption. Nothing is recorded yet, so
+        // a forged header cannot move the window.
+        if let Err(r) = self.replay.check(header.node, header.epoch, header.counter) {
+            return self.count_replay(r, src, header.epoch, header.counter);
+        }
+        let bytes = match self.ring.open(&self.recv_buf[..len], self.cfg.node.0) {
+            Ok((_, bytes)) => bytes,
+            Err(e) => {
+                if matches!(e, CryptoError::UnknownKey(_)) {
+                    m.unknown_key_datagrams.fetch_add(1, Relaxed);
+                }
+                let n = m.bad_datagrams.fetch_add(1, Relaxed) + 1;
+                log_bad(n, src, &e.to_string());
+                return;
+            }
+        };
+        if let Err(r) = self.replay.accept(header.node, header.epoch, header.counter) {
+            // Not reachable after a passing check in this single-threaded actor; counted all the same.
+            return self.count_replay(r, src, header.epoch, header.counter);
+        }
+        m.datagrams_in.fetch_add(1, Relaxed);
+        m.bytes_in.fetch_add(len as u64, Relaxed);
+        self.deliver.do_send(FrameReceived { from, bytes });
+    }
+
+    fn count_replay(&self, r: Replay, src: SocketAddr, epoch: u64, counter: u64) {
+        let n = self.metrics.count_replay(r);
+        let known = self.replay.epoch_of(self.by_addr.get(&canonical(src)).map_or(0, |n| n.0));
+        let why = format!(
+            "replayed datagram ({}: epoch {epoch}, counter {counter}; epoch known for the sender {})",
+            r.label(),
+            known.map_or_else(|| "none".to_string(), |e| e.to_string())
+        );
+        log_bad(n, src, &why);
     }
 
     fn drop_outgoing(&mut self, to: NodeId, why: &dyn std::fmt::Display) {
@@ -373,7 +456,25 @@ impl Handler<SendFrame> for TransportActor {
         if self.sender.is_none() {
             return self.drop_outgoing(msg.to, &"socket not bound");
         }
-        if let Err(e) = self.cipher.seal_into(&msg.bytes, &mut self.send_buf) {
+        // The epoch never goes back: a frame of an incarnation already replaced is sealed under the
+        // newer epoch (its receivers would drop it as stale otherwise, and an epoch's counters must
+        // only grow).
+        self.epoch = self.epoch.max(msg.epoch.0);
+        let next = self.counters.entry(msg.to).or_insert(0);
+        let counter = *next;
+        let Some(after) = counter.checked_add(1) else {
+            // 2^64 datagrams to one node in one process: never in practice; refusing keeps nonces unique.
+            return self.drop_outgoing(msg.to, &"the datagram counter is exhausted: restart the agent");
+        };
+        *next = after;
+        if let Err(e) = self.ring.seal_into(
+            self.cfg.node.0,
+            msg.to.0,
+            self.epoch,
+            counter,
+            &msg.bytes,
+            &mut self.send_buf,
+        ) {
             return self.drop_outgoing(msg.to, &e);
         }
         let sent = match &self.sender {
@@ -398,6 +499,64 @@ impl Handler<SetLinkFilter> for TransportActor {
     fn handle(&mut self, msg: SetLinkFilter, _ctx: &mut Context<Self>) {
         tracing::info!(node = self.cfg.node.0, blocked = ?msg.blocked, "link filter set");
         self.blocked = msg.blocked;
+    }
+}
+
+impl Handler<ChangeKeyRing> for TransportActor {
+    type Result = Result<Vec<KeyInfo>, crypto::KeyRingError>;
+
+    fn handle(&mut self, msg: ChangeKeyRing, _ctx: &mut Context<Self>) -> Self::Result {
+        let node = self.cfg.node.0;
+        let before = self.ring.clone();
+        let what = match msg.0 {
+            KeyRingOp::Install { key, source } => {
+                let id = self.ring.install(&key, &source)?;
+                format!(
+                    "key {id} installed from {source}: datagrams sealed under it are accepted from now on"
+                )
+            }
+            KeyRingOp::Use(id) => {
+                let previous = self.ring.primary();
+                self.ring.use_key(id)?;
+                format!(
+                    "primary key changed from {previous} to {id}: datagrams are sealed under it from now on"
+                )
+            }
+            KeyRingOp::Remove(id) => {
+                self.ring.remove(id)?;
+                format!("key {id} removed: datagrams sealed under it are dropped from now on")
+            }
+            KeyRingOp::List => return Ok(self.ring.list()),
+        };
+        if let Some(file) = &self.cfg.ring_file {
+            if let Err(e) = crate::key_file::save_ring(file, &self.ring.list()) {
+                // Not kept: a change the next start would silently undo is worse than none.
+                self.ring = before;
+                return Err(crypto::KeyRingError::Save {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        tracing::warn!(node, "{what}");
+        Ok(self.ring.list())
+    }
+}
+
+impl Handler<TapDatagrams> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TapDatagrams, _ctx: &mut Context<Self>) {
+        self.tap = msg.0;
+    }
+}
+
+impl Handler<InjectDatagram> for TransportActor {
+    type Result = io::Result<()>;
+
+    fn handle(&mut self, msg: InjectDatagram, _ctx: &mut Context<Self>) -> io::Result<()> {
+        let sender = self.sender.as_ref().ok_or_else(|| io::Error::other("socket not bound"))?;
+        sender.send_to(&msg.bytes, msg.to).map(|_| ())
     }
 }
 
@@ -443,7 +602,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn after_a_socket_failure_the_supervisor_restarts_it_on_the_same_address() {
-        let key = ClusterKey::from_bytes([1; 32]);
+        let key = crate::crypto::ClusterKey::from_bytes([1; 32]);
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let cfg = TransportConfig {
@@ -451,7 +610,8 @@ mod tests {
             node: NodeId(1),
             peers: BTreeMap::from([(NodeId(2), peer.local_addr().expect("addr"))]),
             cluster: "c".into(),
-            key: key.clone(),
+            keys: KeyRing::new(&key, "test", "c"),
+            ring_file: None,
             max_datagram_bytes: 1024,
         };
         let (tx, mut frames) = mpsc::unbounded_channel();
@@ -465,16 +625,19 @@ mod tests {
         // The restarted actor handles the next message only after `started` bound the address again.
         let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
         assert_eq!(before, after);
-        peer.send_to(&crate::crypto::seal(&key, "c", b"after restart").expect("seal"), after).expect("send");
+        peer.send_to(&crate::crypto::seal(&key, "c", 2, 1, 1, 0, b"after restart").expect("seal"), after)
+            .expect("send");
         let f = tokio::time::timeout(Duration::from_secs(5), frames.recv())
             .await
             .expect("deadline")
             .expect("probe");
         assert_eq!((f.from, f.bytes.as_slice()), (NodeId(2), &b"after restart"[..]));
-        addr.send(SendFrame { to: NodeId(2), bytes: b"reply".to_vec() }).await.expect("alive");
+        addr.send(SendFrame { to: NodeId(2), bytes: b"reply".to_vec(), epoch: cohort::Epoch(1) })
+            .await
+            .expect("alive");
         let mut buf = [0u8; 128];
         peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let (n, _) = peer.recv_from(&mut buf).expect("reply within the deadline");
-        assert_eq!(crate::crypto::open(&key, "c", &buf[..n]).expect("open"), b"reply");
+        assert_eq!(crate::crypto::open(&key, "c", 2, &buf[..n]).expect("open"), b"reply");
     }
 }

@@ -81,6 +81,11 @@ fn every_subcommand_help_has_an_examples_section() {
         &["send"],
         &["fence"],
         &["fence", "ack"],
+        &["key"],
+        &["key", "install"],
+        &["key", "use"],
+        &["key", "remove"],
+        &["key", "list"],
     ];
     for path in paths {
         let o = run(cohort().args(*path).arg("--help"));

@@ -216,6 +216,7 @@ impl Harness {
             ack_fence: probe.clone().recipient(),
             get_status: probe.clone().recipient(),
             link_filter: link_filter.then(|| probe.recipient()),
+            key_ring: None,
         };
         let metrics = Arc::new(Metrics::default());
         let api = ClientApiActor::new(cfg, links, metrics.clone()).start();

@@ -8,12 +8,12 @@ mod paused;
 use paused::ManualClock;
 
 use actix::prelude::*;
-use cohort::NodeId;
-use cohort_actors::crypto::{self, ClusterKey};
-use cohort_actors::messages::{FrameReceived, SendFrame, SetLinkFilter};
+use cohort::{Epoch, NodeId};
+use cohort_actors::crypto::{self, ClusterKey, KeyInfo, KeyRing, KeyRingError};
+use cohort_actors::messages::{ChangeKeyRing, FrameReceived, KeyRingOp, SendFrame, SetLinkFilter};
 use cohort_actors::metrics::Metrics;
 use cohort_actors::transport::{
-    GetLocalAddr, GetSendDrops, InjectSocketFailure, TransportActor, TransportConfig,
+    GetLocalAddr, GetSendDrops, InjectSocketFailure, TapDatagrams, TransportActor, TransportConfig,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
@@ -63,7 +63,10 @@ impl Node {
     }
 
     async fn send(&self, to: u32, bytes: &[u8]) {
-        self.addr.send(SendFrame { to: NodeId(to), bytes: bytes.to_vec() }).await.expect("transport alive");
+        self.addr
+            .send(SendFrame { to: NodeId(to), bytes: bytes.to_vec(), epoch: Epoch(1) })
+            .await
+            .expect("transport alive");
     }
 }
 
@@ -92,7 +95,8 @@ fn start(node: u32, socket: UdpSocket, peers: &BTreeMap<NodeId, SocketAddr>) -> 
         node: NodeId(node),
         peers: peers.clone(),
         cluster: CLUSTER.to_string(),
-        key: key(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let addr = TransportActor::with_socket(cfg, socket, probe.recipient(), metrics.clone())
@@ -156,17 +160,18 @@ async fn datagrams_of_another_key_or_cluster_are_dropped_and_counted() {
     let c = local_socket();
     let (_a, mut b) = pair(&[(3, &c)]);
     let b_addr = local_addr(&b).await;
-    let other_key = crypto::seal(&ClusterKey::from_bytes([7; 32]), CLUSTER, b"forged").expect("seal");
+    let other_key =
+        crypto::seal(&ClusterKey::from_bytes([7; 32]), CLUSTER, 3, 2, 1, 0, b"forged").expect("seal");
     c.send_to(&other_key, b_addr).expect("send");
     wait_for(&b.metrics.bad_datagrams, 1).await;
-    let other_cluster = crypto::seal(&key(), "another-cluster", b"crosstalk").expect("seal");
+    let other_cluster = crypto::seal(&key(), "another-cluster", 3, 2, 1, 1, b"crosstalk").expect("seal");
     c.send_to(&other_cluster, b_addr).expect("send");
     wait_for(&b.metrics.bad_datagrams, 2).await;
     b.assert_no_frame();
     assert_eq!(b.metrics.datagrams_in.load(Relaxed), 0);
 
     // The same peer with the right key and cluster gets through.
-    c.send_to(&crypto::seal(&key(), CLUSTER, b"genuine").expect("seal"), b_addr).expect("send");
+    c.send_to(&crypto::seal(&key(), CLUSTER, 3, 2, 1, 2, b"genuine").expect("seal"), b_addr).expect("send");
     let f = b.next_frame().await;
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(3), &b"genuine"[..]));
 }
@@ -184,7 +189,9 @@ async fn garbage_is_dropped_and_counted_and_the_transport_keeps_working() {
         c.send_to(g, b_addr).expect("send");
     }
     // A genuine datagram from an address that is not a configured peer is dropped too.
-    stranger.send_to(&crypto::seal(&key(), CLUSTER, b"who?").expect("seal"), b_addr).expect("send");
+    stranger
+        .send_to(&crypto::seal(&key(), CLUSTER, 3, 2, 1, 0, b"who?").expect("seal"), b_addr)
+        .expect("send");
     wait_for(&b.metrics.bad_datagrams, garbage.len() as u64 + 1).await;
     b.assert_no_frame();
 
@@ -230,7 +237,8 @@ async fn a_supervised_transport_binds_its_configured_address_when_it_starts() {
         node: NodeId(1),
         peers,
         cluster: CLUSTER.to_string(),
-        key: key(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let metrics = Arc::new(Metrics::default());
@@ -238,7 +246,7 @@ async fn a_supervised_transport_binds_its_configured_address_when_it_starts() {
     let addr = actix::Supervisor::start(move |_| TransportActor::new(cfg, recipient, metrics));
     let bound = addr.send(GetLocalAddr).await.expect("alive").expect("bound in started");
     assert_ne!(bound.port(), 0);
-    sender.send_to(&crypto::seal(&key(), CLUSTER, b"hi").expect("seal"), bound).expect("send");
+    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"hi").expect("seal"), bound).expect("send");
     let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"hi"[..]));
 }
@@ -253,7 +261,8 @@ async fn binding_a_busy_address_is_an_error_naming_it() {
         node: NodeId(1),
         peers: BTreeMap::new(),
         cluster: CLUSTER.to_string(),
-        key: key(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let err = TransportActor::bind(cfg, Probe(tx).start().recipient(), Arc::new(Metrics::default()))
@@ -276,7 +285,8 @@ async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_addre
         node: NodeId(1),
         peers,
         cluster: CLUSTER.to_string(),
-        key: key(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let metrics = Arc::new(Metrics::default());
@@ -289,9 +299,9 @@ async fn a_supervised_transport_restarted_after_a_socket_failure_keeps_its_addre
     let after = addr.send(GetLocalAddr).await.expect("restarted").expect("bound again");
     assert_eq!(before, after);
     // Node 6 is still cut off after the restart; node 5 gets through.
-    s6.send_to(&crypto::seal(&key(), CLUSTER, b"from 6").expect("seal"), after).expect("send");
+    s6.send_to(&crypto::seal(&key(), CLUSTER, 6, 1, 1, 0, b"from 6").expect("seal"), after).expect("send");
     wait_for(&metrics.filtered_datagrams, 1).await;
-    s5.send_to(&crypto::seal(&key(), CLUSTER, b"from 5").expect("seal"), after).expect("send");
+    s5.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"from 5").expect("seal"), after).expect("send");
     let f = tokio::time::timeout(DEADLINE, frames.recv()).await.expect("deadline").expect("probe");
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"from 5"[..]));
     assert!(frames.try_recv().is_err(), "nothing from node 6");
@@ -309,7 +319,8 @@ async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_unt
         node: NodeId(1),
         peers: BTreeMap::from([(NodeId(5), sender.local_addr().expect("addr"))]),
         cluster: CLUSTER.to_string(),
-        key: key(),
+        keys: KeyRing::new(&key(), "test", CLUSTER),
+        ring_file: None,
         max_datagram_bytes: 1400,
     };
     let recipient = Probe(tx).start().recipient();
@@ -340,7 +351,7 @@ async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_unt
         tokio::task::yield_now().await;
     }
     assert_eq!(got, Some(at), "bound at the second retry");
-    sender.send_to(&crypto::seal(&key(), CLUSTER, b"bound").expect("seal"), at).expect("send");
+    sender.send_to(&crypto::seal(&key(), CLUSTER, 5, 1, 1, 0, b"bound").expect("seal"), at).expect("send");
     let end = std::time::Instant::now() + DEADLINE;
     let f = loop {
         if let Ok(f) = frames.try_recv() {
@@ -351,4 +362,123 @@ async fn on_a_paused_clock_a_busy_address_is_retried_with_a_doubling_backoff_unt
         std::thread::sleep(Duration::from_millis(1));
     };
     assert_eq!((f.from, f.bytes.as_slice()), (NodeId(5), &b"bound"[..]));
+}
+
+#[actix_rt::test]
+async fn replayed_datagrams_are_dropped_before_the_core_and_counted_by_reason() {
+    use cohort_actors::replay::Replay;
+    let c = local_socket();
+    let (_a, mut b) = pair(&[(3, &c)]);
+    let b_addr = local_addr(&b).await;
+    let seal = |epoch, counter, text: &[u8]| {
+        crypto::seal(&key(), CLUSTER, 3, 2, epoch, counter, text).expect("seal")
+    };
+    let replays = |b: &Node| Replay::ALL.map(|r| b.metrics.replayed(r));
+    let send = |d: &[u8]| {
+        c.send_to(d, b_addr).expect("send");
+    };
+
+    let first = seal(5, 10, b"e5 c10");
+    send(&first);
+    assert_eq!(b.next_frame().await.bytes, b"e5 c10");
+    // The same datagram again: a duplicate, dropped and counted, never delivered.
+    send(&first);
+    wait_for(&b.metrics.replayed_datagrams[Replay::Duplicate as usize], 1).await;
+    // Out of order inside the window: fresh.
+    send(&seal(5, 9, b"e5 c9"));
+    assert_eq!(b.next_frame().await.bytes, b"e5 c9");
+    // A forgery claiming a higher epoch fails to authenticate and moves nothing.
+    c.send_to(&crypto::seal(&key(), "another-cluster", 3, 2, 100, 0, b"forged").expect("seal"), b_addr)
+        .expect("send");
+    wait_for(&b.metrics.bad_datagrams, 1).await;
+    send(&seal(5, 11, b"e5 c11"));
+    assert_eq!(b.next_frame().await.bytes, b"e5 c11");
+    // A new incarnation: higher epoch, counter from 0; then the old epoch is stale.
+    send(&seal(6, 0, b"e6 c0"));
+    assert_eq!(b.next_frame().await.bytes, b"e6 c0");
+    send(&seal(5, 12, b"e5 c12"));
+    wait_for(&b.metrics.replayed_datagrams[Replay::StaleEpoch as usize], 1).await;
+    // Far ahead, then below the window.
+    send(&seal(6, 5000, b"e6 c5000"));
+    assert_eq!(b.next_frame().await.bytes, b"e6 c5000");
+    send(&seal(6, 1, b"e6 c1"));
+    wait_for(&b.metrics.replayed_datagrams[Replay::TooOld as usize], 1).await;
+    // Epoch 0 (the epoch inquiry, before an incarnation exists) is not windowed: its bodies carry nonces.
+    let inquiry = seal(0, 77, b"e0");
+    send(&inquiry);
+    send(&inquiry);
+    assert_eq!(b.next_frame().await.bytes, b"e0");
+    assert_eq!(b.next_frame().await.bytes, b"e0");
+    // A header naming another node than the source address is dropped.
+    c.send_to(&crypto::seal(&key(), CLUSTER, 1, 2, 6, 6000, b"spoofed").expect("seal"), b_addr)
+        .expect("send");
+    wait_for(&b.metrics.bad_datagrams, 2).await;
+    // A genuine datagram of node 3 sealed for node 1, replayed at node 2: the receiver is in the nonce.
+    let for_node_1 = crypto::seal(&key(), CLUSTER, 3, 1, 6, 6001, b"for node 1").expect("seal");
+    c.send_to(&for_node_1, b_addr).expect("send");
+    wait_for(&b.metrics.bad_datagrams, 3).await;
+
+    b.assert_no_frame();
+    assert_eq!(replays(&b), [1, 1, 1], "stale epoch, duplicate, too old");
+    assert_eq!(b.metrics.datagrams_in.load(Relaxed), 7);
+}
+
+#[actix_rt::test]
+async fn a_sender_seals_under_a_growing_counter_and_never_goes_back_to_an_older_epoch() {
+    let (a, mut b) = pair(&[]);
+    let (tx, mut tapped) = mpsc::unbounded_channel();
+    b.addr.send(TapDatagrams(Some(tx))).await.expect("alive");
+    let header = |d: &[u8]| crypto::peek_header(d).expect("header");
+    let mut seen = Vec::new();
+    for (epoch, text) in [(3, "one"), (3, "two"), (4, "three"), (3, "late")] {
+        a.addr
+            .send(SendFrame { to: NodeId(2), bytes: text.as_bytes().to_vec(), epoch: Epoch(epoch) })
+            .await
+            .expect("alive");
+        assert_eq!(b.next_frame().await.bytes, text.as_bytes());
+        let (_, d) = tokio::time::timeout(DEADLINE, tapped.recv()).await.expect("deadline").expect("tap");
+        let h = header(&d);
+        seen.push((h.node, h.epoch, h.counter));
+    }
+    // A frame of a replaced incarnation is sealed under the newer epoch (its receivers would drop it).
+    assert_eq!(seen, vec![(1, 3, 0), (1, 3, 1), (1, 4, 2), (1, 4, 3)]);
+}
+
+#[actix_rt::test]
+async fn a_key_ring_accepts_every_installed_key_and_seals_with_the_primary() {
+    let (mut a, mut b) = pair(&[]);
+    let new = ClusterKey::from_bytes([43; 32]);
+    let (old_id, new_id) = (key().id(), new.id());
+    let ring = |n: &Node, op: KeyRingOp| n.addr.send(ChangeKeyRing(op));
+    let install = || KeyRingOp::Install { key: new.clone(), source: "new.key".into() };
+    let keys = ring(&b, install()).await.expect("alive").expect("install");
+    assert_eq!(keys.iter().map(|k| (k.id.clone(), k.primary)).collect::<Vec<_>>(), {
+        let mut want = vec![(old_id.to_string(), true), (new_id.to_string(), false)];
+        want.sort();
+        want
+    });
+    assert_eq!(ring(&b, install()).await.expect("alive"), Err(KeyRingError::Duplicate(new_id)));
+    // B seals with the new key before A has it: A drops those as an unknown key.
+    ring(&b, KeyRingOp::Use(new_id)).await.expect("alive").expect("use");
+    b.send(1, b"too early").await;
+    wait_for(&a.metrics.unknown_key_datagrams, 1).await;
+    a.assert_no_frame();
+    // Once A has it, both directions work, A still sealing with the old key B still accepts.
+    ring(&a, install()).await.expect("alive").expect("install");
+    b.send(1, b"new to a").await;
+    assert_eq!(a.next_frame().await.bytes, b"new to a");
+    a.send(2, b"old to b").await;
+    assert_eq!(b.next_frame().await.bytes, b"old to b");
+    // The primary cannot be removed; another key can, and is then refused.
+    let e = ring(&b, KeyRingOp::Remove(new_id)).await.expect("alive").expect_err("primary");
+    assert_eq!(e, KeyRingError::RemovePrimary(new_id));
+    ring(&b, KeyRingOp::Remove(old_id)).await.expect("alive").expect("remove the old key");
+    a.send(2, b"old again").await;
+    wait_for(&b.metrics.unknown_key_datagrams, 1).await;
+    b.assert_no_frame();
+    ring(&a, KeyRingOp::Use(new_id)).await.expect("alive").expect("use");
+    a.send(2, b"new to b").await;
+    assert_eq!(b.next_frame().await.bytes, b"new to b");
+    let keys = ring(&b, KeyRingOp::List).await.expect("alive").expect("list");
+    assert_eq!(keys, vec![KeyInfo { id: new_id.to_string(), primary: true, source: "new.key".into() }]);
 }

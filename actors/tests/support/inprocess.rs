@@ -197,3 +197,50 @@ pub async fn wait_records(path: &Path, what: &str, cond: impl Fn(&[Record]) -> b
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A node running in its own actix system on its own thread, so that it can be stopped for good (its
+/// sockets closed, its data directory unlocked) and started again in the same test: a real restart.
+/// Dropping it stops that system.
+pub struct Threaded {
+    pub handle: NodeHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Threaded {
+    pub async fn start(settings: Settings) -> Threaded {
+        let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let started = start_node(settings).await.map_err(|e| format!("{e:#}"));
+                let _ = handle_tx.send(started);
+                let _ = stop_rx.await;
+            });
+            // Dropping the system's runtime drops every actor: sockets and the data directory's lock go.
+        });
+        let handle = tokio::time::timeout(DEADLINE, handle_rx)
+            .await
+            .expect("the node started within the deadline")
+            .expect("the node's thread alive")
+            .unwrap_or_else(|e| panic!("start the node: {e}"));
+        Threaded { handle, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Stops the node's system and waits for its thread to end.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Threaded {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
