@@ -63,6 +63,22 @@ impl Plan {
         }
     }
 
+    /// True when the plan applies a `timing.*` key.
+    pub fn changes_timing(&self) -> bool {
+        self.applied.iter().any(|c| c.key.starts_with("timing."))
+    }
+
+    /// Refuses every applied `timing.*` key (they go together) for `why`; `next` keeps the timing of
+    /// `running`.
+    pub fn refuse_timing(&mut self, running: &Settings, why: String) {
+        self.next.timing = running.timing.clone();
+        let (t, rest): (Vec<KeyChange>, Vec<KeyChange>) =
+            std::mem::take(&mut self.applied).into_iter().partition(|c| c.key.starts_with("timing."));
+        self.applied = rest;
+        self.refused.extend(t);
+        self.refused_why.get_or_insert(why);
+    }
+
     /// When the change of `key` takes effect, as `cohort config check` says it.
     pub fn describe(&self, key: &str) -> String {
         if self.refused.iter().any(|c| c.key == key) {
@@ -72,18 +88,6 @@ impl Plan {
         } else {
             Apply::Restart.describe().to_string()
         }
-    }
-}
-
-/// The protocol timing of `settings`.
-pub fn timing_of(settings: &Settings) -> cohort::Timing {
-    let t = &settings.timing;
-    cohort::Timing {
-        heartbeat_interval_ms: t.heartbeat_interval_ms,
-        failure_timeout_ms: t.failure_timeout_ms,
-        discovery_interval_ms: t.discovery_interval_ms,
-        view_change_timeout_ms: t.view_change_timeout_ms,
-        retransmit_interval_ms: t.retransmit_interval_ms,
     }
 }
 
@@ -101,22 +105,17 @@ pub fn plan(running: &Settings, new: &Settings) -> Plan {
             Apply::Restart => need_restart.push(change),
         }
     }
-    let (mut refused, mut refused_why) = (Vec::new(), None);
-    if applied.iter().any(|c| c.key.starts_with("timing.")) {
-        let step = timing_of(&next);
+    let mut plan = Plan { applied, need_restart, refused: Vec::new(), refused_why: None, next };
+    if plan.changes_timing() {
+        let step = plan.next.core_config().timing();
         let core = running.core_config();
         let ok =
             step.check_step(&core.timing(), core.fencing).and_then(|()| core.with_timing(step).map(|_| ()));
         if let Err(e) = ok {
-            refused_why = Some(format!("timing.{e}"));
-            next.timing = running.timing.clone();
-            let (t, rest): (Vec<KeyChange>, Vec<KeyChange>) =
-                applied.into_iter().partition(|c| c.key.starts_with("timing."));
-            refused = t;
-            applied = rest;
+            plan.refuse_timing(running, format!("timing.{e}"));
         }
     }
-    Plan { applied, need_restart, refused, refused_why, next }
+    plan
 }
 
 /// Copies one reloadable key from `from` into `to`. Every key the loader marks [`Apply::Reload`] has an

@@ -497,22 +497,17 @@ async fn reload(
         }
     };
     let mut plan = crate::reload::plan(running, &loaded.settings);
-    if plan.applied.iter().any(|c| c.key.starts_with("timing.")) {
+    if plan.changes_timing() {
         // The core checks the step against what it runs (the plan checked the same against the running
         // configuration); a refusal there keeps the running timing.
-        let timing = crate::reload::timing_of(&plan.next);
+        let timing = plan.next.core_config().timing();
         let answer = match handle.membership.send(ApplyTiming { timing }).await {
             Ok(r) => r.map_err(|e| format!("timing.{e}")),
             Err(e) => Err(format!("the membership actor did not answer: {e}")),
         };
         if let Err(why) = answer {
             tracing::error!("the timing was not applied: {why}");
-            plan.next.timing = running.timing.clone();
-            let (t, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut plan.applied).into_iter().partition(|c| c.key.starts_with("timing."));
-            plan.applied = rest;
-            plan.refused.extend(t);
-            plan.refused_why.get_or_insert(why);
+            plan.refuse_timing(running, why);
         }
     }
     for c in &plan.applied {

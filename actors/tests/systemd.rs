@@ -74,6 +74,18 @@ impl Manager {
     }
 }
 
+/// `cohort config check` of the two configuration files, as an operator runs it beside the agent.
+fn config_check(cluster: &std::path::Path, node: &std::path::Path) -> std::process::Output {
+    Command::new(cohort_bin())
+        .args(["config", "check", "--config"])
+        .arg(cluster)
+        .arg("--config")
+        .arg(node)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run cohort config check")
+}
+
 fn has_line(datagram: &str, line: &str) -> bool {
     datagram.lines().any(|l| l == line)
 }
@@ -231,14 +243,7 @@ fn a_reload_changes_the_log_level_the_fence_levels_and_the_timing_of_a_running_a
     std::fs::write(&c.cluster_toml, changed).expect("write cluster.toml");
 
     // `cohort config check` says beforehand what a reload will do.
-    let check = Command::new(cohort_bin())
-        .args(["config", "check", "--config"])
-        .arg(&c.cluster_toml)
-        .arg("--config")
-        .arg(&node1)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run cohort config check");
+    let check = config_check(&c.cluster_toml, &node1);
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
     assert!(out.contains(&format!("# the running agent (pid {pid}) differs in 4 keys")), "{out}");
@@ -312,13 +317,7 @@ fn a_reload_changes_the_log_level_the_fence_levels_and_the_timing_of_a_running_a
         .replace("failure_timeout_ms = 600", "failure_timeout_ms = 1000");
     assert_ne!(too_far, cluster_toml);
     std::fs::write(&c.cluster_toml, &too_far).expect("write cluster.toml");
-    let check = Command::new(cohort_bin())
-        .args(["config", "check", "--config"])
-        .arg(&c.cluster_toml)
-        .arg("--config")
-        .arg(&node1)
-        .output()
-        .expect("run cohort config check");
+    let check = config_check(&c.cluster_toml, &node1);
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(
         out.contains(
@@ -345,13 +344,7 @@ fn a_reload_changes_the_log_level_the_fence_levels_and_the_timing_of_a_running_a
     std::fs::write(&c.cluster_toml, &cluster_toml).expect("write cluster.toml");
 
     // `config check` now differs from the running agent only in the key that needs a restart.
-    let check = Command::new(cohort_bin())
-        .args(["config", "check", "--config"])
-        .arg(&c.cluster_toml)
-        .arg("--config")
-        .arg(&node1)
-        .output()
-        .expect("run cohort config check");
+    let check = config_check(&c.cluster_toml, &node1);
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains(&format!("# the running agent (pid {pid}) differs in 1 key;")), "{out}");
     assert!(out.contains("#   merge.policy: \"fence\" -> \"restart\"    needs a restart"), "{out}");
