@@ -2702,6 +2702,18 @@ impl Node {
         self.merges.retain(|m, _| !superseded(m));
         self.merge_fence_requested.retain(|m, _| !superseded(m));
         self.durable.registry.merge(&inst.registry);
+        if new.primary && self.cfg.restart_counts_as_fenced {
+            // A removal this member's own registry still holds as waiting for its fence, whose node is in
+            // the installed view as a newer incarnation, was restarted: the view every member installs
+            // is the proof, so this member concludes it too. (The coordinator marks the ones its merged
+            // registry knows; one only this member's disk kept, from an incarnation long gone, would
+            // otherwise block it for fencing that no fencer ever drives.)
+            for t in self.durable.registry.pending_fences() {
+                if new.members.iter().any(|m| m.node() == t.node() && m.epoch() > t.epoch()) {
+                    self.durable.registry.mark_fenced(t, FenceMethod::Restarted);
+                }
+            }
+        }
         self.durable.max_installed_seq = self.durable.max_installed_seq.max(new.id.seq);
         if new.primary {
             // Its registry is now the merged one of a quorum that remembers: caught up.

@@ -870,6 +870,11 @@ pub struct Sim {
     /// for L6 once their node's next incarnation is in a primary view (it reports the leave there); a
     /// removal as failed before that is what the others must do, and ends their counting.
     unheard_leaves: BTreeSet<Member>,
+    /// Clean leavers whose leave no primary view recorded yet, with the nodes that know of it: the
+    /// leaver's own node and those that installed a non-primary view listing it as left. Only their
+    /// disks hold the leave; while none of them runs, the others cannot know of it (see
+    /// `excuse_leaves_known_only_to_down_nodes`).
+    leave_witnesses: BTreeMap<Member, BTreeSet<u32>>,
 }
 
 impl Sim {
@@ -954,6 +959,7 @@ impl Sim {
             stop_all_from_settled: false,
             lost_disks: BTreeSet::new(),
             unheard_leaves: BTreeSet::new(),
+            leave_witnesses: BTreeMap::new(),
             deliveries: Vec::new(),
         }
     }
@@ -1581,12 +1587,22 @@ impl Sim {
             self.unheard_leaves
                 .retain(|m| !members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch()));
         }
+        if let Event::View { primary, left, .. } = &r.event {
+            for m in left {
+                if *primary {
+                    self.leave_witnesses.remove(m);
+                } else if let Some(w) = self.leave_witnesses.get_mut(m) {
+                    w.insert(n);
+                }
+            }
+        }
         let named: Vec<Member> = match &r.event {
             Event::View { primary: true, failed, .. } => failed.clone(),
             Event::FenceRequest { target, .. } => vec![*target],
             Event::Recovered { failed, .. } => failed.clone(),
             _ => Vec::new(),
         };
+        self.excuse_leaves_known_only_to_down_nodes(&named);
         let unheard: Vec<Member> = named.into_iter().filter(|m| self.unheard_leaves.contains(m)).collect();
         for m in unheard {
             self.unheard_leaves.remove(&m);
@@ -2232,6 +2248,28 @@ impl Sim {
         self.stop_all_from_settled = false;
     }
 
+    /// A clean leave that no primary view recorded lives only on the disks of the nodes that know of it
+    /// (`leave_witnesses`). When a record names such a leaver as failed while none of those nodes runs,
+    /// the ones that do could not have learnt of the leave: the leaver stops counting for L6, as an
+    /// unheard leave does. (A leave recorded by a primary view is in the replicated registry and always
+    /// counts.)
+    fn excuse_leaves_known_only_to_down_nodes(&mut self, named: &[Member]) {
+        for m in named {
+            let Some(witnesses) = self.leave_witnesses.get(m) else { continue };
+            if !self.clean_leavers.contains(m) || witnesses.iter().any(|j| self.slot(*j).core.is_some()) {
+                continue;
+            }
+            let who = witnesses.iter().map(|j| format!("n{j}")).collect::<Vec<_>>().join(", ");
+            self.note(format!(
+                "{} is named as failed while its leave, which no primary view recorded, is known only to \
+                 the disks of nodes that are down ({who}): it no longer counts for L6",
+                fmt_member(*m)
+            ));
+            self.clean_leavers.remove(m);
+            self.leave_witnesses.remove(m);
+        }
+    }
+
     /// L6, checked on every record: a member that left cleanly is never listed as failed in a primary
     /// view, never the target of a fence request and never `recovered`; and a cluster that stopped
     /// cleanly cold-starts with no fence request and no `recovered` at all. (A non-primary view's
@@ -2390,13 +2428,24 @@ impl Sim {
             Event::View { members, primary: true, .. } if r.member() == me => Some(members.clone()),
             _ => None,
         });
-        let judges: Vec<u32> = last_primary
+        let mut judges: Vec<u32> = last_primary
             .or_else(|| core.view().map(|v| v.members.clone()))
             .unwrap_or_default()
             .iter()
             .map(|m| m.node().0)
             .filter(|j| *j != n)
             .collect();
+        // So is every node whose current view still holds it, whether or not this member still holds
+        // that node: the primary view that node installs next lists it as gone, and as failed unless a
+        // `Leave` reached it (a member never in a primary view has no last primary side to judge it, but
+        // the non-primary view it was cut off from does).
+        for (i, slot) in self.slots.iter().enumerate() {
+            let j = i as u32 + 1;
+            let holds = slot.core.as_ref().is_some_and(|c| c.view().is_some_and(|v| v.contains(me)));
+            if j != n && holds && !judges.contains(&j) {
+                judges.push(j);
+            }
+        }
         let in_a_view = core.view().is_some();
         let reaches = judges.iter().all(|j| match self.member_of(*j) {
             Some(_) => !self.is_cut(n, *j),
@@ -2411,7 +2460,10 @@ impl Sim {
             Event::FenceRequest { target, .. } | Event::StatefulMerge { member: target, .. } => *target == me,
             _ => false,
         }) || self.slots.iter().filter_map(|s| s.core.as_ref()).any(|c| {
-            c.decided_registries().iter().any(|reg| {
+            // Decided in an install under way, or in the registry of a primary view installed already
+            // (a member of an install that may have been made, removed as failed by the next primary
+            // view although it never installed one itself).
+            c.decided_registries().into_iter().chain([&c.durable().registry]).any(|reg| {
                 reg.removal(me).is_some_and(|rm| rm.reason == cohort::registry::RemovalReason::Failed)
             })
         })
@@ -2429,6 +2481,7 @@ impl Sim {
         let heard_by_nobody = !judges.iter().any(|j| self.member_of(*j).is_some());
         if in_a_view && reaches && !removed {
             self.clean_leavers.insert(me);
+            self.leave_witnesses.insert(me, BTreeSet::from([n]));
             if heard_by_nobody {
                 self.unheard_leaves.insert(me);
                 self.note(format!(
@@ -3254,7 +3307,12 @@ impl Sim {
             let Some(st) = self.status(m.node().0) else { return Err(format!("{} is down", fmt_member(*m))) };
             if !st.blocked.is_empty() {
                 let b: Vec<&str> = st.blocked.iter().map(|b| block_name(*b)).collect();
-                return Err(format!("{} is blocked ({})", fmt_member(*m), b.join(", ")));
+                let pending = if st.pending_fences.is_empty() {
+                    String::new()
+                } else {
+                    format!("; fences pending: {}", fmt_members(&st.pending_fences))
+                };
+                return Err(format!("{} is blocked ({}){pending}", fmt_member(*m), b.join(", ")));
             }
             // A view change still in progress (e.g. an install accepted before a pause, which must be
             // completed) may yet remove a member: L2 is about members that stay.

@@ -189,6 +189,18 @@ const WORLD_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // before it kept a member that neither had removed, and it came back. Both now lose their absent
     // members.
     (7, 10_000, 10965101, "an assumed previous primary view hiding the installed one's members"),
+    // L6, in the checker: a member never in a primary view, cut off from the non-primary view it had
+    // shared with node 4, left from another view 3 ms after the next primary view was decided; node 4
+    // lists it as failed, and rightly so. Every node whose current view holds a leaver now judges it.
+    (9, 10_000, 376233250, "a leave from a view cut off from one that still held the leaver"),
+    // L6, in the checker: node 2's leave was recorded only in non-primary views (its own and node 3's
+    // disks); both were down when the others cold-started and had to fence the members of an install
+    // they could not rule out. Such a leave no longer counts while no node that knows it runs.
+    (5, 30_000, 765676113, "a leave known only to the disks of nodes that are down"),
+    // L6, in the checker: node 8's new incarnation was a member of an install that the next primary
+    // view had to assume made; that view's registry removed it as failed before it was asked to stop.
+    // The registries of installed views now count as "removed before" too.
+    (9, 30_000, 53027428, "a leaver removed as failed by an installed registry before it left"),
 ];
 
 #[test]
@@ -250,6 +262,12 @@ const LONG_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // member of its old view a stateful merge as well; it reset itself and nobody followed the other
     // up. A coordinator that finds itself removed now handles its own removal only.
     (7, 10_000, 117420609, "a removed coordinator naming others stateful merges"),
+    // L2: node 5 came back after a long absence with a removal of 6e4 still waiting for its fence on
+    // its own disk; the coordinator's registry had long forgotten 6e4 (fenced, recovered, trimmed), so
+    // no fencer ever drove it and node 5 stayed blocked for fencing in a view holding 6e14. A member
+    // now marks such a removal restarted itself when it installs a primary view with a newer epoch of
+    // that node.
+    (9, 30_000, 112642723, "a pending fence only one member's old registry kept"),
 ];
 
 #[test]
