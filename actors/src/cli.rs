@@ -537,7 +537,8 @@ pub enum KeyAction {
     /// The primary key cannot be removed. Remove the old key only once every node uses the new one.
     #[command(after_help = KEY_EXAMPLES)]
     Remove(KeyIdArgs),
-    /// List the installed keys: id, whether it is the primary key, and its file.
+    /// List the installed keys: id, whether it is the primary key, who installed it (FROM: config for
+    /// node.key_file and node.accept_key_files, command for `cohort key install`), and its file.
     #[command(after_help = KEY_EXAMPLES)]
     List(KeyListArgs),
 }
@@ -763,6 +764,7 @@ pub fn main_entry() -> ExitCode {
             if e.downcast_ref::<SettingsError>().is_some()
                 || e.downcast_ref::<UserError>().is_some()
                 || e.downcast_ref::<crate::key_file::KeyFileError>().is_some()
+                || e.downcast_ref::<crate::key_file::ConfiguredKeyError>().is_some()
             {
                 eprintln!("error: {}", one_line(&e.to_string()));
                 ExitCode::from(EXIT_USAGE)
@@ -818,10 +820,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The key file is checked as the agent would check it, before anything is printed: a bad key
             // is a configuration mistake like a bad value (exit code 2, one line).
             let rule = crate::key_file::OwnerRule::for_config_check();
-            let (_, key) = crate::key_file::check(&loaded.settings.node.key_file, rule)?;
+            let node = &loaded.settings.node;
+            let keys = crate::key_file::check_configured(&node.key_file, &node.accept_key_files, rule)?;
             print!("{}", settings_load::render_effective(&loaded));
-            println!("\n# {}", key.describe(rule));
-            print!("{}", crate::reload::compare_with_running(&loaded.settings));
+            println!();
+            for (name, info) in &keys.infos {
+                println!("# {} ({name})", info.describe(rule));
+            }
+            print!("{}", crate::reload::compare_with_running(&loaded.settings, &keys));
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateDocs(args) => {
@@ -946,7 +952,9 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     // The key file before anything else, so that its mistake is the one line the operator sees; the
     // supervisor checks it again before it writes anything (`start_node` is also called in-process).
     let uid = crate::key_file::effective_uid();
-    crate::key_file::check(&loaded.settings.node.key_file, crate::key_file::OwnerRule::Agent(uid))?;
+    let node = &loaded.settings.node;
+    let rule = crate::key_file::OwnerRule::Agent(uid);
+    crate::key_file::check_configured(&node.key_file, &node.accept_key_files, rule)?;
     crate::telemetry::init_with(&loaded.settings.log.level, args.log_format);
     for (key, origin) in loaded.provenance.iter().filter(|(_, o)| o.as_str() != "default") {
         tracing::debug!(%key, %origin, "configuration value set outside the defaults");

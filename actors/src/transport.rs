@@ -527,6 +527,35 @@ impl Handler<ChangeKeyRing> for TransportActor {
                 format!("key {id} removed: datagrams sealed under it are dropped from now on")
             }
             KeyRingOp::List => return Ok(self.ring.list()),
+            KeyRingOp::Reload { install, primary, remove } => {
+                let mut done = Vec::new();
+                for (key, source) in &install {
+                    if let Ok(id) = self.ring.install_from(key, source, crypto::KeyOrigin::Config) {
+                        done.push(format!("key {id} installed from {source}"));
+                    }
+                }
+                if let Some(id) = primary.filter(|id| *id != self.ring.primary()) {
+                    if let Err(e) = self.ring.use_key(id) {
+                        self.ring = before;
+                        return Err(e);
+                    }
+                    done.push(format!("primary key now {id}"));
+                }
+                for id in remove {
+                    match self.ring.remove(id) {
+                        Ok(()) => done.push(format!("key {id} removed")),
+                        Err(crypto::KeyRingError::Unknown(_)) => {}
+                        Err(e) => {
+                            self.ring = before;
+                            return Err(e);
+                        }
+                    }
+                }
+                if done.is_empty() {
+                    return Ok(self.ring.list());
+                }
+                format!("configuration reload: {}", done.join(", "))
+            }
         };
         if let Some(file) = &self.cfg.ring_file {
             if let Err(e) = crate::key_file::save_ring(file, &self.ring.list()) {

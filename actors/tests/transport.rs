@@ -480,5 +480,11 @@ async fn a_key_ring_accepts_every_installed_key_and_seals_with_the_primary() {
     a.send(2, b"new to b").await;
     assert_eq!(b.next_frame().await.bytes, b"new to b");
     let keys = ring(&b, KeyRingOp::List).await.expect("alive").expect("list");
-    assert_eq!(keys, vec![KeyInfo { id: new_id.to_string(), primary: true, source: "new.key".into() }]);
+    let want = KeyInfo {
+        id: new_id.to_string(),
+        primary: true,
+        source: "new.key".into(),
+        from: cohort_actors::crypto::KeyOrigin::Command,
+    };
+    assert_eq!(keys, vec![want]);
 }
