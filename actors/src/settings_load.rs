@@ -1347,6 +1347,23 @@ mod tests {
     }
 
     #[test]
+    fn accept_key_files_is_a_list_of_paths_and_mistakes_name_the_key() {
+        let dir = TempDir::new();
+        let a = dir.file("a.toml", "[node]\naccept_key_files = [\"/k/next.key\"]\n");
+        let l = load(&opts(&[&a])).expect("loads");
+        assert_eq!(l.settings.node.accept_key_files, [PathBuf::from("/k/next.key")]);
+        assert_eq!(apply_of("node.accept_key_files"), Some(Apply::Reload));
+        assert_eq!(apply_of("node.key_file"), Some(Apply::Reload));
+        let b = dir.file("b.toml", "[node]\naccept_key_files = \"/k/next.key\"\n");
+        let e = load_err(&opts(&[&b]));
+        assert_eq!(e.key(), Some("node.accept_key_files"));
+        assert!(e.to_string().contains("expected an array of key file paths"), "{e}");
+        let c = dir.file("c.toml", "[node]\naccept_key_files = [\"/k/a.key\", \"\"]\n");
+        let e = load_err(&opts(&[&c]));
+        assert_eq!(e.key(), Some("node.accept_key_files[1]"));
+    }
+
+    #[test]
     fn bad_type_names_the_key_value_and_source() {
         let mut o = defaults();
         o.env = vec![("COHORT__TIMING__FAILURE_TIMEOUT_MS".into(), "abc".into())];
