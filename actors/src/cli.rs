@@ -549,8 +549,11 @@ pub enum KeyAction {
     /// The primary key cannot be removed. Remove the old key only once every node uses the new one.
     #[command(after_help = KEY_EXAMPLES)]
     Remove(KeyIdArgs),
-    /// List the installed keys: id, whether it is the primary key, who installed it (FROM: config for
-    /// node.key_file and node.accept_key_files, command for `cohort key install`), and its file.
+    /// List the installed keys: id, whether it is the primary key, who installed it, and its file.
+    ///
+    /// FROM is `config` for the keys of node.key_file and node.accept_key_files (a reload installs and
+    /// removes them) and `command` for those of `cohort key install` (only `cohort key remove` removes
+    /// them).
     #[command(after_help = KEY_EXAMPLES)]
     List(KeyListArgs),
 }

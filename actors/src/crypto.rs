@@ -371,7 +371,9 @@ struct RingKey {
 /// Who put a key into the ring, which decides who may take it out: a reload (SIGHUP) installs and
 /// removes the keys of the configuration (`node.key_file`, `node.accept_key_files`) and never touches a
 /// key installed by `cohort key install`, which only `cohort key remove` removes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyOrigin {
     /// Read from a key file the configuration names, at start or at a reload.

@@ -398,6 +398,63 @@ mod tests {
     }
 
     #[test]
+    fn a_start_installs_the_configured_keys_and_the_command_keys_of_the_ring_file() {
+        let d = Dir::new("ring");
+        let me = OwnerRule::Agent(effective_uid());
+        let file = |name: &str, byte: &str| {
+            let p = d.0.join(name);
+            write(&p, &byte.repeat(KEY_BYTES), 0o600);
+            p
+        };
+        let (primary, accept, by_hand, dropped) = (
+            file("primary.key", "01"),
+            file("accept.key", "02"),
+            file("hand.key", "03"),
+            file("old.key", "04"),
+        );
+        let keys = check_configured(&primary, std::slice::from_ref(&accept), me).expect("good files");
+        let id = |p: &Path| check(p, me).expect("key").0.id().to_string();
+        // The previous run: the primary was installed by command; old.key came from the configuration
+        // and is configured no longer.
+        let info = |p: &Path, primary: bool, from: crypto::KeyOrigin| crypto::KeyInfo {
+            id: id(p),
+            primary,
+            source: p.display().to_string(),
+            from,
+        };
+        let ring_file = d.0.join(RING_FILE);
+        save_ring(
+            &ring_file,
+            &[
+                info(&dropped, false, crypto::KeyOrigin::Config),
+                info(&by_hand, true, crypto::KeyOrigin::Command),
+            ],
+        )
+        .expect("save");
+        let (ring, _) = load_ring(&keys, &ring_file, "c", me).expect("load");
+        let mut got: Vec<(String, bool, crypto::KeyOrigin)> =
+            ring.list().into_iter().map(|k| (k.id, k.primary, k.from)).collect();
+        got.sort();
+        let mut want = vec![
+            (id(&primary), false, crypto::KeyOrigin::Config),
+            (id(&accept), false, crypto::KeyOrigin::Config),
+            (id(&by_hand), true, crypto::KeyOrigin::Command),
+        ];
+        want.sort();
+        assert_eq!(got, want, "old.key is not installed again; the command's primary stays primary");
+
+        // A bad accept key file is refused naming node.accept_key_files.
+        write(&accept, &"02".repeat(KEY_BYTES), 0o644);
+        let e = check_configured(&primary, std::slice::from_ref(&accept), me).expect_err("0644");
+        assert_eq!(e.key, "node.accept_key_files");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("key file {} (node.accept_key_files) has mode 0644", accept.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn another_users_file_is_refused_unless_any_owner_is_accepted() {
         let d = Dir::new("owner");
         let key = d.0.join("theirs.key");

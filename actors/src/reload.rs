@@ -358,9 +358,10 @@ pub fn compare_with_running(new: &Settings, configured: &ConfiguredKeys) -> Stri
     let changes = changed_keys(&running.settings, new);
     let ring_file = running.settings.node.data_dir.join(crate::key_file::RING_FILE);
     let ring = crate::key_file::read_ring(&ring_file);
+    // Without the ring (run as another user than the agent's, say) the key steps are unknown, not refused.
     let keys = match &ring {
         Ok(ring) => plan_keys(&running.settings, new, Ok(configured), ring),
-        Err(e) => KeyPlan::Refused(format!("cannot read the running key ring: {e}")),
+        Err(_) => KeyPlan::Unchanged,
     };
     let plan = plan(&running.settings, new).with_keys(&running.settings, keys);
     let mut out = if changes.is_empty() {
@@ -383,10 +384,13 @@ pub fn compare_with_running(new: &Settings, configured: &ConfiguredKeys) -> Stri
             .collect();
         out.push_str(&format!("# the running key ring ({}): {}\n", ring_file.display(), keys.join(", ")));
     }
-    match &plan.keys {
-        KeyPlan::Unchanged => out.push_str("# keys at a reload: no change\n"),
-        KeyPlan::Steps(steps) => out.push_str(&format!("# keys at a reload: {}\n", steps.describe())),
-        KeyPlan::Refused(why) => out.push_str(&format!("# keys at a reload: refused: {why}\n")),
+    match (&plan.keys, &ring) {
+        (_, Err(e)) => {
+            out.push_str(&format!("# keys at a reload: unknown: cannot read the running key ring: {e}\n"))
+        }
+        (KeyPlan::Unchanged, _) => out.push_str("# keys at a reload: no change\n"),
+        (KeyPlan::Steps(steps), _) => out.push_str(&format!("# keys at a reload: {}\n", steps.describe())),
+        (KeyPlan::Refused(why), _) => out.push_str(&format!("# keys at a reload: refused: {why}\n")),
     }
     out
 }

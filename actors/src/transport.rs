@@ -24,7 +24,8 @@
 //! The counter of each receiver starts at 0 in each process and only grows (sealing refuses to wrap it);
 //! the epoch only grows too, so no (node, receiver, epoch, counter) is ever sealed twice under a key: the nonce argument of
 //! docs/adr/0007. The key ring is changed at run time by [`ChangeKeyRing`] (`cohort key ...` through the
-//! operator socket).
+//! operator socket, and a configuration reload's key steps as one [`KeyRingOp::Reload`]); every key
+//! records whether the configuration or a command installed it.
 //!
 //! A peer is identified by its source address, so every node must bind the address the others have
 //! configured for it (not a wildcard address that may answer from another interface).
