@@ -205,9 +205,12 @@ pub enum Command {
     /// so does a key file (node.key_file) that is missing, not owned by the agent's user or root, open
     /// to its group or others, or not one 32-byte key, before the data directory is touched.
     ///
-    /// SIGHUP reloads the configuration from the same files, environment and flags: log.level and
-    /// fencing.levels are applied at once, and every other changed key is logged as needing a restart
-    /// (`cohort config check` shows the same beforehand). Under systemd (Type=notify) the agent reports
+    /// SIGHUP reloads the configuration from the same files, environment and flags: log.level,
+    /// fencing.levels and timing.* (one step at a time) are applied at once, the key files
+    /// (node.key_file, node.accept_key_files) are read and checked again and the key ring follows them
+    /// (new keys installed, node.key_file's key primary, keys dropped from the configuration removed;
+    /// a bad file refuses the key change, naming it, and the rest is applied), and every other changed
+    /// key is logged as needing a restart (`cohort config check` shows the same beforehand). Under systemd (Type=notify) the agent reports
     /// READY=1 once its epoch is on disk, its sockets are bound and it has installed its first view,
     /// a STATUS= line with the view, quorum and blocked reasons, WATCHDOG=1 while its event loop runs
     /// (WatchdogSec=), and STOPPING=1 when it leaves; see dist/systemd/cohort.service.
@@ -295,7 +298,12 @@ pub enum Command {
     /// node; then `cohort key use ID` on every node; then `cohort key remove OLD-ID` on every node; then
     /// point node.key_file at the new file so restarts use it. Each command acts on the agent of this
     /// machine only, through its operator socket; `cohort key list` shows the installed keys with their
-    /// ids (eight hex digits of a hash of the key, never the key). The primary key cannot be removed.
+    /// ids (eight hex digits of a hash of the key, never the key) and who installed them (FROM: config
+    /// or command). The primary key cannot be removed.
+    ///
+    /// The same rotation works by file and reload: add the new key to node.accept_key_files and reload
+    /// every node (systemctl reload cohort); point node.key_file at it and reload every node; drop the
+    /// old key and reload every node. A reload never removes a key installed by `cohort key install`.
     #[command(after_help = KEY_EXAMPLES, subcommand_required = true, disable_help_subcommand = true)]
     Key {
         /// The action.
@@ -495,11 +503,15 @@ pub enum ConfigAction {
     /// The key file (node.key_file) is checked as the agent checks it: it must exist, be a regular file
     /// owned by the agent's user or root (run as root, any owner is accepted and named in the output),
     /// give its group and others no access, and hold one 32-byte key as `cohort keygen` writes it.
-    /// Otherwise one line names the file and what is wrong, with exit code 2.
+    /// Otherwise one line names the file and what is wrong, with exit code 2. So is every file of
+    /// node.accept_key_files, and the line names that key.
     ///
     /// When an agent runs with this configuration's client socket, the output ends with every key whose
     /// value differs from the agent's running configuration and when the change would take effect:
-    /// "applied by a reload (SIGHUP, systemctl reload cohort)" or "needs a restart".
+    /// "applied by a reload (SIGHUP, systemctl reload cohort)" or "needs a restart", then the agent's key
+    /// ring (from keyring.json in its data directory) and what a reload would do to it ("keys at a
+    /// reload: installed ID from FILE, primary now ID, removed ID", "no change", or why it would be
+    /// refused).
     #[command(after_help = CHECK_EXAMPLES)]
     Check(SettingsFlags),
 }
@@ -537,7 +549,11 @@ pub enum KeyAction {
     /// The primary key cannot be removed. Remove the old key only once every node uses the new one.
     #[command(after_help = KEY_EXAMPLES)]
     Remove(KeyIdArgs),
-    /// List the installed keys: id, whether it is the primary key, and its file.
+    /// List the installed keys: id, whether it is the primary key, who installed it, and its file.
+    ///
+    /// FROM is `config` for the keys of node.key_file and node.accept_key_files (a reload installs and
+    /// removes them) and `command` for those of `cohort key install` (only `cohort key remove` removes
+    /// them).
     #[command(after_help = KEY_EXAMPLES)]
     List(KeyListArgs),
 }
@@ -763,6 +779,7 @@ pub fn main_entry() -> ExitCode {
             if e.downcast_ref::<SettingsError>().is_some()
                 || e.downcast_ref::<UserError>().is_some()
                 || e.downcast_ref::<crate::key_file::KeyFileError>().is_some()
+                || e.downcast_ref::<crate::key_file::ConfiguredKeyError>().is_some()
             {
                 eprintln!("error: {}", one_line(&e.to_string()));
                 ExitCode::from(EXIT_USAGE)
@@ -818,10 +835,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The key file is checked as the agent would check it, before anything is printed: a bad key
             // is a configuration mistake like a bad value (exit code 2, one line).
             let rule = crate::key_file::OwnerRule::for_config_check();
-            let (_, key) = crate::key_file::check(&loaded.settings.node.key_file, rule)?;
+            let node = &loaded.settings.node;
+            let keys = crate::key_file::check_configured(&node.key_file, &node.accept_key_files, rule)?;
             print!("{}", settings_load::render_effective(&loaded));
-            println!("\n# {}", key.describe(rule));
-            print!("{}", crate::reload::compare_with_running(&loaded.settings));
+            println!();
+            for (name, info) in &keys.infos {
+                println!("# {} ({name})", info.describe(rule));
+            }
+            print!("{}", crate::reload::compare_with_running(&loaded.settings, &keys));
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateDocs(args) => {
@@ -946,7 +967,9 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     // The key file before anything else, so that its mistake is the one line the operator sees; the
     // supervisor checks it again before it writes anything (`start_node` is also called in-process).
     let uid = crate::key_file::effective_uid();
-    crate::key_file::check(&loaded.settings.node.key_file, crate::key_file::OwnerRule::Agent(uid))?;
+    let node = &loaded.settings.node;
+    let rule = crate::key_file::OwnerRule::Agent(uid);
+    crate::key_file::check_configured(&node.key_file, &node.accept_key_files, rule)?;
     crate::telemetry::init_with(&loaded.settings.log.level, args.log_format);
     for (key, origin) in loaded.provenance.iter().filter(|(_, o)| o.as_str() != "default") {
         tracing::debug!(%key, %origin, "configuration value set outside the defaults");

@@ -217,9 +217,9 @@ pub async fn keys(socket: &Path, op: KeyRequest) -> anyhow::Result<()> {
     };
     let mut c = connect(socket, "cohort key").await?;
     let keys = c.keys(op).await.context(what)?;
-    println!("{:<8}  {:<7}  SOURCE", "KEY", "PRIMARY");
+    println!("{:<8}  {:<7}  {:<7}  SOURCE", "KEY", "PRIMARY", "FROM");
     for k in keys {
-        println!("{:<8}  {:<7}  {}", k.id, if k.primary { "yes" } else { "" }, k.source);
+        println!("{:<8}  {:<7}  {:<7}  {}", k.id, if k.primary { "yes" } else { "" }, k.from, k.source);
     }
     Ok(())
 }

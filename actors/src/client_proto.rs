@@ -524,6 +524,7 @@ mod tests {
                     id: "0a1b2c3d".into(),
                     primary: true,
                     source: "/k".into(),
+                    from: crate::crypto::KeyOrigin::Config,
                 }],
             },
             Reply::Ok,

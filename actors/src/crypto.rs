@@ -365,6 +365,32 @@ pub enum KeyRingError {
 struct RingKey {
     aead: XChaCha20Poly1305,
     source: String,
+    origin: KeyOrigin,
+}
+
+/// Who put a key into the ring, which decides who may take it out: a reload (SIGHUP) installs and
+/// removes the keys of the configuration (`node.key_file`, `node.accept_key_files`) and never touches a
+/// key installed by `cohort key install`, which only `cohort key remove` removes.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOrigin {
+    /// Read from a key file the configuration names, at start or at a reload.
+    Config,
+    /// Installed by `cohort key install` through the operator socket. The default of ring files written
+    /// before origins were recorded: such a key is then kept, never removed by a reload.
+    #[default]
+    Command,
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyOrigin::Config => "config",
+            KeyOrigin::Command => "command",
+        })
+    }
 }
 
 /// Seals and opens datagrams of one cluster with a ring of keys, as knet and Serf do: every installed
@@ -397,16 +423,24 @@ pub struct KeyInfo {
     pub primary: bool,
     /// Where it came from: the key file it was read from.
     pub source: String,
+    /// Who installed it: the configuration or `cohort key install` (`cohort key list`'s FROM column).
+    #[serde(default)]
+    pub from: KeyOrigin,
 }
 
 impl KeyRing {
-    /// A ring of one key, primary, for `cluster`'s datagrams. `source` names where the key came from.
+    /// A ring of one key, primary, for `cluster`'s datagrams. `source` names where the key came from;
+    /// the key is the configuration's ([`KeyOrigin::Config`]).
     pub fn new(key: &ClusterKey, source: &str, cluster: &str) -> KeyRing {
         let id = key.id();
         let mut keys = BTreeMap::new();
         keys.insert(
             id,
-            RingKey { aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)), source: source.into() },
+            RingKey {
+                aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)),
+                source: source.into(),
+                origin: KeyOrigin::Config,
+            },
         );
         KeyRing { keys, primary: id, cluster: cluster.as_bytes().into() }
     }
@@ -424,19 +458,31 @@ impl KeyRing {
                 id: id.to_string(),
                 primary: *id == self.primary,
                 source: k.source.clone(),
+                from: k.origin,
             })
             .collect()
     }
 
-    /// Adds `key`: accepted on receipt from now on, not yet used to seal.
+    /// Adds `key` as installed by a command ([`KeyOrigin::Command`]): accepted on receipt from now on,
+    /// not yet used to seal.
     pub fn install(&mut self, key: &ClusterKey, source: &str) -> Result<KeyId, KeyRingError> {
+        self.install_from(key, source, KeyOrigin::Command)
+    }
+
+    /// Adds `key`, installed by `origin`: accepted on receipt from now on, not yet used to seal.
+    pub fn install_from(
+        &mut self,
+        key: &ClusterKey,
+        source: &str,
+        origin: KeyOrigin,
+    ) -> Result<KeyId, KeyRingError> {
         let id = key.id();
         if self.keys.contains_key(&id) {
             return Err(KeyRingError::Duplicate(id));
         }
         self.keys.insert(
             id,
-            RingKey { aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)), source: source.into() },
+            RingKey { aead: XChaCha20Poly1305::new(Key::from_slice(&key.0)), source: source.into(), origin },
         );
         Ok(id)
     }
@@ -667,7 +713,12 @@ mod tests {
         assert_eq!(ring.use_key(old.id()), Err(KeyRingError::Unknown(old.id())));
         assert_eq!(
             ring.list(),
-            vec![KeyInfo { id: new.id().to_string(), primary: true, source: "new.key".into() }]
+            vec![KeyInfo {
+                id: new.id().to_string(),
+                primary: true,
+                source: "new.key".into(),
+                from: KeyOrigin::Command
+            }]
         );
     }
 

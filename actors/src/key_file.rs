@@ -173,37 +173,112 @@ pub fn check(path: &Path, rule: OwnerRule) -> Result<(ClusterKey, KeyFileInfo), 
 /// ids and files and which is primary (`cohort key ...`), never key material.
 pub const RING_FILE: &str = "keyring.json";
 
-/// The key ring a starting agent uses: the key of `node.key_file` (already checked, `key`), plus every
-/// key the ring file `ring_file` lists whose file is still there, checked like `node.key_file`; the
-/// primary is the ring file's primary if it loaded, else `node.key_file`'s key. A listed file that no
-/// longer exists is left out (the operator moved the new key over `node.key_file`, or deleted an old
-/// one); a listed file that fails a check stops the start, naming the file. Returns the ring and one
-/// line per thing worth a warning.
-pub fn load_ring(
-    key: &ClusterKey,
-    key_path: &Path,
-    ring_file: &Path,
-    cluster: &str,
+/// A key file's refusal for the configuration key that names it (`node.key_file`,
+/// `node.accept_key_files`): the [`KeyFileError`]'s line with that key in it.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{}", .error.to_string().replace("(node.key_file)", &format!("({})", .key)))]
+pub struct ConfiguredKeyError {
+    /// The configuration key that names the file.
+    pub key: &'static str,
+    /// What is wrong with the file.
+    pub error: KeyFileError,
+}
+
+/// The keys the configuration names, read and checked: `node.key_file`'s (the primary) and those of
+/// `node.accept_key_files`, each with its file.
+#[derive(Clone, Debug)]
+pub struct ConfiguredKeys {
+    /// `node.key_file`'s key and file.
+    pub primary: (ClusterKey, PathBuf),
+    /// `node.accept_key_files`' keys and files, in the configuration's order.
+    pub accept: Vec<(ClusterKey, PathBuf)>,
+    /// What each file looked like, with the key that names it, for `cohort config check`.
+    pub infos: Vec<(&'static str, KeyFileInfo)>,
+}
+
+impl ConfiguredKeys {
+    /// Every configured key with its file, the primary first.
+    pub fn all(&self) -> impl Iterator<Item = &(ClusterKey, PathBuf)> {
+        std::iter::once(&self.primary).chain(&self.accept)
+    }
+}
+
+/// Checks the key files `key_file` (`node.key_file`) and `accept` (`node.accept_key_files`) with
+/// [`check`] and reads their keys.
+///
+/// # Errors
+/// The first file that fails a check, with the key that names it.
+pub fn check_configured(
+    key_file: &Path,
+    accept: &[PathBuf],
     rule: OwnerRule,
-) -> Result<(crypto::KeyRing, Vec<String>), KeyFileError> {
-    let mut ring = crypto::KeyRing::new(key, &key_path.display().to_string(), cluster);
-    let mut notes = Vec::new();
+) -> Result<ConfiguredKeys, ConfiguredKeyError> {
+    let (key, info) =
+        check(key_file, rule).map_err(|error| ConfiguredKeyError { key: "node.key_file", error })?;
+    let mut keys = ConfiguredKeys {
+        primary: (key, key_file.to_path_buf()),
+        accept: Vec::new(),
+        infos: vec![("node.key_file", info)],
+    };
+    for path in accept {
+        let (k, info) =
+            check(path, rule).map_err(|error| ConfiguredKeyError { key: "node.accept_key_files", error })?;
+        keys.accept.push((k, path.clone()));
+        keys.infos.push(("node.accept_key_files", info));
+    }
+    Ok(keys)
+}
+
+/// The key ring file's entries, or none when there is no ring file.
+///
+/// # Errors
+/// A ring file that cannot be read or is not one the agent wrote.
+pub fn read_ring(ring_file: &Path) -> Result<Vec<crypto::KeyInfo>, KeyFileError> {
     let text = match std::fs::read_to_string(ring_file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ring, notes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(KeyFileError::Unreadable { path: ring_file.to_path_buf(), reason: e.to_string() })
         }
     };
-    let listed: Vec<crypto::KeyInfo> = serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed {
+    serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed {
         path: ring_file.to_path_buf(),
         detail: format!("not a key ring written by the agent: {e}"),
-    })?;
+    })
+}
+
+/// The key ring a starting agent uses: the configured keys (`keys`: `node.key_file`'s and those of
+/// `node.accept_key_files`, already checked, [`KeyOrigin::Config`](crypto::KeyOrigin::Config)), plus
+/// every key the ring file `ring_file` lists as installed by `cohort key install` whose file is still
+/// there, checked like `node.key_file`. The ring file's keys that came from the configuration are not
+/// read again: the configuration of this start decides them. The primary is the ring file's primary
+/// when that is a command's key installed again (a rotation with `cohort key` survives a restart),
+/// else `node.key_file`'s key. A listed file that no longer exists is left out (the operator moved the
+/// new key over `node.key_file`, or deleted an old one); a listed file that fails a check stops the
+/// start, naming the file. Returns the ring and one line per thing worth a warning.
+///
+/// # Errors
+/// An unreadable or malformed ring file, or a listed command key's file that fails a check.
+pub fn load_ring(
+    keys: &ConfiguredKeys,
+    ring_file: &Path,
+    cluster: &str,
+    rule: OwnerRule,
+) -> Result<(crypto::KeyRing, Vec<String>), KeyFileError> {
+    let (key, key_path) = &keys.primary;
+    let mut ring = crypto::KeyRing::new(key, &key_path.display().to_string(), cluster);
+    for (k, path) in &keys.accept {
+        // The same key under two names: one is enough.
+        let _ = ring.install_from(k, &path.display().to_string(), crypto::KeyOrigin::Config);
+    }
+    let mut notes = Vec::new();
+    let listed = read_ring(ring_file)?;
     let mut primary = None;
-    for k in &listed {
+    for k in listed.iter().filter(|k| k.from == crypto::KeyOrigin::Command) {
         let path = Path::new(&k.source);
-        let id = if k.id == key.id().to_string() {
-            Some(key.id())
+        let installed = ring.list().into_iter().find(|i| i.id == k.id);
+        let id = if installed.is_some() {
+            k.id.parse::<crypto::KeyId>().ok()
         } else if !path.exists() {
             notes.push(format!(
                 "key {} of the key ring ({}) is left out: its file {} no longer exists",
@@ -225,7 +300,6 @@ pub fn load_ring(
             }
             match ring.install(&other, &k.source) {
                 Ok(id) => Some(id),
-                // The same key under two names: one is enough.
                 Err(_) => Some(other.id()),
             }
         };
@@ -236,8 +310,9 @@ pub fn load_ring(
     if let Some(p) = primary {
         if p != key.id() {
             notes.push(format!(
-                "sealing under key {p}, the key ring's primary ({}), not under node.key_file {} (key {}): \
-                 point node.key_file at the primary key once a rotation is complete",
+                "sealing under key {p}, the key ring's primary ({}) installed by `cohort key install`, \
+                 not under node.key_file {} (key {}): point node.key_file at the primary key once a \
+                 rotation is complete",
                 ring_file.display(),
                 key_path.display(),
                 key.id()
@@ -320,6 +395,63 @@ mod tests {
         let (_, info) = check(&good, me).expect("a good key");
         assert_eq!(info.mode, 0o400);
         assert_eq!(info.owner, effective_uid());
+    }
+
+    #[test]
+    fn a_start_installs_the_configured_keys_and_the_command_keys_of_the_ring_file() {
+        let d = Dir::new("ring");
+        let me = OwnerRule::Agent(effective_uid());
+        let file = |name: &str, byte: &str| {
+            let p = d.0.join(name);
+            write(&p, &byte.repeat(KEY_BYTES), 0o600);
+            p
+        };
+        let (primary, accept, by_hand, dropped) = (
+            file("primary.key", "01"),
+            file("accept.key", "02"),
+            file("hand.key", "03"),
+            file("old.key", "04"),
+        );
+        let keys = check_configured(&primary, std::slice::from_ref(&accept), me).expect("good files");
+        let id = |p: &Path| check(p, me).expect("key").0.id().to_string();
+        // The previous run: the primary was installed by command; old.key came from the configuration
+        // and is configured no longer.
+        let info = |p: &Path, primary: bool, from: crypto::KeyOrigin| crypto::KeyInfo {
+            id: id(p),
+            primary,
+            source: p.display().to_string(),
+            from,
+        };
+        let ring_file = d.0.join(RING_FILE);
+        save_ring(
+            &ring_file,
+            &[
+                info(&dropped, false, crypto::KeyOrigin::Config),
+                info(&by_hand, true, crypto::KeyOrigin::Command),
+            ],
+        )
+        .expect("save");
+        let (ring, _) = load_ring(&keys, &ring_file, "c", me).expect("load");
+        let mut got: Vec<(String, bool, crypto::KeyOrigin)> =
+            ring.list().into_iter().map(|k| (k.id, k.primary, k.from)).collect();
+        got.sort();
+        let mut want = vec![
+            (id(&primary), false, crypto::KeyOrigin::Config),
+            (id(&accept), false, crypto::KeyOrigin::Config),
+            (id(&by_hand), true, crypto::KeyOrigin::Command),
+        ];
+        want.sort();
+        assert_eq!(got, want, "old.key is not installed again; the command's primary stays primary");
+
+        // A bad accept key file is refused naming node.accept_key_files.
+        write(&accept, &"02".repeat(KEY_BYTES), 0o644);
+        let e = check_configured(&primary, std::slice::from_ref(&accept), me).expect_err("0644");
+        assert_eq!(e.key, "node.accept_key_files");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("key file {} (node.accept_key_files) has mode 0644", accept.display())),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub enum KeyRingOp {
     Remove(crate::crypto::KeyId),
     /// Change nothing.
     List,
+    /// The key steps of a configuration reload ([`crate::reload::KeySteps`]), applied together or not
+    /// at all: install these keys as the configuration's, then seal with `primary` (if any), then
+    /// remove these keys. A key already installed is not installed again; a key already gone is not
+    /// removed again.
+    Reload {
+        /// Keys read and checked from the configured files, each with its file.
+        install: Vec<(crate::crypto::ClusterKey, String)>,
+        /// The new primary key.
+        primary: Option<crate::crypto::KeyId>,
+        /// Configuration keys no longer configured.
+        remove: Vec<crate::crypto::KeyId>,
+    },
 }
 
 /// Applies a [`KeyRingOp`] to the transport's key ring and answers with the installed keys after it,

@@ -75,8 +75,11 @@ pub struct NodeSection {
     /// Event log path; empty means `<data_dir>/events.jsonl`.
     #[serde(default)]
     pub event_log: Option<PathBuf>,
-    /// Cluster key file made by `cohort keygen` (mode 0600 or 0400).
+    /// Cluster key file made by `cohort keygen` (mode 0600 or 0400): the primary key, which seals.
     pub key_file: PathBuf,
+    /// Further key files whose keys are accepted on receipt, never used to seal (key rotation by file).
+    #[serde(default)]
+    pub accept_key_files: Vec<PathBuf>,
 }
 
 /// `[timing]`.

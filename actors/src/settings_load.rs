@@ -307,9 +307,10 @@ const LEVEL_FIELDS: &[Field] = &[f(
 /// a reload applies exactly the keys marked [`Apply::Reload`] (made with `live`), and the
 /// `cohort.toml(5)` manual page is generated from it ([`key_docs`]) together with the defaults and
 /// comments of `config/default.toml`. `log.level`, `fencing.levels` (which carries the fence agents'
-/// timeouts and retries) and the protocol timing (`timing.*`, one step at a time, see
-/// [`cohort::Timing::check_step`]) are applied at a reload: the core takes its limits, quorum and
-/// policies once per incarnation, and the sockets, data directory and key are opened at start.
+/// timeouts and retries), the protocol timing (`timing.*`, one step at a time, see
+/// [`cohort::Timing::check_step`]) and the key files (`node.key_file`, `node.accept_key_files`, into
+/// the key ring, see [`crate::reload::plan_keys`]) are applied at a reload: the core takes its limits,
+/// quorum and policies once per incarnation, and the sockets and data directory are opened at start.
 const KEYS: &[Field] = &[
     f("cluster.name", Kind::Str { nonempty: true }, "a non-empty cluster name in quotes"),
     f(
@@ -320,7 +321,12 @@ const KEYS: &[Field] = &[
     f("node.id", Kind::Uint { min: 1, max: U32 }, "a positive integer node id"),
     f("node.data_dir", Kind::Str { nonempty: true }, "a directory path in quotes"),
     f("node.event_log", Kind::OptPath, "a file path in quotes, or \"\" for <data_dir>/events.jsonl"),
-    f("node.key_file", Kind::Str { nonempty: true }, "a file path in quotes"),
+    live("node.key_file", Kind::Str { nonempty: true }, "a file path in quotes"),
+    live(
+        "node.accept_key_files",
+        Kind::StrList,
+        "an array of key file paths in quotes, like [\"/etc/cohort/cluster.key.new\"] (arrays can only be set in a file)",
+    ),
     live("timing.heartbeat_interval_ms", POS_MS, POS_MS_TEXT),
     live("timing.failure_timeout_ms", POS_MS, POS_MS_TEXT),
     live("timing.discovery_interval_ms", POS_MS, POS_MS_TEXT),
@@ -1043,6 +1049,16 @@ fn validate(s: &Settings, merged: &BTreeMap<String, (Raw, String)>) -> Result<()
             format!("one of the ids in cluster.nodes ({})", ids.join(", ")),
         ));
     }
+    for (i, path) in s.node.accept_key_files.iter().enumerate() {
+        if path.as_os_str().is_empty() {
+            return Err(invalid(
+                format!("node.accept_key_files[{i}]"),
+                "\"\"".to_string(),
+                "node.accept_key_files",
+                "a key file path in quotes".to_string(),
+            ));
+        }
+    }
     if s.operator_socket_path() == s.socket_path() {
         return Err(invalid(
             "api.operator_socket".to_string(),
@@ -1328,6 +1344,23 @@ mod tests {
         let e = load_err(&opts(&[d]));
         assert_eq!(e.key(), Some("cluster.nodes[0].adr"));
         assert!(e.to_string().contains("did you mean `cluster.nodes[0].addr`?"), "{e}");
+    }
+
+    #[test]
+    fn accept_key_files_is_a_list_of_paths_and_mistakes_name_the_key() {
+        let dir = TempDir::new();
+        let a = dir.file("a.toml", "[node]\naccept_key_files = [\"/k/next.key\"]\n");
+        let l = load(&opts(&[&a])).expect("loads");
+        assert_eq!(l.settings.node.accept_key_files, [PathBuf::from("/k/next.key")]);
+        assert_eq!(apply_of("node.accept_key_files"), Some(Apply::Reload));
+        assert_eq!(apply_of("node.key_file"), Some(Apply::Reload));
+        let b = dir.file("b.toml", "[node]\naccept_key_files = \"/k/next.key\"\n");
+        let e = load_err(&opts(&[&b]));
+        assert_eq!(e.key(), Some("node.accept_key_files"));
+        assert!(e.to_string().contains("expected an array of key file paths"), "{e}");
+        let c = dir.file("c.toml", "[node]\naccept_key_files = [\"/k/a.key\", \"\"]\n");
+        let e = load_err(&opts(&[&c]));
+        assert_eq!(e.key(), Some("node.accept_key_files[1]"));
     }
 
     #[test]

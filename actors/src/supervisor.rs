@@ -156,12 +156,13 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     // 1. The key is checked before anything is written (the data directory, its lock, an epoch): a bad
     //    key file is a configuration mistake ([`KeyFileError`], exit code 2), and an agent that
     //    persisted a new epoch before refusing its key would have spent an epoch on nothing.
+    //    So are the further keys of node.accept_key_files.
     let rule = OwnerRule::Agent(key_file::effective_uid());
-    let (key, _) = key_file::check(&settings.node.key_file, rule)?;
-    //    The key ring of the previous run (`cohort key ...`), checked the same way: read only.
+    let configured =
+        key_file::check_configured(&settings.node.key_file, &settings.node.accept_key_files, rule)?;
+    //    The keys `cohort key install` added in the previous run, checked the same way: read only.
     let ring_file = settings.node.data_dir.join(key_file::RING_FILE);
-    let (keys, notes) =
-        key_file::load_ring(&key, &settings.node.key_file, &ring_file, &settings.cluster.name, rule)?;
+    let (keys, notes) = key_file::load_ring(&configured, &ring_file, &settings.cluster.name, rule)?;
     for note in notes {
         tracing::warn!("{note}");
     }
@@ -249,7 +250,11 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let m_ctx: Context<MembershipActor> = Context::new();
     let m_addr = m_ctx.address();
 
-    // 5. Transport, supervised: a socket failure restarts it.
+    // 5. Transport, supervised: a socket failure restarts it. The ring it starts with is recorded
+    //    first, with each key's origin, so that `cohort config check` can say what a reload would do.
+    if let Err(e) = key_file::save_ring(&ring_file, &keys.list()) {
+        tracing::warn!(path = %ring_file.display(), "cannot record the key ring: {e}");
+    }
     let tcfg = TransportConfig {
         bind,
         node: node_id,
@@ -467,6 +472,19 @@ pub fn run_agent(settings: Settings, opts: AgentOptions) -> anyhow::Result<()> {
     })
 }
 
+/// Reads and checks the key files of `new` and plans what the reload does to the transport's key ring.
+async fn reload_keys_plan(running: &Settings, new: &Settings, handle: &NodeHandle) -> crate::reload::KeyPlan {
+    let rule = OwnerRule::Agent(key_file::effective_uid());
+    let configured = key_file::check_configured(&new.node.key_file, &new.node.accept_key_files, rule)
+        .map_err(|e| e.to_string());
+    let ring = match handle.transport.send(ChangeKeyRing(KeyRingOp::List)).await {
+        Ok(Ok(ring)) => ring,
+        Ok(Err(e)) => return crate::reload::KeyPlan::Refused(e.to_string()),
+        Err(e) => return crate::reload::KeyPlan::Refused(format!("the transport did not answer: {e}")),
+    };
+    crate::reload::plan_keys(running, new, configured.as_ref().map_err(Clone::clone), &ring)
+}
+
 /// Writes the running configuration for `cohort config check`; a failure costs only that comparison.
 fn record_running(path: &std::path::Path, settings: &Settings) {
     let rc = crate::reload::RunningConfig { pid: std::process::id(), settings: settings.clone() };
@@ -496,7 +514,28 @@ async fn reload(
             return format!("configuration reload failed, nothing changed: {e}");
         }
     };
-    let mut plan = crate::reload::plan(running, &loaded.settings);
+    let keys = reload_keys_plan(running, &loaded.settings, handle).await;
+    let mut plan = crate::reload::plan(running, &loaded.settings).with_keys(running, keys);
+    if let crate::reload::KeyPlan::Steps(steps) = &plan.keys {
+        let op = KeyRingOp::Reload {
+            install: steps.install.iter().map(|k| (k.key.clone(), k.file.display().to_string())).collect(),
+            primary: steps.primary,
+            remove: steps.remove.clone(),
+        };
+        let answer = match handle.transport.send(ChangeKeyRing(op)).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the transport did not answer: {e}")),
+        };
+        match answer {
+            Ok(()) => tracing::warn!("key ring changed by the reload: {}", steps.describe()),
+            Err(why) => {
+                tracing::error!("the key change was not applied: {why}");
+                plan = plan.with_keys(running, crate::reload::KeyPlan::Refused(why));
+            }
+        }
+    } else if let crate::reload::KeyPlan::Refused(why) = &plan.keys {
+        tracing::error!("the key change was refused, the key ring stays as it is: {why}");
+    }
     if plan.changes_timing() {
         // The core checks the step against what it runs (the plan checked the same against the running
         // configuration); a refusal there keeps the running timing.

@@ -24,7 +24,8 @@
 //! The counter of each receiver starts at 0 in each process and only grows (sealing refuses to wrap it);
 //! the epoch only grows too, so no (node, receiver, epoch, counter) is ever sealed twice under a key: the nonce argument of
 //! docs/adr/0007. The key ring is changed at run time by [`ChangeKeyRing`] (`cohort key ...` through the
-//! operator socket).
+//! operator socket, and a configuration reload's key steps as one [`KeyRingOp::Reload`]); every key
+//! records whether the configuration or a command installed it.
 //!
 //! A peer is identified by its source address, so every node must bind the address the others have
 //! configured for it (not a wildcard address that may answer from another interface).
@@ -527,6 +528,35 @@ impl Handler<ChangeKeyRing> for TransportActor {
                 format!("key {id} removed: datagrams sealed under it are dropped from now on")
             }
             KeyRingOp::List => return Ok(self.ring.list()),
+            KeyRingOp::Reload { install, primary, remove } => {
+                let mut done = Vec::new();
+                for (key, source) in &install {
+                    if let Ok(id) = self.ring.install_from(key, source, crypto::KeyOrigin::Config) {
+                        done.push(format!("key {id} installed from {source}"));
+                    }
+                }
+                if let Some(id) = primary.filter(|id| *id != self.ring.primary()) {
+                    if let Err(e) = self.ring.use_key(id) {
+                        self.ring = before;
+                        return Err(e);
+                    }
+                    done.push(format!("primary key now {id}"));
+                }
+                for id in remove {
+                    match self.ring.remove(id) {
+                        Ok(()) => done.push(format!("key {id} removed")),
+                        Err(crypto::KeyRingError::Unknown(_)) => {}
+                        Err(e) => {
+                            self.ring = before;
+                            return Err(e);
+                        }
+                    }
+                }
+                if done.is_empty() {
+                    return Ok(self.ring.list());
+                }
+                format!("configuration reload: {}", done.join(", "))
+            }
         };
         if let Some(file) = &self.cfg.ring_file {
             if let Err(e) = crate::key_file::save_ring(file, &self.ring.list()) {

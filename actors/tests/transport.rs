@@ -480,5 +480,58 @@ async fn a_key_ring_accepts_every_installed_key_and_seals_with_the_primary() {
     a.send(2, b"new to b").await;
     assert_eq!(b.next_frame().await.bytes, b"new to b");
     let keys = ring(&b, KeyRingOp::List).await.expect("alive").expect("list");
-    assert_eq!(keys, vec![KeyInfo { id: new_id.to_string(), primary: true, source: "new.key".into() }]);
+    let want = KeyInfo {
+        id: new_id.to_string(),
+        primary: true,
+        source: "new.key".into(),
+        from: cohort_actors::crypto::KeyOrigin::Command,
+    };
+    assert_eq!(keys, vec![want]);
+}
+
+#[actix_rt::test]
+async fn a_reload_changes_the_ring_in_one_step_and_leaves_command_keys_alone() {
+    use cohort_actors::crypto::KeyOrigin;
+    let (a, _b) = pair(&[]);
+    let ring = |op: KeyRingOp| a.addr.send(ChangeKeyRing(op));
+    let (new, by_hand) = (ClusterKey::from_bytes([44; 32]), ClusterKey::from_bytes([45; 32]));
+    ring(KeyRingOp::Install { key: by_hand.clone(), source: "hand.key".into() })
+        .await
+        .expect("alive")
+        .expect("install by command");
+    // Install the new key, make it primary and remove the old one, as one change.
+    let op = KeyRingOp::Reload {
+        install: vec![(new.clone(), "new.key".into())],
+        primary: Some(new.id()),
+        remove: vec![key().id()],
+    };
+    let mut keys = ring(op).await.expect("alive").expect("reload");
+    keys.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut want = vec![
+        KeyInfo {
+            id: new.id().to_string(),
+            primary: true,
+            source: "new.key".into(),
+            from: KeyOrigin::Config,
+        },
+        KeyInfo {
+            id: by_hand.id().to_string(),
+            primary: false,
+            source: "hand.key".into(),
+            from: KeyOrigin::Command,
+        },
+    ];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(keys, want);
+    // A step that cannot be carried out (removing the primary) changes nothing at all.
+    let other = ClusterKey::from_bytes([46; 32]);
+    let op = KeyRingOp::Reload {
+        install: vec![(other, "other.key".into())],
+        primary: None,
+        remove: vec![new.id()],
+    };
+    assert_eq!(ring(op).await.expect("alive"), Err(KeyRingError::RemovePrimary(new.id())));
+    let mut after = ring(KeyRingOp::List).await.expect("alive").expect("list");
+    after.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(after, want, "the refused reload installed nothing");
 }
