@@ -958,6 +958,7 @@ fn lock(action: LockAction) -> anyhow::Result<ExitCode> {
 
 /// `cohort agent`.
 fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    crate::supervisor::install_fail_stop();
     let flags = &args.settings;
     // Read (and remove, so fence agents do not inherit it) what the service manager passed, before any
     // thread starts.

@@ -348,6 +348,9 @@ impl Actor for MembershipActor {
         // Mailbox capacity matters only for `send`; the core bounds its own queues.
         ctx.set_mailbox_capacity(64 * 1024);
         self.start_ticker(ctx);
+        if let Some(after) = crate::supervisor::injected_panic_after() {
+            ctx.run_later(after, |_, _| panic!("injected panic (COHORT_TEST_INJECT_PANIC_MS)"));
+        }
     }
 }
 

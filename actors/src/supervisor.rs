@@ -399,6 +399,32 @@ pub struct AgentOptions {
     pub service: ServiceEnv,
 }
 
+/// The agent's exit code after a panic (`EX_SOFTWARE`): the service manager restarts it (the packaged
+/// unit has `Restart=always` and prevents a restart only on 2, a configuration error).
+pub const EXIT_PANIC: i32 = 70;
+
+/// Makes every panic in the agent fail-stop: the panic message and location go to stderr (the journal
+/// under systemd), then the process exits with [`EXIT_PANIC`] at once. Without this a panic in an actor's
+/// handler ends only that actor's task (the runtime catches it) and leaves the process up, its sockets
+/// open and its clients hanging, while its peers still hear the transport; exiting instead lets the
+/// service manager restart it as a new epoch, which the protocol handles like any crash.
+pub fn install_fail_stop() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("cohort: fatal: the agent panicked; exiting with status {EXIT_PANIC} (fail-stop: the service manager restarts it with a new epoch)");
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
+/// Fault injection for tests of [`install_fail_stop`]: with `COHORT_TEST_INJECT_PANIC_MS=N` in its
+/// environment, the membership actor panics N ms after it starts (inside an actor handler, where a panic
+/// is otherwise caught by the runtime). Read once, at start; never set it outside tests.
+pub(crate) fn injected_panic_after() -> Option<std::time::Duration> {
+    let v = std::env::var("COHORT_TEST_INJECT_PANIC_MS").ok()?;
+    v.trim().parse::<u64>().ok().map(std::time::Duration::from_millis)
+}
+
 /// Runs the agent until SIGINT/SIGTERM (clean leave) or a fatal error (exit non-zero); SIGHUP reloads
 /// the configuration ([`crate::reload`]). Under a service manager (`NOTIFY_SOCKET`) a
 /// [`ServiceManagerActor`] reports readiness, status and the watchdog.

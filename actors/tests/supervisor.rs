@@ -6,7 +6,8 @@
 //! on; a fatal error and a watchdog with `watchdog = "exit"` fail-stop the node, `notify` does not; a
 //! new-epoch request starts a new incarnation whose epoch is on disk before its `start` record; a
 //! clean leave is recorded as `left` by the others; when every node shuts down at once, nobody waits
-//! for a leave that cannot complete; an agent whose event log cannot be written exits non-zero.
+//! for a leave that cannot complete; an agent whose event log cannot be written exits non-zero; a
+//! panic inside an actor's handler (injected) makes the agent process exit 70 within a second.
 //! Waits are on events with deadlines.
 
 #[path = "support/inprocess.rs"]
@@ -232,4 +233,88 @@ fn an_agent_whose_event_log_cannot_be_written_exits_non_zero_naming_it() {
     let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
     assert_eq!(status.code(), Some(1), "fail-stop exits with 1: {stderr}");
     assert!(stderr.contains("cannot append to event log /dev/full"), "{stderr}");
+}
+
+#[test]
+fn a_panic_in_an_actor_handler_makes_the_agent_exit_non_zero_at_once() {
+    // The runtime catches a panic inside an actor's handler and would leave the process up with its
+    // sockets open; the agent's panic hook turns it into a fail-stop instead (exit 70, restarted by the
+    // service manager as a new epoch). The panic is injected in the membership actor 1.5 s after start.
+    let nodes = Nodes::new("panic", 1, "");
+    let _ = nodes.settings(1, "");
+    let [cluster, node] = nodes.config_files(1);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["agent", "--config"])
+        .arg(&cluster)
+        .arg("--config")
+        .arg(&node)
+        .env("COHORT_TEST_INJECT_PANIC_MS", "1500")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start cohort agent");
+    /// Kills the agent if the test fails before it exits.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    // stderr line by line, each with the instant it was read.
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines: Vec<(Instant, String)> = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    let (status, exited_at) = loop {
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break (s, Instant::now());
+        }
+        if Instant::now() >= end {
+            let tail: Vec<&str> = lines.iter().rev().take(12).rev().map(|(_, l)| l.as_str()).collect();
+            panic!(
+                "the agent did not exit within {DEADLINE:?} after the injected panic; stderr ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The rest of stderr (the reader ends at EOF).
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        lines.push(l);
+    }
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let panicked_at = lines
+        .iter()
+        .find(|(_, l)| l.contains("injected panic"))
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("no panic message on stderr: {text:#?}"));
+    assert_eq!(
+        status.code(),
+        Some(cohort_actors::supervisor::EXIT_PANIC),
+        "exit status after a panic: {text:#?}"
+    );
+    assert!(text.iter().any(|l| l.contains("fatal: the agent panicked")), "{text:#?}");
+    let gap = exited_at.saturating_duration_since(panicked_at);
+    println!("panic message read → exit seen: {gap:?}");
+    assert!(gap < Duration::from_secs(1), "the agent took {gap:?} to exit after its panic");
+    // It was a running agent when it panicked: its event log has its start.
+    let records = records(&nodes.event_log(1));
+    assert!(
+        records.iter().any(|r| matches!(r.event, Event::Start { .. })),
+        "no start record before the panic"
+    );
 }
