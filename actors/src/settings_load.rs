@@ -758,9 +758,9 @@ fn check(key: &str, field: &Field, raw: &Raw, origin: &str) -> Result<(), Settin
         Kind::OptAddr => raw.as_text().is_some_and(|s| s.is_empty() || s.parse::<SocketAddr>().is_ok()),
         Kind::Octal => raw.as_text().is_some_and(|s| parse_octal_mode(s).is_some()),
         Kind::OneOf(names) => raw.as_text().is_some_and(|s| names.contains(&s)),
-        Kind::LogFilter => raw
-            .as_text()
-            .is_some_and(|s| !s.trim().is_empty() && tracing_subscriber::EnvFilter::try_new(s).is_ok()),
+        Kind::LogFilter => {
+            raw.as_text().is_some_and(|s| !s.trim().is_empty() && crate::telemetry::parse_filter(s).is_some())
+        }
         Kind::StrList => match raw {
             Raw::Toml(toml::Value::Array(a)) => a.iter().all(|v| v.is_str()),
             _ => false,
@@ -1135,7 +1135,7 @@ pub fn render_effective(loaded: &Loaded) -> String {
                 "admin.listen" if s.admin.listen.is_none() => "; disabled".to_string(),
                 _ => String::new(),
             };
-            (format!("{} = {value}", field.name), format!("# from {origin}{note}"))
+            (format!("{} = {value}", field.name), printable(&format!("# from {origin}{note}")))
         })
         .collect();
     let width = lines.iter().map(|(kv, _)| kv.chars().count()).filter(|&n| n <= 48).max().unwrap_or(0);
@@ -1151,6 +1151,15 @@ pub fn render_effective(loaded: &Loaded) -> String {
         out.push_str(&format!("{kv}{}    {comment}\n", " ".repeat(pad)));
     }
     out
+}
+
+/// `text` with its control characters escaped (`\u{8}`): a comment of [`render_effective`] may quote a
+/// path or a layer's name from the environment, TOML allows no control character in a comment (the
+/// output would no longer load), and a terminal would act on them.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 #[cfg(test)]

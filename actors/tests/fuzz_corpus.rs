@@ -52,3 +52,46 @@ fn the_seeds_of_every_target_pass_it() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// What fuzzing found, one named test each (the inputs are also in fuzz/regressions/config/)
+// ---------------------------------------------------------------------------------------------------
+
+const MINIMAL: &str =
+    "[cluster]\nname = \"c\"\nnodes = [{ id = 1, addr = \"127.0.0.1:7401\" }]\n[node]\nid = 1\n";
+
+/// Found by the config target: `cohort config check` printed a path from the environment with its
+/// control characters into a comment, so the effective configuration was not valid TOML (and a
+/// terminal would have acted on them). Comments now escape them.
+#[test]
+fn effective_configuration_with_a_control_character_in_a_path_loads_back() {
+    let env = vec![("COHORT__NODE__DATA_DIR".to_string(), " data\u{8}#\u{1b}[31m".to_string())];
+    let loaded =
+        cohort_actors::settings_load::load_texts(&[("file:a.toml", MINIMAL)], &env, &[]).expect("loads");
+    let rendered = cohort_actors::settings_load::render_effective(&loaded);
+    assert!(!rendered.chars().any(|c| c.is_control() && c != '\n'), "{rendered}");
+    assert!(rendered.contains("means  data\\u{8}#\\u{1b}[31m/events.jsonl"), "{rendered}");
+    let again = cohort_actors::settings_load::load_texts(&[("effective", &rendered)], &[], &[])
+        .expect("the effective configuration loads");
+    assert_eq!(again.settings, loaded.settings);
+}
+
+/// Confirmed with a hand-written input of the config target (the hint of an earlier run): a
+/// `log.level` with leading whitespace before a multibyte character panicked inside
+/// tracing-subscriber's `EnvFilter` parser while the loader checked it. The loader and the agent now
+/// parse every filter through `telemetry::parse_filter`, which trims each directive first.
+#[test]
+fn a_log_level_with_leading_whitespace_and_a_multibyte_character_loads_without_panicking() {
+    for level in [" [é]", " é=debug", "info, é=debug"] {
+        let text = format!("{MINIMAL}[log]\nlevel = {level:?}\n");
+        let loaded = cohort_actors::settings_load::load_texts(&[("file:a.toml", &text)], &[], &[])
+            .unwrap_or_else(|e| panic!("level {level:?} refused: {e}"));
+        assert_eq!(loaded.settings.log.level, level);
+    }
+    // And a reload to it plans without panicking, as SIGHUP would.
+    let a = cohort_actors::settings_load::load_texts(&[("file:a.toml", MINIMAL)], &[], &[]).expect("loads");
+    let text = format!("{MINIMAL}[log]\nlevel = \" [é]\"\n");
+    let b = cohort_actors::settings_load::load_texts(&[("file:a.toml", &text)], &[], &[]).expect("loads");
+    let plan = cohort_actors::reload::plan(&a.settings, &b.settings);
+    assert_eq!(plan.next.log.level, " [é]");
+}
