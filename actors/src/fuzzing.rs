@@ -317,9 +317,9 @@ fn round_trip<T>(codec: &FrameCodec, msg: &T)
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
-    // A message that decoded from a frame within the limit may still encode larger (a fixint written
-    // wide by the sender is narrower here, never wider, but names are written out): that is an error,
-    // not a panic, and then there is nothing to compare.
+    // A message decoded from a frame within the limit may encode larger (a sender may write structs
+    // as arrays, shorter than the named fields written here): then encoding refuses it, which is no
+    // bug, and there is nothing to compare.
     let Ok(frame) = codec.encode(msg) else { return };
     match codec.decode_frame::<T>(&frame) {
         Ok(Some((back, used))) => {
@@ -551,7 +551,7 @@ fn client_frame_seeds() -> Vec<Vec<u8>> {
     let member = Member(NodeId(3), Epoch(9));
     let view = ViewId { seq: 7, coord: NodeId(2) };
     let token = TransferToken { view, seq: 41 };
-    let requests = vec![
+    let requests = [
         Request::Hello { client_name: "orders".into(), version: PROTOCOL_VERSION },
         Request::Join { group: "g".into() },
         Request::Leave { group: "g".into() },
@@ -564,7 +564,7 @@ fn client_frame_seeds() -> Vec<Vec<u8>> {
         Request::Keys { op: KeyRequest::Install { path: "/etc/cohort/new.key".into() } },
         Request::Keys { op: KeyRequest::List },
     ];
-    let replies = vec![
+    let replies = [
         Reply::Welcome { node: 1, epoch: 5, max_frame_bytes: 1 << 20 },
         Reply::Sent { req: 1, msg: "1.5.1".into() },
         Reply::View { id: view, members: vec![member], primary: true },
