@@ -18,6 +18,9 @@
 //! Built on the public client API only: [`lock`], a distributed lock service, and [`demo`], the
 //! `cohort demo` command that plays the partition and stateful-merge story with it.
 //!
+//! [`fuzzing`] holds the bodies of the fuzz targets (`fuzz/`, `scripts/fuzz`), which
+//! `tests/fuzz_corpus.rs` replays over the kept corpus in the normal suite.
+//!
 //! Actors talk only through the typed messages in [`messages`], held as `Recipient`s, so each one is
 //! tested against probe actors. **Deliberately absent:** no protocol decisions here (who is primary,
 //! who to fence, whether a merge is stateful: all in the core), no global registry or system services.
@@ -36,6 +39,7 @@ pub mod demo;
 pub mod epoch_registry;
 pub mod event_log;
 pub mod fencing;
+pub mod fuzzing;
 pub mod inquiry;
 pub mod key_file;
 pub mod lock;

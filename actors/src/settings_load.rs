@@ -764,9 +764,9 @@ fn check(key: &str, field: &Field, raw: &Raw, origin: &str) -> Result<(), Settin
         Kind::OptAddr => raw.as_text().is_some_and(|s| s.is_empty() || s.parse::<SocketAddr>().is_ok()),
         Kind::Octal => raw.as_text().is_some_and(|s| parse_octal_mode(s).is_some()),
         Kind::OneOf(names) => raw.as_text().is_some_and(|s| names.contains(&s)),
-        Kind::LogFilter => raw
-            .as_text()
-            .is_some_and(|s| !s.trim().is_empty() && tracing_subscriber::EnvFilter::try_new(s).is_ok()),
+        Kind::LogFilter => {
+            raw.as_text().is_some_and(|s| !s.trim().is_empty() && crate::telemetry::parse_filter(s).is_some())
+        }
         Kind::StrList => match raw {
             Raw::Toml(toml::Value::Array(a)) => a.iter().all(|v| v.is_str()),
             _ => false,
@@ -850,6 +850,38 @@ fn check_table(
 /// The first mistake found, in layer order: an unreadable file, a syntax error, an unknown key, a value of
 /// the wrong type, or a value that fails validation. See [`SettingsError`].
 pub fn load(opts: &LoadOptions) -> Result<Loaded, SettingsError> {
+    let system = opts.system_file.as_deref().filter(|p| p.exists());
+    // Each file is read only when its turn comes, so an error in an earlier layer is reported first.
+    let files = system
+        .map(|p| (p, p.display().to_string()))
+        .into_iter()
+        .chain(opts.config_files.iter().map(|f| (f.as_path(), format!("file:{}", f.display()))))
+        .map(|(path, origin)| read_file(path).map(|text| (text, origin)));
+    load_layers(files, &opts.env, &opts.overrides)
+}
+
+/// [`load`] on texts instead of files: the built-in defaults, then each `(origin, TOML text)` in order
+/// (`origin` names the layer in errors and provenance, as `file:PATH` does for a file), then `env`
+/// (only `COHORT__*` names are used) and `overrides`. The fuzz target of the loader and its tests use it.
+///
+/// # Errors
+/// As [`load`], without the file errors.
+pub fn load_texts(
+    texts: &[(&str, &str)],
+    env: &[(String, String)],
+    overrides: &[(String, String)],
+) -> Result<Loaded, SettingsError> {
+    let layers = texts.iter().map(|(origin, text)| Ok(((*text).to_string(), (*origin).to_string())));
+    load_layers(layers, env, overrides)
+}
+
+/// The loader behind [`load`] and [`load_texts`]: `files` yields each layer's (text, origin) in order,
+/// or the error of reading it.
+fn load_layers(
+    files: impl Iterator<Item = Result<(String, String), SettingsError>>,
+    env: &[(String, String)],
+    overrides: &[(String, String)],
+) -> Result<Loaded, SettingsError> {
     let mut builder = config::Config::builder();
     let mut entries: Vec<Entry> = Vec::new();
 
@@ -864,17 +896,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, SettingsError> {
     };
 
     builder = toml_layer(DEFAULT_TOML, "default", builder)?;
-    if let Some(system) = opts.system_file.as_deref().filter(|p| p.exists()) {
-        let text = read_file(system)?;
-        builder = toml_layer(&text, &system.display().to_string(), builder)?;
-    }
-    for file in &opts.config_files {
-        let text = read_file(file)?;
-        builder = toml_layer(&text, &format!("file:{}", file.display()), builder)?;
+    for layer in files {
+        let (text, origin) = layer?;
+        builder = toml_layer(&text, &origin, builder)?;
     }
 
     let mut env_vars = config::Map::new();
-    for (name, value) in &opts.env {
+    for (name, value) in env {
         let Some(key) = env_key(name) else { continue };
         let entry = Entry { key, raw: Raw::Text(value.clone()), origin: format!("env:{name}") };
         if spec_of(&entry.key).is_none() {
@@ -888,7 +916,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, SettingsError> {
             .add_source(config::Environment::with_prefix("COHORT").separator("__").source(Some(env_vars)));
     }
 
-    for (key, value) in &opts.overrides {
+    for (key, value) in overrides {
         let key = key.to_lowercase();
         let entry = Entry { key: key.clone(), raw: Raw::Text(value.clone()), origin: flag_origin(&key) };
         if spec_of(&key).is_none() {
@@ -1123,7 +1151,7 @@ pub fn render_effective(loaded: &Loaded) -> String {
                 "admin.listen" if s.admin.listen.is_none() => "; disabled".to_string(),
                 _ => String::new(),
             };
-            (format!("{} = {value}", field.name), format!("# from {origin}{note}"))
+            (format!("{} = {value}", field.name), printable(&format!("# from {origin}{note}")))
         })
         .collect();
     let width = lines.iter().map(|(kv, _)| kv.chars().count()).filter(|&n| n <= 48).max().unwrap_or(0);
@@ -1139,6 +1167,15 @@ pub fn render_effective(loaded: &Loaded) -> String {
         out.push_str(&format!("{kv}{}    {comment}\n", " ".repeat(pad)));
     }
     out
+}
+
+/// `text` with its control characters escaped (`\u{8}`): a comment of [`render_effective`] may quote a
+/// path or a layer's name from the environment, TOML allows no control character in a comment (the
+/// output would no longer load), and a terminal would act on them.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 #[cfg(test)]

@@ -161,17 +161,46 @@ pub fn set_level(level: &str) -> Result<(), SetLevelError> {
 }
 
 fn rust_log() -> Option<EnvFilter> {
-    std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).and_then(|v| EnvFilter::try_new(v).ok())
+    std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).and_then(|v| parse_filter(&v))
 }
 
 /// `RUST_LOG` when set and valid, else `level`, else `info`.
 pub fn filter(level: &str) -> EnvFilter {
-    rust_log().or_else(|| EnvFilter::try_new(level).ok()).unwrap_or_else(|| EnvFilter::new("info"))
+    rust_log().or_else(|| parse_filter(level)).unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Parses a log filter (`log.level`, `RUST_LOG`): `EnvFilter` directives separated by commas, each
+/// trimmed of surrounding whitespace first. `None` when a directive is invalid.
+///
+/// Every filter the agent builds goes through here, never through `EnvFilter::try_new` directly:
+/// tracing-subscriber 0.3.23 walks a directive's trimmed text but slices the untrimmed one at the
+/// same byte offsets, so a directive with leading whitespace is read wrongly (` debug` becomes a
+/// target named " debug") and, when a multibyte character follows, panics on a character boundary
+/// (`level = " [é]"`, found while fuzzing the config loader). Trimming each directive makes the two
+/// texts the same. `EnvFilter` splits on every comma itself, so splitting here changes nothing else.
+pub fn parse_filter(text: &str) -> Option<EnvFilter> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    EnvFilter::try_new(directives.join(",")).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_level_with_leading_whitespace_before_a_multibyte_character_is_parsed_not_a_panic() {
+        // Each of these panicked inside EnvFilter::try_new (tracing-subscriber 0.3.23).
+        for level in [" [é]", " é=debug", "info, é=debug", "\u{a0}[span{é}]=trace"] {
+            let _ = parse_filter(level);
+            let _ = filter(level);
+        }
+        // Whitespace around a directive no longer changes its meaning.
+        assert_eq!(
+            parse_filter(" debug , cohort=trace ").map(|f| f.to_string()),
+            parse_filter("debug,cohort=trace").map(|f| f.to_string())
+        );
+        assert!(parse_filter("not a valid filter [[[").is_none());
+    }
 
     #[test]
     fn init_twice_does_not_panic() {

@@ -1,0 +1,5 @@
+//! Fuzz target `client_frame`: the body is `cohort_actors::fuzzing::client_frame` (its documentation says what the input
+//! means and what is asserted); `actors/tests/fuzz_corpus.rs` replays the same function over the corpus.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cohort_actors::fuzzing::client_frame(data));
