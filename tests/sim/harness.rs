@@ -2407,7 +2407,8 @@ impl Sim {
     /// `stop` record and exits anyway.
     ///
     /// L6 then applies to the member when its leave could reach everyone who could remove it: the nodes
-    /// of its last primary view that are up, none of them cut off from it at that moment, and no primary
+    /// of its last primary view (and of any newer install holding it that some node accepted, and any
+    /// node whose current view holds it) that are up, none of them cut off from it at that moment, and no primary
     /// view removed it as failed already (or decided to: an install that records it as failed accepted
     /// somewhere). A member cut off from some of them when it is asked to stop may
     /// already be removed as failed by a view they are forming, and that removal is then correct; one
@@ -2425,9 +2426,26 @@ impl Sim {
         // was fenced comes back as a new incarnation that knows nothing of this leave and may form the
         // next primary view without it (it has to fence a member whose fate it cannot know).
         let last_primary = self.log.iter().rev().find_map(|r| match &r.event {
-            Event::View { members, primary: true, .. } if r.member() == me => Some(members.clone()),
+            Event::View { view, members, primary: true, .. } if r.member() == me => {
+                Some((*view, members.clone()))
+            }
             _ => None,
         });
+        let last_primary_id = last_primary.as_ref().map(|(v, _)| *v);
+        let last_primary = last_primary.map(|(_, m)| m);
+        // An install newer than that which holds this member and that some node accepted (in memory or
+        // on its disk) may be taken as made by the next primary view's coordinator, which then removes
+        // its absent members as failed: its members judge this member too.
+        let mut accepted_with_me: Vec<u32> = Vec::new();
+        for slot in &self.slots {
+            let on_disk = slot.disk.accepted.as_ref();
+            let in_core = slot.core.as_ref().and_then(|c| c.durable().accepted.as_ref());
+            for acc in on_disk.into_iter().chain(in_core) {
+                if acc.members.contains(&me) && Some(acc.view) > last_primary_id {
+                    accepted_with_me.extend(acc.members.iter().map(|m| m.node().0));
+                }
+            }
+        }
         let mut judges: Vec<u32> = last_primary
             .or_else(|| core.view().map(|v| v.members.clone()))
             .unwrap_or_default()
@@ -2442,7 +2460,7 @@ impl Sim {
         for (i, slot) in self.slots.iter().enumerate() {
             let j = i as u32 + 1;
             let holds = slot.core.as_ref().is_some_and(|c| c.view().is_some_and(|v| v.contains(me)));
-            if j != n && holds && !judges.contains(&j) {
+            if j != n && (holds || accepted_with_me.contains(&j)) && !judges.contains(&j) {
                 judges.push(j);
             }
         }

@@ -201,6 +201,11 @@ const WORLD_REGRESSIONS: &[(u32, u64, u64, &str)] = &[
     // view had to assume made; that view's registry removed it as failed before it was asked to stop.
     // The registries of installed views now count as "removed before" too.
     (9, 30_000, 53027428, "a leaver removed as failed by an installed registry before it left"),
+    // L6, in the checker: node 2's new incarnation was a member of install 21.1, which others accepted
+    // and the next primary view had to take as made; cut off from that install's members, it left from
+    // a non-primary view. The members of an accepted install newer than the leaver's last primary view
+    // now judge it too.
+    (9, 10_000, 142874110, "a leaver in an accepted install, cut off from its members"),
 ];
 
 #[test]
