@@ -1870,6 +1870,11 @@ impl Sim {
 
     /// Sets the loss probability.
     pub fn set_loss(&mut self, p: f64) {
+        // Lost heartbeats may rightly remove members as failed: a cold start under loss is not a clean
+        // one (L6's cold-start clause).
+        if p > 0.0 {
+            self.fault_happened();
+        }
         self.opts.net.loss = p;
         self.note(format!("loss = {p}"));
     }
