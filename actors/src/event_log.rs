@@ -66,6 +66,51 @@ pub fn log_part_of(path: &Path) -> Option<u64> {
     Some(v.get(LOG_PART_FIELD).and_then(serde_json::Value::as_u64).unwrap_or(0))
 }
 
+/// The live file of the log a path names: a directory names its `events.jsonl`; a rotated file
+/// `<live>.<n>` names `<live>`; any other path is a live file.
+pub fn live_path_of(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        return path.join("events.jsonl");
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match name.rsplit_once('.') {
+        Some((stem, n)) if !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            path.with_file_name(stem)
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The files of the log whose live file is `live`, oldest first: the rotated files `<live>.<n>` that
+/// exist, highest `n` first, then the live file if it exists.
+///
+/// # Errors
+/// The directory of `live` cannot be read.
+pub fn log_files(live: &Path) -> io::Result<Vec<PathBuf>> {
+    let dir = live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
+    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut rotated: Vec<u32> = Vec::new();
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let digits = file.strip_prefix(&name).and_then(|rest| rest.strip_prefix('.'));
+            // Exactly the names the writer makes: `.1`, `.2`, … (not `.01`, not `.1.gz`).
+            if let Some(n) =
+                digits.and_then(|d| d.parse::<u32>().ok().filter(|n| *n > 0 && n.to_string() == d))
+            {
+                rotated.push(n);
+            }
+        }
+    }
+    rotated.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out: Vec<PathBuf> = rotated.into_iter().map(|n| rotated_path(live, n)).collect();
+    if live.exists() {
+        out.push(live.to_path_buf());
+    }
+    Ok(out)
+}
+
 /// The live file and its rotation state; the IO of [`EventLogActor`], usable without a running actor.
 #[derive(Debug)]
 pub struct LogFile {
