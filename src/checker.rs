@@ -92,6 +92,7 @@
 //!   with such a member (it may have installed the previous view, or stopped, in the lost stretch);
 //! - G9 for a `recovered` of M when some node's log begins after M's `start` (or M's `start` is
 //!   unknown): the lost stretch may hold the `fence_result`, which anyone may write after M started.
+//!
 //! [`Checker::undecided`] lists what was not decided, so a report can say it.
 //!
 //! # What logs cannot show
