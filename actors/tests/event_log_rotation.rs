@@ -29,12 +29,9 @@ const ROTATIONS: u64 = 12;
 /// member (on another node) is leaving while the joiner waits for its state lost the joiner's first
 /// multicast in about one run in five (its id was taken, no `send` record, no `SendFailed`), which is a
 /// separate problem of state transfer under churn, reported with the rotation work, not rotation's.
-async fn visit(socket: &Path, group: &str, count: u32) -> Result<(), ClientError> {
-    visit_with(socket, group, count, &std::sync::atomic::AtomicU32::new(0)).await
-}
-
-/// [`visit`], counting its progress in `stage`: 1 connected, 2 in the group, 3 sent, then 3 + own
-/// deliveries seen (for a report when a visit does not finish).
+///
+/// It counts its progress in `stage`: 1 connected, 2 in the group, 3 sent, then 3 + own deliveries seen
+/// (for a report when a visit does not finish).
 async fn visit_with(
     socket: &Path,
     group: &str,
