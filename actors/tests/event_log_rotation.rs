@@ -182,11 +182,18 @@ fn usage(pid: u32, data_dir: &Path) -> Option<Usage> {
 /// coming and going on every node, node 3 restarted every few rounds, the event logs rotating at 64 KiB
 /// with 4 files kept. Every few seconds it prints each agent's RSS, descriptors and disk use, and at the
 /// end asserts that nodes 1 and 2 (never restarted, so their figures cover the whole run) stay flat:
-/// the last third's maximum RSS within 1.5 times the first third's plus 16 MiB, descriptors within the
+/// the last third's maximum RSS within 1.2 times the first third's plus 2 MiB, descriptors within the
 /// first third's plus 16, and disk below the rotation's bound. It runs for minutes, so it is left out
 /// of the normal suite; `scripts/soak [SECONDS]` runs it.
+///
+/// It fails today on memory, and that is what it found: descriptors and disk stay flat (the logs rotate,
+/// about 300 KiB per agent), but the RSS of an agent grows with the messages delivered while one view
+/// lasts, about 4 KiB per visit of 50 messages (10 MiB to 33 MiB in 30 s with no restart); a view
+/// change (node 3's restarts) gives most of it back. Something kept per message for the whole view
+/// (the tripwire's delivered ids, the checker-like bookkeeping, or the ordering's history) is the
+/// suspect; finding it is the next step of issue 11's soak item.
 #[test]
-#[ignore = "soak: minutes of churn; run scripts/soak"]
+#[ignore = "soak: minutes of churn, run scripts/soak; it fails today: RSS grows with the messages delivered in one view"]
 fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
     const MAX_BYTES: u64 = 64 * 1024;
     const KEEP: u64 = 4;
@@ -226,7 +233,8 @@ fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
             )
         })
         .unwrap_or_else(|e| panic!("round {round}: the visit to node {id} failed: {e}"));
-        if round % 12 == 11 {
+        // SOAK_NO_RESTART=1 keeps one view for the whole run (the memory growth shows fastest then).
+        if round % 12 == 11 && std::env::var_os("SOAK_NO_RESTART").is_none() {
             assert!(c.stop(3, Duration::from_secs(10)), "node 3 did not stop cleanly");
             c.start_with(3, &env, &[]);
             c.wait_for_view(&[1, 2, 3], FORM_DEADLINE);
@@ -256,7 +264,8 @@ fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
         round += 1;
     }
     assert!(samples.len() >= 6, "too few samples ({}) for thirds: raise COHORT_SOAK_SECS", samples.len());
-    assert!(restarts >= 1, "node 3 was never restarted: raise COHORT_SOAK_SECS");
+    let no_restart = std::env::var_os("SOAK_NO_RESTART").is_some();
+    assert!(restarts >= 1 || no_restart, "node 3 was never restarted: raise COHORT_SOAK_SECS");
     let third = samples.len() / 3;
     for node in 0..2 {
         let series: Vec<Usage> = samples.iter().filter_map(|(_, u)| u[node]).collect();
@@ -271,7 +280,7 @@ fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
             node + 1,
             disk / 1024
         );
-        assert!(rss1 <= rss0 * 3 / 2 + 16 * 1024, "node {}: RSS grew from {rss0} to {rss1} KiB", node + 1);
+        assert!(rss1 <= rss0 * 6 / 5 + 2048, "node {}: RSS grew from {rss0} to {rss1} KiB", node + 1);
         assert!(fd1 <= fd0 + 16, "node {}: descriptors grew from {fd0} to {fd1}", node + 1);
         // The log's files, a line over each, and the small files of the data directory.
         let bound = (KEEP + 1) * (MAX_BYTES + 4096) + 256 * 1024;
