@@ -10,8 +10,9 @@
 //! only ordered collections, so one input always gives the same violations in the same order.
 //!
 //! Entry points: [`Checker`] ([`Checker::observe`], [`Checker::member_stopped`], [`Checker::finish`],
-//! [`Checker::stats`] and the liveness helpers [`Checker::last_view_of`], [`Checker::delivered_count`],
+//! [`Checker::stats`], [`Checker::history_begins_midway`], [`Checker::undecided`] and the liveness helpers [`Checker::last_view_of`], [`Checker::delivered_count`],
 //! [`Checker::removed_members`], [`Checker::with_independent_clocks`]), [`check_all`], [`check_all_with`],
+//! [`check_all_keeping`],
 //! [`parse_log`].
 //!
 //! # What each guarantee is checked as
@@ -75,6 +76,24 @@
 //!   stamps prove no order. Reported once per member. The rule compares timestamps written by different
 //!   nodes, so it holds only against one clock: the simulator's, or the host's when every agent runs on one
 //!   machine. For logs gathered from several machines, [`Checker::with_independent_clocks`] skips it.
+//!
+//! # Histories that begin mid-way
+//! An agent rotates its event log and deletes the oldest files, so `cohort verify` may read a node's
+//! history from some record on. [`Checker::history_begins_midway`] says so before that node's records
+//! are observed. The rule is: **what is absent from a lost stretch proves nothing**. Records that are
+//! present are checked as always (every check that compares records it sees stays on), and every
+//! check that concludes from an *absence* or from a state set up before the first record left is not
+//! decided where the lost stretch could hold what is missing:
+//! - for the node's first member left, when its `start` was lost: G12's "first record is `start`"; G7
+//!   for deliveries before its first `view` left (its current view is unknown); G11's joins, since the
+//!   first `group_view` of each group left may continue a membership that began earlier;
+//! - for members that may have lost records (the node's earlier epochs, and its first member left
+//!   without its `start`): G6's missing `send` of their messages, and G3 for a pair of primary views
+//!   with such a member (it may have installed the previous view, or stopped, in the lost stretch);
+//! - G9 for a `recovered` of M when some node's log begins after M's `start` (or M's `start` is
+//!   unknown): the lost stretch may hold the `fence_result`, which anyone may write after M started.
+//!
+//! [`Checker::undecided`] lists what was not decided, so a report can say it.
 //!
 //! # What logs cannot show
 //! Receipt is not logged, so G10 is checked through the deliveries of members that left V for the same
@@ -160,6 +179,8 @@ struct MemberState {
     in_view: Vec<usize>,
     delivered: usize,
     groups: BTreeMap<String, GroupState>,
+    /// The member's history begins mid-way, after its `start`: its state before is unknown.
+    midway: bool,
 }
 
 /// The first record seen of a view id, and who installed it.
@@ -278,7 +299,20 @@ pub struct Checker {
     last_deliver: BTreeMap<Member, Stamped>,
     /// G13: members already reported.
     g13_reported: BTreeSet<Member>,
+    /// Nodes whose history begins mid-way, with their first record left.
+    midway: BTreeMap<NodeId, Midway>,
+    /// Checks not decided because a history begins mid-way: what, counted.
+    undecided: BTreeMap<(&'static str, &'static str), usize>,
     stats: CheckStats,
+}
+
+/// The first record left of a node whose history begins mid-way.
+#[derive(Clone, Copy, Debug)]
+struct Midway {
+    first: Member,
+    ts_ms: u64,
+    /// That record is the member's `start`, so the member's own history is whole.
+    is_start: bool,
 }
 
 /// Parses a message id `"<node>.<epoch>.<n>"` into its sender.
@@ -340,10 +374,13 @@ impl Checker {
     pub fn observe(&mut self, rec: &Record) -> Vec<Violation> {
         let mut out = Vec::new();
         let me = rec.member();
+        let begins_midway = self.midway.get(&me.node()).is_some_and(|w| w.first == me && !w.is_start);
         if let std::collections::btree_map::Entry::Vacant(slot) = self.members.entry(me) {
-            slot.insert(MemberState::default());
+            slot.insert(MemberState { midway: begins_midway, ..MemberState::default() });
             self.stats.members += 1;
-            if !matches!(rec.event, Event::Start { .. }) {
+            if begins_midway {
+                self.undecide("G12", "first record of a member is `start`");
+            } else if !matches!(rec.event, Event::Start { .. }) {
                 out.push(Violation::new(
                     "G12",
                     format!("the first record of member {me} is `{}`, not `start`", event_name(&rec.event)),
@@ -417,15 +454,49 @@ impl Checker {
         *t = (*t).min(ts_ms);
     }
 
+    /// Says that the log of `first.node()` lost its beginning (its oldest files were deleted by
+    /// rotation): `first` is its oldest record left. Call it before observing records of that node. See
+    /// "Histories that begin mid-way" in the module documentation for what is then not decided.
+    pub fn history_begins_midway(&mut self, first: &Record) {
+        let is_start = matches!(first.event, Event::Start { .. });
+        self.midway.insert(first.node, Midway { first: first.member(), ts_ms: first.ts_ms, is_start });
+    }
+
+    /// What was not decided because a history begins mid-way: one line per kind of check, with a count.
+    pub fn undecided(&self) -> Vec<String> {
+        self.undecided.iter().map(|((g, what), n)| format!("{g} ({what}): {n}")).collect()
+    }
+
+    fn undecide(&mut self, g: &'static str, what: &'static str) {
+        *self.undecided.entry((g, what)).or_default() += 1;
+    }
+
+    /// `m` may have records in a stretch of its node's log that is lost: an epoch of a node whose
+    /// history begins mid-way below the first member left, or that member itself without its `start`.
+    fn may_have_lost_records(&self, m: Member) -> bool {
+        self.midway
+            .get(&m.node())
+            .is_some_and(|w| m.epoch() < w.first.epoch() || (m == w.first && !w.is_start))
+    }
+
     /// Checks that need the whole history (G3, the missing sends of G6, G9, the transfer sizes of G11),
     /// run at the end, e.g. by `cohort verify`. It does not change the checker: each call returns all such
     /// violations as of now. Together with everything `observe` returned, this is the full verdict.
     pub fn finish(&mut self) -> Vec<Violation> {
         let mut out = Vec::new();
-        self.finish_g3(&mut out);
+        // Each call returns everything as of now, so the undecided counts are counted afresh.
+        self.undecided.retain(|(g, _), _| !matches!(*g, "G3" | "G6" | "G9"));
+        let mut undecided: Vec<(&'static str, &'static str)> = Vec::new();
+        self.finish_g3(&mut out, &mut undecided);
         self.check_safe(&mut out);
         for info in &self.msgs {
             if info.send.is_none() {
+                if msg_sender(&info.id).is_some_and(|s| self.may_have_lost_records(s)) {
+                    if !info.deliverers.is_empty() {
+                        undecided.push(("G6", "`send` of a message whose sender's log begins later"));
+                    }
+                    continue;
+                }
                 if let Some(d) = info.deliverers.first() {
                     out.push(Violation::new(
                         "G6",
@@ -442,6 +513,16 @@ impl Checker {
         }
         for r in &self.recoveries {
             let ok = self.fenced.get(&r.target).is_some_and(|&t| t <= r.ts_ms);
+            if !ok && !self.midway.is_empty() {
+                // The fence may be logged by anyone after the target started: undecided when a log
+                // begins after that (or the start is unknown).
+                let started =
+                    self.starts.get(&r.target.node()).and_then(|e| e.get(&r.target.epoch())).copied();
+                if self.midway.values().any(|w| started.is_none_or(|t| w.ts_ms > t)) {
+                    undecided.push(("G9", "`fence_result` before a `recovered`, in a log that begins later"));
+                    continue;
+                }
+            }
             if !ok {
                 let when = match self.fenced.get(&r.target) {
                     Some(t) => format!("the first successful fence_result for it is at {t}"),
@@ -455,6 +536,9 @@ impl Checker {
                     ),
                 ));
             }
+        }
+        for u in undecided {
+            self.undecide(u.0, u.1);
         }
         for t in &self.received_transfers {
             // The same transfer on both sides: same members, group and point of the order (a
@@ -854,6 +938,12 @@ impl Checker {
         let Some(st) = self.members.get_mut(&me) else { return };
         st.delivered += 1;
         match &st.view {
+            None if st.midway => {
+                *self
+                    .undecided
+                    .entry(("G7", "delivery before the first `view` left of a member"))
+                    .or_default() += 1;
+            }
             None => out.push(Violation::new(
                 "G7",
                 format!("{me} delivered msg {msg} in view {view} before installing any view"),
@@ -1053,8 +1143,24 @@ impl Checker {
 
     fn on_group_view(&mut self, me: Member, group: &str, members: &[Member]) {
         let Some(st) = self.members.get_mut(&me) else { return };
-        let g = st.groups.entry(group.to_string()).or_default();
         let includes = members.contains(&me);
+        if st.midway && !st.groups.contains_key(group) {
+            // The first group_view left may continue a membership that began in the lost stretch: it
+            // sets the state, it is not a join.
+            st.groups.insert(
+                group.to_string(),
+                GroupState {
+                    in_group: includes,
+                    last_members: Some(members.to_vec()),
+                    ..GroupState::default()
+                },
+            );
+            if includes {
+                self.undecide("G11", "join before the first `group_view` left of a member");
+            }
+            return;
+        }
+        let g = st.groups.entry(group.to_string()).or_default();
         if includes && !g.in_group {
             // A join: a transfer is needed when somebody already held the group's state.
             let before: Vec<Member> = match &g.last_members {
@@ -1108,12 +1214,16 @@ impl Checker {
         }
     }
 
-    fn finish_g3(&self, out: &mut Vec<Violation>) {
+    fn finish_g3(&self, out: &mut Vec<Violation>, undecided: &mut Vec<(&'static str, &'static str)>) {
         let ids: Vec<ViewId> = self.primary_ids.iter().copied().collect();
         for pair in ids.windows(2) {
             let (q, p) = (pair[0], pair[1]);
             let (Some(qi), Some(pi)) = (self.views.get(&q), self.views.get(&p)) else { continue };
             if pi.members.iter().any(|m| qi.installers.contains(m)) {
+                continue;
+            }
+            if pi.members.iter().chain(&qi.members).any(|&m| self.may_have_lost_records(m)) {
+                undecided.push(("G3", "pair of primary views with a member whose log begins later"));
                 continue;
             }
             let common: Vec<NodeId> = pi
@@ -1222,7 +1332,12 @@ pub fn check_all(records: &[Record]) -> Vec<Violation> {
 }
 
 /// [`check_all`] with a given (empty) checker, e.g. [`Checker::with_independent_clocks`].
-pub fn check_all_with(records: &[Record], mut checker: Checker) -> Vec<Violation> {
+pub fn check_all_with(records: &[Record], checker: Checker) -> Vec<Violation> {
+    check_all_keeping(records, checker).0
+}
+
+/// [`check_all_with`], returning the checker too (for [`Checker::undecided`] and [`Checker::stats`]).
+pub fn check_all_keeping(records: &[Record], mut checker: Checker) -> (Vec<Violation>, Checker) {
     let mut by_member: BTreeMap<Member, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_member.entry(r.member()).or_default().push(r);
@@ -1234,7 +1349,7 @@ pub fn check_all_with(records: &[Record], mut checker: Checker) -> Vec<Violation
         }
     }
     out.extend(checker.finish());
-    out
+    (out, checker)
 }
 
 /// Parses an event log: one JSON record per line, blank lines skipped. On error returns the 1-based line
@@ -1502,6 +1617,78 @@ mod tests {
         assert_eq!(c.delivered_count(C), 2);
         assert_eq!(c.delivered_count(m(9, 9)), 0);
         assert_eq!(c.removed_members(), BTreeSet::from([C]));
+    }
+
+    /// The realistic history with the first `cut` records of node 2 lost (its oldest files rotated away).
+    fn realistic_cut(cut: usize) -> (Vec<Record>, Record) {
+        let mut seen = 0;
+        let recs: Vec<Record> = realistic()
+            .recs
+            .into_iter()
+            .filter(|r| {
+                if r.node != NodeId(2) {
+                    return true;
+                }
+                seen += 1;
+                seen > cut
+            })
+            .collect();
+        let first = recs.iter().find(|r| r.node == NodeId(2)).cloned().expect("node 2 keeps records");
+        (recs, first)
+    }
+
+    #[test]
+    fn a_history_that_begins_mid_way_is_checked_without_false_violations_and_says_what_it_left_undecided() {
+        // Node 2 lost its start, its first view, group views and its first send (2.1.1): read as a whole
+        // history that would be G12, G7, G11 and G6; told that it begins mid-way, it is clean.
+        let (recs, first) = realistic_cut(6);
+        assert!(matches!(first.event, Event::Deliver { .. }), "{first:?}");
+        let whole = verdict(&check_all(&recs)).into_iter().collect::<Vec<_>>();
+        assert!(whole.contains(&"G12") && whole.contains(&"G6"), "{whole:?}");
+        let mut c = Checker::new();
+        c.history_begins_midway(&first);
+        let (vs, c) = check_all_keeping(&recs, c);
+        assert!(vs.is_empty(), "{vs:#?}");
+        let undecided = c.undecided();
+        assert!(undecided.iter().any(|u| u.starts_with("G12 ")), "{undecided:?}");
+        assert!(undecided.iter().any(|u| u.starts_with("G7 ")), "{undecided:?}");
+        assert!(undecided.iter().any(|u| u.starts_with("G6 ")), "{undecided:?}");
+    }
+
+    #[test]
+    fn a_history_that_begins_mid_way_still_shows_violations_in_what_it_keeps() {
+        // Node 2 goes back from view 3 to view 2 after the cut: G2 is found whatever was lost before.
+        let (mut recs, first) = realistic_cut(6);
+        let back = Record {
+            ts_ms: 9_999,
+            node: NodeId(2),
+            epoch: Epoch(1),
+            event: Event::View {
+                view: V2,
+                members: vec![A, B],
+                primary: true,
+                joined: vec![],
+                left: vec![],
+                failed: vec![],
+                prev: None,
+            },
+        };
+        recs.push(back);
+        let mut c = Checker::new();
+        c.history_begins_midway(&first);
+        let (vs, _) = check_all_keeping(&recs, c);
+        assert_eq!(verdict(&vs), BTreeSet::from(["G2"]), "{vs:#?}");
+        // A node whose log begins with a `start` keeps G12 for that member: an epoch started twice is found.
+        let (mut recs, _) = realistic_cut(0);
+        let start = recs.iter().find(|r| r.node == NodeId(2)).cloned().expect("a start");
+        let mut again = start.clone();
+        again.ts_ms += 5_000;
+        recs.push(again);
+        let mut c = Checker::new();
+        c.history_begins_midway(&start);
+        let (vs, c) = check_all_keeping(&recs, c);
+        assert_eq!(verdict(&vs), BTreeSet::from(["G12"]), "{vs:#?}");
+        assert!(c.undecided().iter().all(|u| !u.starts_with("G12 ")), "{:?}", c.undecided());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! - `config check`: print the effective configuration and where each value came from.
 //! - `keygen`: write a new cluster key ([`crate::crypto::generate_key_file`]).
 //! - `verify`: check event logs of several nodes against the guarantees with the core's checker
-//!   ([`cohort::checker`]), the same one the simulator uses.
+//!   ([`cohort::checker`]), the same one the simulator uses; each agent's rotated files are read oldest first.
 //! - `status`, `members`, `watch`, `send`: talk to a running agent over its client socket, and
 //!   `fence ack` over its operator socket ([`crate::client_cli`]).
 //!
@@ -88,9 +88,11 @@ Examples:
 
 const VERIFY_EXAMPLES: &str = "\
 Examples:
-  cohort verify /var/lib/cohort/events.jsonl
+  cohort verify /var/lib/cohort/events.jsonl      # with events.jsonl.1, .2, ... beside it
+  cohort verify /tmp/cohort-3n/node1 /tmp/cohort-3n/node2 /tmp/cohort-3n/node3
   cohort verify /tmp/cohort-3n/node1/events.jsonl /tmp/cohort-3n/node2/events.jsonl /tmp/cohort-3n/node3/events.jsonl
-  scp node{1,2,3}:/var/lib/cohort/events.jsonl . && cohort verify --independent-clocks events.jsonl*";
+  for n in 1 2 3; do mkdir -p node$n && scp \"node$n:/var/lib/cohort/events.jsonl*\" node$n/; done
+  cohort verify --independent-clocks node1 node2 node3";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -658,7 +660,12 @@ pub struct KeygenArgs {
 /// `cohort verify` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// Event logs (JSON lines), one or more per node.
+    /// Event logs (JSON lines), one per agent: the live file (events.jsonl), its directory, or any of
+    /// its rotated files. Each log is read whole, its rotated files oldest first (events.jsonl.N …
+    /// events.jsonl.1, then events.jsonl); files that do not follow one another (one missing in the
+    /// middle) are refused. When the oldest files were deleted by rotation, the report says where that
+    /// agent's history begins and which checks it could not decide (those that would conclude from
+    /// records the deleted files may have held); everything else is checked.
     #[arg(value_name = "LOG", required = true)]
     pub logs: Vec<PathBuf>,
     /// The logs come from several machines whose clocks are independent: skip G13 (no zombie acts), the one
@@ -1028,27 +1035,46 @@ pub struct VerifyReport {
     pub violations: Vec<checker::Violation>,
     /// G13 was skipped (`--independent-clocks`).
     pub g13_skipped: bool,
+    /// Files read (a rotated log is several files).
+    pub files: usize,
+    /// What the report says about the logs before the checks: rotated files read, histories that
+    /// begin mid-way.
+    pub notes: Vec<String>,
+    /// Checks not decided because a history begins mid-way ([`Checker::undecided`]).
+    pub undecided: Vec<String>,
 }
 
 impl VerifyReport {
     /// The report as printed: summary, violations, verdict.
     pub fn render(&self) -> String {
         let s = &self.stats;
-        let mut out = format!(
+        let mut out: String = self.notes.iter().map(|n| format!("{n}\n")).collect();
+        out.push_str(&format!(
             "members: {}, views: {} ({} primary), sends: {}, deliveries: {}, stateful merges: {}, fences: {}, recoveries: {}\n",
             s.members, s.views, s.primary_views, s.sends, s.deliveries, s.stateful_merges, s.fences, s.recovered
-        );
+        ));
+        if !self.undecided.is_empty() {
+            out.push_str(&format!(
+                "not decided, because a history begins mid-way (checks that would conclude from records the rotated-away files may have held): {}\n",
+                self.undecided.join("; ")
+            ));
+        }
         for v in &self.violations {
             out.push_str(&format!("VIOLATION {}: {}\n", v.guarantee, v.detail));
         }
         if self.violations.is_empty() {
-            let which = if self.g13_skipped {
-                "G1-G12 hold; G13 not checked: independent clocks"
+            let mut which = if self.g13_skipped {
+                "G1-G12 hold; G13 not checked: independent clocks".to_string()
             } else {
-                "all safety guarantees hold"
+                "all safety guarantees hold".to_string()
             };
+            if !self.undecided.is_empty() {
+                which.push_str(" over the records kept; some checks not decided, see above");
+            }
+            let files =
+                if self.files == self.logs { String::new() } else { format!(" in {} files", self.files) };
             out.push_str(&format!(
-                "verdict: OK ({} records from {} logs, {which})\n",
+                "verdict: OK ({} records from {} logs{files}, {which})\n",
                 self.records, self.logs
             ));
         } else {
@@ -1072,50 +1098,147 @@ pub fn verify_logs(paths: &[PathBuf]) -> Result<VerifyReport, UserError> {
 /// # Errors
 /// As [`verify_logs`].
 pub fn verify_logs_with(paths: &[PathBuf], independent_clocks: bool) -> Result<VerifyReport, UserError> {
-    // Each log is read only when its turn comes, so a parse error in an earlier log is reported first.
-    let logs = paths.iter().map(|path| {
-        std::fs::read_to_string(path)
-            .map(|text| (path.display().to_string(), text))
-            .map_err(|e| UserError(format!("cannot read event log {}: {e}", path.display())))
-    });
-    verify_each(logs, independent_clocks)
+    // One log per agent: every path names a live file (a directory its events.jsonl, a rotated file
+    // `<live>.<n>` its live file), and each log is read once, its files oldest first.
+    let mut lives: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let live = crate::event_log::live_path_of(p);
+        if !lives.contains(&live) {
+            lives.push(live);
+        }
+    }
+    let mut checker = if independent_clocks { Checker::with_independent_clocks() } else { Checker::new() };
+    let mut records: Vec<Record> = Vec::new();
+    let mut notes = Vec::new();
+    let mut files_read = 0;
+    for live in &lives {
+        let log = read_agent_log(live)?;
+        files_read += log.files.len();
+        if log.files.len() > 1 {
+            let name =
+                |p: &PathBuf| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            notes.push(format!(
+                "{}: {} files read, oldest first: {} to {}",
+                live.display(),
+                log.files.len(),
+                log.files.first().map(name).unwrap_or_default(),
+                log.files.last().map(name).unwrap_or_default()
+            ));
+        }
+        if let (Some((part, file)), Some(first)) = (&log.midway, log.records.first()) {
+            checker.history_begins_midway(first);
+            notes.push(format!(
+                "{}: the history of node {} begins mid-way: its oldest file {} is log part {part} ({part} earlier \
+                 file{} rotated away); the first record kept is [{},{}]'s `{}` at ts_ms {}",
+                live.display(),
+                first.node.0,
+                file.display(),
+                if *part == 1 { " was" } else { "s were" },
+                first.node.0,
+                first.epoch.0,
+                serde_json::from_str::<serde_json::Value>(&first.to_json_line())
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                first.ts_ms
+            ));
+        }
+        records.extend(log.records);
+    }
+    let (violations, checker) = checker::check_all_keeping(&records, checker);
+    Ok(VerifyReport {
+        records: records.len(),
+        logs: lives.len(),
+        stats: stats_of(&records),
+        violations,
+        g13_skipped: independent_clocks,
+        files: files_read,
+        notes,
+        undecided: checker.undecided(),
+    })
 }
 
-/// [`verify_logs_with`] on texts already read: each `(name, text)` is one event log; `name` only labels
-/// its errors. The fuzz target of the event-log reader uses it.
+/// [`verify_logs_with`] on texts already read: each `(name, text)` is one agent's whole event log (no
+/// rotated files); `name` only labels its errors. The fuzz target of the event-log reader uses it.
 ///
 /// # Errors
 /// A [`UserError`] naming the log and line that cannot be parsed.
 pub fn verify_texts(texts: &[(&str, &str)], independent_clocks: bool) -> Result<VerifyReport, UserError> {
-    verify_each(
-        texts.iter().map(|(name, text)| Ok(((*name).to_string(), (*text).to_string()))),
-        independent_clocks,
-    )
-}
-
-/// Parses each log `(name, text)` in turn (or returns the error of reading it), then checks them all.
-fn verify_each(
-    logs: impl Iterator<Item = Result<(String, String), UserError>>,
-    independent_clocks: bool,
-) -> Result<VerifyReport, UserError> {
     let mut records: Vec<Record> = Vec::new();
-    let mut count = 0;
-    for log in logs {
-        let (name, text) = log?;
-        let parsed = checker::parse_log(&text)
+    for (name, text) in texts {
+        let parsed = checker::parse_log(text)
             .map_err(|(line, msg)| UserError(format!("{name}:{line}: {}", one_line(&msg))))?;
         records.extend(parsed);
-        count += 1;
     }
     let checker = if independent_clocks { Checker::with_independent_clocks() } else { Checker::new() };
-    let violations = checker::check_all_with(&records, checker);
+    let (violations, checker) = checker::check_all_keeping(&records, checker);
     Ok(VerifyReport {
         records: records.len(),
-        logs: count,
+        logs: texts.len(),
         stats: stats_of(&records),
         violations,
         g13_skipped: independent_clocks,
+        files: texts.len(),
+        notes: Vec::new(),
+        undecided: checker.undecided(),
     })
+}
+
+/// One agent's event log as read: its files oldest first, its records in order, and when its history
+/// begins mid-way, the oldest file's `log_part` and path.
+struct AgentLog {
+    files: Vec<PathBuf>,
+    records: Vec<Record>,
+    midway: Option<(u64, PathBuf)>,
+}
+
+/// Reads the log whose live file is `live` with its rotated files, oldest first, and checks that the
+/// files' parts follow one another (a file missing in the middle would hide records from checks that
+/// assume an unbroken history, so it is refused; missing oldest files are a history that begins mid-way).
+fn read_agent_log(live: &Path) -> Result<AgentLog, UserError> {
+    let files = crate::event_log::log_files(live)
+        .map_err(|e| UserError(format!("cannot read event log {}: {e}", live.display())))?;
+    if files.is_empty() {
+        return Err(UserError(format!(
+            "cannot read event log {}: no such file, and no rotated file {}.<n> beside it",
+            live.display(),
+            live.display()
+        )));
+    }
+    let mut records = Vec::new();
+    let mut first: Option<(u64, PathBuf)> = None;
+    let mut prev: Option<(u64, &PathBuf)> = None;
+    for path in &files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UserError(format!("cannot read event log {}: {e}", path.display())))?;
+        let parsed = checker::parse_log(&text)
+            .map_err(|(line, msg)| UserError(format!("{}:{line}: {}", path.display(), one_line(&msg))))?;
+        if parsed.is_empty() {
+            continue;
+        }
+        let part = text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v.get(crate::event_log::LOG_PART_FIELD).and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        if let Some((p, older)) = prev {
+            if part != p + 1 {
+                return Err(UserError(format!(
+                    "the files of event log {} do not follow one another: {} is log part {p} and {} is log part \
+                     {part}; a file between them is missing (verify reads one unbroken history per agent)",
+                    live.display(),
+                    older.display(),
+                    path.display()
+                )));
+            }
+        }
+        first.get_or_insert((part, path.clone()));
+        prev = Some((part, path));
+        records.extend(parsed);
+    }
+    let midway = first.filter(|(part, _)| *part > 0);
+    Ok(AgentLog { files, records, midway })
 }
 
 /// The checker's counts over `records`, fed as [`checker::check_all`] feeds them (grouped by member, each

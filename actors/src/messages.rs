@@ -221,6 +221,12 @@ pub struct ReplaceFenceLevels {
 #[rtype(result = "()")]
 pub struct AppendRecord(pub Record);
 
+/// Rotate the event log at a new size and keep a new number of files from the next line on (a reload of
+/// `log.event_log_max_bytes` or `log.event_log_keep_files`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetEventLogRotation(pub crate::event_log::Rotation);
+
 // ---------------------------------------------------------------------------------------------------
 // ClientApiActor
 // ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //!
 //! A reload loads the configuration again exactly as at start (the same files, environment and flags)
 //! and validates all of it. A configuration that does not load changes nothing. Otherwise the keys the
-//! loader's table marks [`Apply::Reload`] are applied ([`plan`]: `log.level`, `fencing.levels` and the
+//! loader's table marks [`Apply::Reload`] are applied ([`plan`]: `log.level`, `log.event_log_*`, `fencing.levels` and the
 //! `timing.*` keys, the latter together and only one step from the running timing, else refused as a
 //! whole with the reason), and every other changed key is named as needing a restart and keeps its
 //! running value.
@@ -279,6 +279,8 @@ pub fn plan_keys(
 fn apply_key(to: &mut Settings, from: &Settings, key: &str) {
     match key {
         "log.level" => to.log.level = from.log.level.clone(),
+        "log.event_log_max_bytes" => to.log.event_log_max_bytes = from.log.event_log_max_bytes,
+        "log.event_log_keep_files" => to.log.event_log_keep_files = from.log.event_log_keep_files,
         // The key ring follows in [`plan_keys`]'s steps; a refusal puts these back ([`Plan::with_keys`]).
         "node.key_file" => to.node.key_file = from.node.key_file.clone(),
         "node.accept_key_files" => to.node.accept_key_files = from.node.accept_key_files.clone(),
@@ -497,6 +499,8 @@ mod tests {
         let running = defaults();
         let mut new = running.clone();
         new.log.level = "warn".into();
+        new.log.event_log_max_bytes = 1 << 20;
+        new.log.event_log_keep_files = 3;
         new.fencing.levels = vec![FenceLevel { agents: vec![agent(1)] }];
         new.timing.heartbeat_interval_ms = 200;
         new.timing.failure_timeout_ms = 1500;

@@ -264,6 +264,10 @@ pub struct LogSection {
     /// Diagnostic log level filter (`info`, `debug`, `cohort=debug,...`) for stderr; the event log is
     /// separate and always on.
     pub level: String,
+    /// Rotate the event log before a line would take it past this size (bytes); 0 never rotates.
+    pub event_log_max_bytes: u64,
+    /// Rotated event log files kept besides the live one (`events.jsonl.1` … `.<n>`).
+    pub event_log_keep_files: u32,
 }
 
 /// `[testing]`.
@@ -283,6 +287,14 @@ impl Settings {
     /// The event log path.
     pub fn event_log_path(&self) -> PathBuf {
         self.node.event_log.clone().unwrap_or_else(|| self.node.data_dir.join("events.jsonl"))
+    }
+
+    /// How the event log is rotated (`log.event_log_max_bytes`, `log.event_log_keep_files`).
+    pub fn event_log_rotation(&self) -> crate::event_log::Rotation {
+        crate::event_log::Rotation {
+            max_bytes: self.log.event_log_max_bytes,
+            keep_files: self.log.event_log_keep_files,
+        }
     }
 
     /// The client socket path.

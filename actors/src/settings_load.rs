@@ -306,7 +306,7 @@ const LEVEL_FIELDS: &[Field] = &[f(
 /// This table is the one description of the configuration: the loader checks every layer against it,
 /// a reload applies exactly the keys marked [`Apply::Reload`] (made with `live`), and the
 /// `cohort.toml(5)` manual page is generated from it ([`key_docs`]) together with the defaults and
-/// comments of `config/default.toml`. `log.level`, `fencing.levels` (which carries the fence agents'
+/// comments of `config/default.toml`. `log.level`, the event log's rotation (`log.event_log_*`), `fencing.levels` (which carries the fence agents'
 /// timeouts and retries), the protocol timing (`timing.*`, one step at a time, see
 /// [`cohort::Timing::check_step`]) and the key files (`node.key_file`, `node.accept_key_files`, into
 /// the key ring, see [`crate::reload::plan_keys`]) are applied at a reload: the core takes its limits,
@@ -389,6 +389,12 @@ const KEYS: &[Field] = &[
         Kind::LogFilter,
         "a log level (error, warn, info, debug, trace) or a filter like \"cohort_actors=debug,info\"",
     ),
+    live(
+        "log.event_log_max_bytes",
+        Kind::Uint { min: 0, max: u64::MAX },
+        "an integer number of bytes (0: never rotate)",
+    ),
+    live("log.event_log_keep_files", Kind::Uint { min: 0, max: 10_000 }, "an integer number of files between 0 and 10000"),
     f("testing.link_filter", Kind::Bool, BOOL_TEXT),
 ];
 
@@ -1398,6 +1404,29 @@ mod tests {
         let c = dir.file("c.toml", "[node]\naccept_key_files = [\"/k/a.key\", \"\"]\n");
         let e = load_err(&opts(&[&c]));
         assert_eq!(e.key(), Some("node.accept_key_files[1]"));
+    }
+
+    #[test]
+    fn event_log_rotation_keys_load_and_their_mistakes_name_the_key() {
+        let l = load(&defaults()).expect("defaults load");
+        assert_eq!(l.settings.log.event_log_max_bytes, 64 << 20);
+        assert_eq!(l.settings.log.event_log_keep_files, 8);
+        assert_eq!(apply_of("log.event_log_max_bytes"), Some(Apply::Reload));
+        assert_eq!(apply_of("log.event_log_keep_files"), Some(Apply::Reload));
+        let dir = TempDir::new();
+        let a = dir.file("a.toml", "[log]\nevent_log_max_bytes = 0\nevent_log_keep_files = 2\n");
+        let l = load(&opts(&[&a])).expect("loads");
+        assert_eq!(
+            l.settings.event_log_rotation(),
+            crate::event_log::Rotation { max_bytes: 0, keep_files: 2 }
+        );
+        let b = dir.file("b.toml", "[log]\nevent_log_max_bytes = -1\n");
+        assert_eq!(load_err(&opts(&[b])).key(), Some("log.event_log_max_bytes"));
+        let mut o = defaults();
+        o.env = vec![("COHORT__LOG__EVENT_LOG_KEEP_FILES".into(), "many".into())];
+        let e = load_err(&o);
+        assert_eq!(e.key(), Some("log.event_log_keep_files"));
+        assert!(e.to_string().contains("expected an integer number of files"), "{e}");
     }
 
     #[test]

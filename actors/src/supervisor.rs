@@ -242,9 +242,13 @@ pub async fn start_node(settings: Settings) -> anyhow::Result<NodeHandle> {
     let sup = sup_ctx.address();
 
     // 3. The event log.
-    let event_log = EventLogActor::open(&settings.event_log_path(), sup.clone().recipient())
-        .with_context(|| format!("cannot open the event log {}", settings.event_log_path().display()))?
-        .start();
+    let event_log = EventLogActor::open_rotating(
+        &settings.event_log_path(),
+        settings.event_log_rotation(),
+        sup.clone().recipient(),
+    )
+    .with_context(|| format!("cannot open the event log {}", settings.event_log_path().display()))?
+    .start();
 
     // 4. The membership's address exists before the actor, so the actors it talks to can point at it.
     let m_ctx: Context<MembershipActor> = Context::new();
@@ -584,6 +588,9 @@ async fn reload(
             }
             "fencing.levels" => {
                 handle.fencing.do_send(ReplaceFenceLevels { levels: plan.next.fencing.levels.clone() })
+            }
+            "log.event_log_max_bytes" | "log.event_log_keep_files" => {
+                handle.event_log.do_send(crate::messages::SetEventLogRotation(plan.next.event_log_rotation()))
             }
             _ => {}
         }
