@@ -69,7 +69,7 @@ fn keyed_flood(
         for (id, addr) in &to {
             let len = 1 + (rng.next() % 1400) as usize;
             rng.fill(&mut plain[..len]);
-            if rng.next() % 2 == 0 && len >= 3 {
+            if rng.next().is_multiple_of(2) && len >= 3 {
                 plain[0] = cohort::wire::MAGIC;
                 plain[1] = cohort::wire::WIRE_VERSION;
                 plain[2] = (rng.next() % 2) as u8;
