@@ -1587,6 +1587,20 @@ impl Sim {
             self.unheard_leaves
                 .retain(|m| !members.iter().any(|x| x.node() == m.node() && x.epoch() > m.epoch()));
         }
+        if let Event::SelfFence { .. } = &r.event {
+            // A leaver whose watchdog fired before its leave completed (no `stop` yet) gave its state up
+            // and dies as a reset, not as a clean leave: the others may rightly count it as failed.
+            let m = r.member();
+            let stopped = self.log.iter().any(|x| x.member() == m && matches!(x.event, Event::Stop { .. }));
+            if self.clean_leavers.contains(&m) && !stopped {
+                self.clean_leavers.remove(&m);
+                self.unheard_leaves.remove(&m);
+                self.note(format!(
+                    "{} self-fenced before its leave completed: it no longer counts as a clean leave for L6",
+                    fmt_member(m)
+                ));
+            }
+        }
         if let Event::View { primary, left, .. } = &r.event {
             for m in left {
                 if *primary {
