@@ -6,28 +6,35 @@
 //! - G12: every record carries this member's node and epoch (an epoch is never reused by one run);
 //! - G2: the views it installs have strictly increasing ids;
 //! - G5: within a view, its deliveries have strictly increasing positions of the total order, and a
-//!   message id is delivered at most once (checked over the current and the previous view, which is
-//!   where a resent message could show up again; memory stays bounded by the two views' deliveries);
+//!   message id is delivered at most once (checked over this member's last [`RECENT`] deliveries,
+//!   across views, which covers where a resent message could show up again: the tail of the previous
+//!   view. The memory is bounded by that window, not by how long a view lives: a view can last months,
+//!   and a set of every id delivered in it grew without bound);
 //! - G7: it delivers application messages only in a primary view.
 
 use crate::record::{Event, Record};
 use crate::types::{Member, ViewId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
-/// The tripwire's state: a few values per view, bounded.
+/// How many of this member's latest deliveries the tripwire remembers to catch a message delivered
+/// twice (the whole-cluster checker, `cohort verify`, checks every delivery of a log).
+pub const RECENT: usize = 16 * 1024;
+
+/// The tripwire's state: a few values per view and a bounded window of recent message ids.
 #[derive(Clone, Debug)]
 pub struct Tripwire {
     me: Member,
     view: Option<(ViewId, bool)>,
     last_seq: u64,
-    current: BTreeSet<String>,
-    previous: BTreeSet<String>,
+    /// The last [`RECENT`] delivered ids, oldest first, and the same as a set.
+    recent: VecDeque<String>,
+    recent_set: BTreeSet<String>,
 }
 
 impl Tripwire {
     /// A tripwire for member `me`.
     pub fn new(me: Member) -> Tripwire {
-        Tripwire { me, view: None, last_seq: 0, current: BTreeSet::new(), previous: BTreeSet::new() }
+        Tripwire { me, view: None, last_seq: 0, recent: VecDeque::new(), recent_set: BTreeSet::new() }
     }
 
     /// Observes the next record this member emitted; `Some(description)` when it breaks an invariant.
@@ -44,7 +51,6 @@ impl Tripwire {
                 }
                 self.view = Some((*view, *primary));
                 self.last_seq = 0;
-                self.previous = std::mem::take(&mut self.current);
                 None
             }
             Event::Deliver { msg, view, seq, .. } => {
@@ -68,8 +74,14 @@ impl Tripwire {
                     }
                     self.last_seq = *s;
                 }
-                if self.previous.contains(msg) || !self.current.insert(msg.clone()) {
+                if !self.recent_set.insert(msg.clone()) {
                     return Some(format!("G5: message {msg} delivered twice"));
+                }
+                self.recent.push_back(msg.clone());
+                if self.recent.len() > RECENT {
+                    if let Some(old) = self.recent.pop_front() {
+                        self.recent_set.remove(&old);
+                    }
                 }
                 None
             }
@@ -147,5 +159,21 @@ mod tests {
             let v = run(&h).unwrap_or_else(|| panic!("no violation found for {g} in {h:?}"));
             assert!(v.starts_with(g), "{v} should name {g}");
         }
+    }
+
+    #[test]
+    fn memory_stays_bounded_in_a_long_view_and_recent_duplicates_are_still_caught() {
+        let mut t = Tripwire::new(ME);
+        assert_eq!(t.observe(&view(1, true)), None);
+        let n = (RECENT * 3) as u64;
+        for i in 1..=n {
+            assert_eq!(t.observe(&deliver(&format!("1.2.{i}"), 1, i)), None);
+        }
+        assert_eq!(t.recent.len(), RECENT, "the window holds the last RECENT ids, no more");
+        assert_eq!(t.recent_set.len(), RECENT);
+        // A duplicate of a recent delivery, in the next view (a resent message showing up again).
+        assert_eq!(t.observe(&view(2, true)), None);
+        let again = t.observe(&deliver(&format!("1.2.{n}"), 2, 1)).expect("a recent duplicate is caught");
+        assert!(again.starts_with("G5"), "{again}");
     }
 }
