@@ -3185,6 +3185,12 @@ impl Node {
         current: bool,
         out: &mut Vec<Output>,
     ) {
+        if who == self.me && current {
+            // Nothing about a group is kept past our own leave of it, so an application that joins
+            // ever new groups does not grow the agent.
+            self.local_group_op.remove(&group);
+            self.applied_tokens.remove(&group);
+        }
         let Some(list) = self.groups.get_mut(&group) else { return };
         let Some(pos) = list.iter().position(|m| *m == who) else { return };
         list.remove(pos);

@@ -363,3 +363,34 @@ fn a_timing_step_too_far_for_peers_that_still_run_the_old_one_is_refused() {
     let shorter = Timing { failure_timeout_ms: 150, ..node.timing() };
     node.set_timing(shorter).expect("a shorter failure timeout is fine");
 }
+
+#[test]
+fn nothing_is_kept_of_a_group_after_its_members_leave() {
+    // The soak's churn: every client visit joins a group of a new name, is given state, and leaves.
+    let mut net = Net::new(&[1, 2], |_| {});
+    net.run(1000);
+    for round in 0..40 {
+        let group = format!("visit-{round}");
+        for id in [1, 2] {
+            let mut out = Vec::new();
+            net.nodes.get_mut(&id).expect("node").join_group(net.now, &group, &mut out);
+            net.apply(id, out);
+            net.run(100);
+        }
+        let n2 = net.nodes.get(&2).expect("node");
+        assert!(n2.applied_tokens.contains_key(&group), "round {round}: node 2 was given state");
+        for id in [2, 1] {
+            let mut out = Vec::new();
+            net.nodes.get_mut(&id).expect("node").leave_group(net.now, &group, &mut out);
+            net.apply(id, out);
+            net.run(100);
+        }
+    }
+    for (id, n) in &net.nodes {
+        assert!(n.groups.is_empty(), "node {id} groups: {:?}", n.groups);
+        assert!(n.my_groups.is_empty(), "node {id} my_groups: {:?}", n.my_groups.keys());
+        assert!(n.local_group_op.is_empty(), "node {id} local_group_op: {:?}", n.local_group_op);
+        assert!(n.applied_tokens.is_empty(), "node {id} applied_tokens: {:?}", n.applied_tokens);
+        assert!(n.transfers.is_empty() && n.providing.is_empty() && n.early_states.is_empty(), "node {id}");
+    }
+}

@@ -93,7 +93,41 @@ impl Default for AgentClock {
     }
 }
 
-const MAX_TRACKED_SENDS: usize = 200_000;
+/// At most this many sends whose latency is still to be measured (those in flight).
+const MAX_TRACKED_SENDS: usize = 65_536;
+
+/// When each of this node's messages in flight was sent, for the delivery latency metric. Bounded by
+/// what is in flight: own messages are delivered in the order they were sent, so one sent before a
+/// delivered one and not delivered yet never will be (a view change dropped it) and is forgotten.
+#[derive(Default)]
+struct SendClock {
+    times: BTreeMap<MsgId, Instant>,
+    order: VecDeque<MsgId>,
+}
+
+impl SendClock {
+    fn sent(&mut self, id: MsgId, at: Instant) {
+        if self.order.len() >= MAX_TRACKED_SENDS {
+            if let Some(old) = self.order.pop_front() {
+                self.times.remove(&old);
+            }
+        }
+        self.times.insert(id, at);
+        self.order.push_back(id);
+    }
+
+    /// When `id` was sent, if this clock saw it; forgets it and every send before it.
+    fn delivered(&mut self, id: &MsgId) -> Option<Instant> {
+        let at = self.times.remove(id)?;
+        while let Some(f) = self.order.pop_front() {
+            self.times.remove(&f);
+            if f == *id {
+                break;
+            }
+        }
+        Some(at)
+    }
+}
 
 /// The actor. See the module documentation.
 pub struct MembershipActor {
@@ -103,8 +137,7 @@ pub struct MembershipActor {
     links: MembershipLinks,
     metrics: Arc<Metrics>,
     clock: AgentClock,
-    send_times: BTreeMap<MsgId, Instant>,
-    send_order: VecDeque<MsgId>,
+    send_clock: SendClock,
     left_told: bool,
     flush_scheduled: bool,
     last_flush: Instant,
@@ -158,8 +191,7 @@ impl MembershipActor {
             links,
             metrics,
             clock,
-            send_times: BTreeMap::new(),
-            send_order: VecDeque::new(),
+            send_clock: SendClock::default(),
             left_told: false,
             flush_scheduled: false,
             last_flush: Instant::now(),
@@ -221,7 +253,7 @@ impl MembershipActor {
                 Output::Notify(n) => {
                     if let Notification::Deliver { msg, .. } = &n {
                         if msg.sender == self.node.member() {
-                            if let Some(t) = self.send_times.remove(msg) {
+                            if let Some(t) = self.send_clock.delivered(msg) {
                                 self.metrics.observe_latency_us(t.elapsed().as_micros() as u64);
                             }
                         }
@@ -324,16 +356,6 @@ impl MembershipActor {
             }
             _ => {}
         }
-    }
-
-    fn track_send(&mut self, id: MsgId) {
-        if self.send_order.len() >= MAX_TRACKED_SENDS {
-            if let Some(old) = self.send_order.pop_front() {
-                self.send_times.remove(&old);
-            }
-        }
-        self.send_times.insert(id, Instant::now());
-        self.send_order.push_back(id);
     }
 
     fn tick_interval(&self) -> Duration {
@@ -463,7 +485,7 @@ impl Handler<Multicast> for MembershipActor {
             ctx.notify(FlushQueued { deferred: false });
         }
         match &r {
-            Ok(id) => self.track_send(*id),
+            Ok(id) => self.send_clock.sent(*id, Instant::now()),
             Err(SendError::QueueFull) => {
                 self.metrics.flow_control_waits.fetch_add(1, Relaxed);
             }
@@ -595,8 +617,7 @@ impl Handler<ReplaceCore> for MembershipActor {
         });
         self.node.set_deferred_flush(true);
         self.tripwire = Tripwire::new(self.node.member());
-        self.send_times.clear();
-        self.send_order.clear();
+        self.send_clock = SendClock::default();
         self.left_told = false;
         self.execute(out, ctx);
     }
@@ -616,5 +637,41 @@ impl Handler<RecordStop> for MembershipActor {
             event: Event::Stop { reason: msg.reason },
         };
         self.links.record.do_send(AppendRecord(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort::Epoch;
+
+    fn id(seq: u64) -> MsgId {
+        MsgId { sender: Member(NodeId(1), Epoch(1)), n: seq }
+    }
+
+    #[test]
+    fn the_send_clock_holds_only_the_sends_in_flight() {
+        let mut c = SendClock::default();
+        let t0 = Instant::now();
+        for s in 1..=10_000 {
+            c.sent(id(s), t0);
+            assert_eq!(c.delivered(&id(s)), Some(t0));
+        }
+        assert!(c.order.is_empty() && c.times.is_empty(), "delivered sends are forgotten");
+        // 11 and 12 were dropped by a view change; 13 is delivered: all three are gone, 14 stays.
+        for s in 11..=14 {
+            c.sent(id(s), t0);
+        }
+        assert_eq!(c.delivered(&id(13)), Some(t0));
+        assert_eq!(c.order.iter().copied().collect::<Vec<_>>(), vec![id(14)]);
+        assert_eq!(c.times.len(), 1);
+        assert_eq!(c.delivered(&id(12)), None, "a forgotten send has no latency");
+        assert_eq!(c.order.len(), 1, "and a delivery the clock does not know forgets nothing");
+        // Never delivered at all: the bound holds.
+        for s in 100..100 + 2 * MAX_TRACKED_SENDS as u64 {
+            c.sent(id(s), t0);
+        }
+        assert_eq!(c.order.len(), MAX_TRACKED_SENDS);
+        assert_eq!(c.times.len(), MAX_TRACKED_SENDS);
     }
 }

@@ -280,7 +280,9 @@ fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
             node + 1,
             disk / 1024
         );
-        assert!(rss1 <= rss0 * 6 / 5 + 2048, "node {}: RSS grew from {rss0} to {rss1} KiB", node + 1);
+        // Flat to the KiB once the bounded windows (tripwire, send clock) have filled; 5 % and 1 MiB
+        // of slack for the allocator. The leaks this caught grew 1 MiB every 15 s.
+        assert!(rss1 <= rss0 + rss0 / 20 + 1024, "node {}: RSS grew from {rss0} to {rss1} KiB", node + 1);
         assert!(fd1 <= fd0 + 16, "node {}: descriptors grew from {fd0} to {fd1}", node + 1);
         // The log's files, a line over each, and the small files of the data directory.
         let bound = (KEEP + 1) * (MAX_BYTES + 4096) + 256 * 1024;
