@@ -446,6 +446,14 @@ pub struct Node {
     leavers: BTreeSet<Member>,
     next_n: u64,
     outbox: VecDeque<Outgoing>,
+    /// The application's operations that wait for a state transfer: a multicast to a group whose
+    /// state this member does not hold yet (its join is not delivered, or its state has not arrived),
+    /// and every multicast and join of the application after it, in the order it made them. They enter
+    /// the outbox once the group's state is in place, so nothing the application sends while it waits
+    /// is ordered before its state (and lost if nobody can give that state), or when the application
+    /// leaves a group. Counted in the send queue.
+    deferred: VecDeque<(MsgId, Delivery, Op)>,
+    /// Bytes of the outbox and of `deferred`.
     outbox_bytes: usize,
     my_ordered_vseq: u64,
     next_vseq: u64,
@@ -561,6 +569,7 @@ impl Node {
             leavers: BTreeSet::new(),
             next_n: 1,
             outbox: VecDeque::new(),
+            deferred: VecDeque::new(),
             outbox_bytes: 0,
             my_ordered_vseq: 0,
             next_vseq: 1,
@@ -668,7 +677,7 @@ impl Node {
             groups: self.groups.clone(),
             pending_fences: self.durable.registry.pending_fences(),
             stateful_merges: self.merges.keys().copied().collect(),
-            outbox: self.outbox.len(),
+            outbox: self.outbox.len() + self.deferred.len(),
             held_msgs: self.ord.as_ref().map_or(0, Ordering::held),
             changing: self.coord.is_some() || self.frozen_since.is_some(),
             peers: self
@@ -831,7 +840,7 @@ impl Node {
         if payload.len() > self.cfg.max_message_bytes {
             return Err(SendError::TooLarge);
         }
-        if self.outbox.len() >= self.cfg.send_queue_msgs
+        if self.outbox.len() + self.deferred.len() >= self.cfg.send_queue_msgs
             || self.outbox_bytes + payload.len() > self.cfg.send_queue_bytes
         {
             self.want_send_ready = true;
@@ -849,7 +858,7 @@ impl Node {
             },
             out,
         );
-        self.push_out(id, delivery, Op::App { group: group.to_string(), payload });
+        self.push_app(id, delivery, Op::App { group: group.to_string(), payload });
         if !self.deferred_flush {
             self.pump(now, out);
             self.drain_loopback(now, out);
@@ -879,7 +888,7 @@ impl Node {
         self.my_groups.insert(group.to_string(), MyGroup::Joining);
         let id = self.new_id();
         self.local_group_op.insert(group.to_string(), id);
-        self.push_out(id, Delivery::Agreed, Op::Join { group: group.to_string() });
+        self.push_app(id, Delivery::Agreed, Op::Join { group: group.to_string() });
         self.pump(now, out);
         self.drain_loopback(now, out);
     }
@@ -891,6 +900,11 @@ impl Node {
             return;
         }
         self.refresh_transfer_block(now, out);
+        // A leave is never deferred: a member whose application left must not keep others waiting for
+        // a state it will not give (that member may itself wait for a state from one of them). What
+        // was deferred goes first, in order; a multicast to a group still waiting for its state is then
+        // ordered before that state, held, and dropped with it if the group restarts from empty state.
+        self.release_deferred_all();
         let id = self.new_id();
         self.local_group_op.insert(group.to_string(), id);
         self.push_out(id, Delivery::Agreed, Op::LeaveGroup { group: group.to_string() });
@@ -1127,6 +1141,41 @@ impl Node {
     fn push_out(&mut self, id: MsgId, delivery: Delivery, op: Op) {
         self.outbox_bytes += op.size();
         self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+    }
+
+    /// An operation of the application: into the outbox, or into `deferred` behind a multicast that
+    /// waits for its group's state (the application's operations keep their order).
+    fn push_app(&mut self, id: MsgId, delivery: Delivery, op: Op) {
+        if self.deferred.is_empty() && !self.waits_for_state(&op) {
+            self.push_out(id, delivery, op);
+        } else {
+            self.outbox_bytes += op.size();
+            self.deferred.push_back((id, delivery, op));
+        }
+    }
+
+    /// A multicast to a group whose state this member's application does not hold yet.
+    fn waits_for_state(&self, op: &Op) -> bool {
+        matches!(op, Op::App { group, .. }
+            if matches!(self.my_groups.get(group), Some(MyGroup::Joining | MyGroup::Awaiting { .. })))
+    }
+
+    /// Moves every deferred operation into the outbox, in order.
+    fn release_deferred_all(&mut self) {
+        while let Some((id, delivery, op)) = self.deferred.pop_front() {
+            self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+        }
+    }
+
+    /// Moves the deferred operations whose group's state is now in place into the outbox, in order.
+    fn release_deferred(&mut self) {
+        while let Some((_, _, op)) = self.deferred.front() {
+            if self.waits_for_state(op) {
+                break;
+            }
+            let Some((id, delivery, op)) = self.deferred.pop_front() else { break };
+            self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+        }
     }
 
     fn record(&mut self, now: u64, event: Event, out: &mut Vec<Output>) {
@@ -2810,6 +2859,9 @@ impl Node {
 
     /// Sends queued messages to the sequencer, multicasts newly ordered ones, delivers what can be.
     fn pump(&mut self, now: u64, out: &mut Vec<Output>) {
+        if !self.deferred.is_empty() {
+            self.release_deferred();
+        }
         if !self.active() {
             return;
         }
@@ -3023,7 +3075,7 @@ impl Node {
             self.deliver_op(now, view, om, out);
         }
         if self.want_send_ready
-            && self.outbox.len() < self.cfg.send_queue_msgs
+            && self.outbox.len() + self.deferred.len() < self.cfg.send_queue_msgs
             && self.outbox_bytes < self.cfg.send_queue_bytes
         {
             self.want_send_ready = false;
@@ -3240,6 +3292,7 @@ impl Node {
     /// True when this member's application left `group` and the `LeaveGroup` is not delivered yet.
     fn leave_pending(&self, group: &str) -> bool {
         self.outbox.iter().any(|o| matches!(&o.op, Op::LeaveGroup { group: g } if g == group))
+            || self.deferred.iter().any(|(_, _, op)| matches!(op, Op::LeaveGroup { group: g } if g == group))
     }
 
     /// Asks this node's application for its state, if it is a full member of the group. An application

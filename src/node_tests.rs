@@ -17,6 +17,8 @@ struct Net {
     records: Vec<Record>,
     delivered: BTreeMap<Member, Vec<(ViewId, u64, MsgId)>>,
     fences: Vec<(u32, Member)>,
+    /// When set, applications do not answer `ProvideState` (as one that is about to leave).
+    withhold_state: bool,
 }
 
 impl Net {
@@ -41,6 +43,7 @@ impl Net {
             records: Vec::new(),
             delivered: BTreeMap::new(),
             fences: Vec::new(),
+            withhold_state: false,
         };
         for &id in ids {
             net.start(id);
@@ -78,6 +81,7 @@ impl Net {
                         self.delivered.entry(m).or_default().push((view, seq, msg));
                     }
                 }
+                Output::Notify(Notification::ProvideState { .. }) if self.withhold_state => {}
                 Output::Notify(Notification::ProvideState { group, joiner, token }) => {
                     let mut more = Vec::new();
                     if let Some(n) = self.nodes.get_mut(&id) {
@@ -393,4 +397,33 @@ fn nothing_is_kept_of_a_group_after_its_members_leave() {
         assert!(n.applied_tokens.is_empty(), "node {id} applied_tokens: {:?}", n.applied_tokens);
         assert!(n.transfers.is_empty() && n.providing.is_empty() && n.early_states.is_empty(), "node {id}");
     }
+}
+
+#[test]
+fn a_joiner_whose_provider_leaves_before_giving_state_loses_none_of_its_own_messages() {
+    // The group's only member (node 1) is asked for its state, does not give it, and leaves: nobody
+    // holds the state, so the joiner (node 2) starts from empty state at the leave. What its
+    // application multicast while it waited must still reach it, after that empty state.
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.run(1000);
+    let mut out = Vec::new();
+    net.nodes.get_mut(&1).expect("node").join_group(net.now, "g", &mut out);
+    net.apply(1, out);
+    net.run(100);
+    net.withhold_state = true;
+    let mut out = Vec::new();
+    net.nodes.get_mut(&2).expect("node").join_group(net.now, "g", &mut out);
+    net.apply(2, out);
+    net.run(100);
+    let mine: Vec<MsgId> = (0..5u32).map(|i| net.send(2, &i.to_le_bytes(), Delivery::Agreed)).collect();
+    net.run(100);
+    let mut out = Vec::new();
+    net.nodes.get_mut(&1).expect("node").leave_group(net.now, "g", &mut out);
+    net.apply(1, out);
+    net.run(300);
+    let m2 = net.nodes.get(&2).expect("node").member();
+    let got: Vec<MsgId> =
+        net.delivered.get(&m2).map(|v| v.iter().map(|(_, _, m)| *m).collect()).unwrap_or_default();
+    assert_eq!(got, mine, "node 2's application got its own messages, in order");
+    assert!(matches!(net.nodes.get(&2).expect("node").my_groups.get("g"), Some(MyGroup::Member)));
 }

@@ -20,7 +20,8 @@
 
 #![allow(dead_code)]
 
-use cohort_actors::client::Client;
+use cohort::Delivery;
+use cohort_actors::client::{Client, ClientError, ClientEvent};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
@@ -471,4 +472,55 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One client's visit: connect to the agent at `socket`, join `group`, multicast `count` messages and
+/// wait until all of them are delivered back to it, then leave by dropping the connection.
+///
+/// Visits in turn to one group on different nodes often meet the previous visitor still on its way
+/// out: the new join is ordered first, the leaver is asked for its state and never gives it, and the
+/// joiner starts from empty state when the leave is delivered (`actors/tests/group_churn.rs`).
+///
+/// It counts its progress in `stage`: 1 connected, 2 in the group, 3 sent, then 3 + own deliveries seen
+/// (for a report when a visit does not finish).
+pub async fn visit(
+    socket: &Path,
+    group: &str,
+    count: u32,
+    stage: &std::sync::atomic::AtomicU32,
+) -> Result<(), ClientError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut client = Client::connect(socket, "rotation-test").await?;
+    let me = client.member();
+    stage.store(1, Relaxed);
+    client.join(group).await?;
+    loop {
+        match client.next_event().await? {
+            ClientEvent::GroupView { group: g, members } if g == group && members.contains(&me) => break,
+            ClientEvent::ProvideState { group: g, joiner, token } => {
+                client.provide_state(&g, joiner, token, Vec::new()).await?
+            }
+            _ => {}
+        }
+    }
+    stage.store(2, Relaxed);
+    for i in 0..count {
+        client.send_nowait(group, format!("visit {i}").into_bytes(), Delivery::Agreed).await?;
+    }
+    stage.store(3, Relaxed);
+    let mut own = 0;
+    while own < count {
+        match client.next_event().await? {
+            ClientEvent::Deliver { group: g, sender, .. } if g == group && sender == me => {
+                own += 1;
+                stage.store(3 + own, Relaxed);
+            }
+            ClientEvent::SendFailed { error, .. } => return Err(ClientError::SendFailed(error)),
+            ClientEvent::ProvideState { group: g, joiner, token } => {
+                client.provide_state(&g, joiner, token, Vec::new()).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
