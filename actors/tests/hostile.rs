@@ -336,15 +336,26 @@ fn authenticated_garbage_and_malformed_frames_for_30_s_change_nothing() {
         let socket = sockets[1].clone();
         std::thread::spawn(move || hostile_clients(socket, stop))
     };
+    // Resident memory before the flood, then its peak during it, sampled every 100 ms.
+    let pids: Vec<u32> = [1, 2, 3].iter().map(|id| c.pid(*id)).collect();
+    let rss_before: Vec<u64> = pids.iter().map(|p| support::rss_kib(*p).unwrap_or(0)).collect();
     let timer = {
         let stop = stop.clone();
+        let pids = pids.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            // The flood's length is the subject of the test.
+            let mut peak = vec![0u64; pids.len()];
+            // The flood's length is the subject of the test; the period is the sampling rate.
             while started.elapsed() < FLOOD {
-                std::thread::park_timeout(FLOOD.saturating_sub(started.elapsed()));
+                for (i, p) in pids.iter().enumerate() {
+                    peak[i] = peak[i].max(support::rss_kib(*p).unwrap_or(0));
+                }
+                std::thread::park_timeout(
+                    FLOOD.saturating_sub(started.elapsed()).min(Duration::from_millis(100)),
+                );
             }
             stop.store(true, Ordering::Relaxed);
+            peak
         })
     };
     let progress: Vec<Arc<std::sync::atomic::AtomicUsize>> = (0..3).map(|_| Default::default()).collect();
@@ -363,7 +374,7 @@ fn authenticated_garbage_and_malformed_frames_for_30_s_change_nothing() {
     stop.store(true, Ordering::Relaxed);
     let sent_datagrams = flood.join().expect("flood thread");
     let (hostile_cases, hostile_failures) = hostile.join().expect("hostile thread");
-    let _ = timer.join();
+    let rss_peak = timer.join().expect("timer thread");
 
     let delivered_so_far: Vec<usize> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
     let (r1, r2, r3) = results.unwrap_or_else(|_| {
@@ -382,6 +393,15 @@ fn authenticated_garbage_and_malformed_frames_for_30_s_change_nothing() {
         sent.len()
     );
 
+    // Memory stays within the agent's bounded buffers: the flood is dropped, not queued.
+    for (i, (before, peak)) in rss_before.iter().zip(&rss_peak).enumerate() {
+        println!("node {}: RSS {before} KiB before the flood, peak {peak} KiB during it", i + 1);
+        assert!(
+            *peak <= before + 16 * 1024,
+            "node {}: RSS rose from {before} KiB to {peak} KiB during the flood",
+            i + 1
+        );
+    }
     // Every agent still runs and none panicked.
     for id in [1, 2, 3] {
         assert!(c.exited(id).is_none(), "node {id}'s agent exited during the flood");
