@@ -1254,6 +1254,15 @@ impl Node {
 
     /// Updates liveness for `from`; returns false when the datagram must be ignored (an older epoch).
     fn note_peer(&mut self, now: u64, from: Member, body: &Body) -> bool {
+        // A member left out of view changes because it did not answer one (`refused`) and then fell
+        // silent for the failure timeout was cut off, not refusing: heard again, the cut has healed, and
+        // it takes part in the next change at once (L4) instead of after the refusal's four failure
+        // timeouts. One that went on being heard while it did not answer (a one-way link) stays out.
+        if self.peers.get(&from.node()).is_some_and(|p| {
+            p.member == from && now.saturating_sub(p.last_heard) > self.cfg.failure_timeout_ms
+        }) {
+            self.refused.remove(&from);
+        }
         let entry = self.peers.entry(from.node()).or_insert_with(|| Peer::heard(from, now));
         if from.epoch() < entry.member.epoch() {
             return false;

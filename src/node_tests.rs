@@ -427,3 +427,36 @@ fn a_joiner_whose_provider_leaves_before_giving_state_loses_none_of_its_own_mess
     assert_eq!(got, mine, "node 2's application got its own messages, in order");
     assert!(matches!(net.nodes.get(&2).expect("node").my_groups.get("g"), Some(MyGroup::Member)));
 }
+
+#[test]
+fn members_left_out_for_not_answering_a_change_rejoin_as_soon_as_the_cut_heals() {
+    // Node 5 crashes; 150 ms later, before node 1 suspects it, {1, 2} are cut off from {3, 4}. Node 1's
+    // change (without 5) still names 3 and 4, heard 50 ms earlier; they never answer and are left out
+    // of its next try. The cut heals soon after: the four must be one view again within a discovery
+    // interval and a view change, not only once the left-out members' refusal has expired.
+    let mut net = Net::new(&[1, 2, 3, 4, 5], |_| {});
+    net.run(1000);
+    net.nodes.remove(&5);
+    net.run(150);
+    net.partition(&[1, 2], &[3, 4]);
+    net.run(450);
+    let cut_view = net.view_of(1).expect("a view");
+    let nodes = |v: &View| v.members.iter().map(|m| m.node().0).collect::<Vec<_>>();
+    assert_eq!(nodes(&cut_view), vec![1, 2], "node 1 left 3 and 4 out while cut off");
+    assert!(
+        net.nodes[&1].refused.keys().any(|m| m.node().0 == 3),
+        "node 1 left 3 out for not answering its change: {:?}",
+        net.nodes[&1].refused
+    );
+    net.cut.clear();
+    let healed = net.now;
+    let bound = net.cfg.discovery_interval_ms + 2 * net.cfg.view_change_timeout_ms;
+    while net.now < healed + bound && net.view_of(1).map(|v| nodes(&v)) != Some(vec![1, 2, 3, 4]) {
+        net.run(5);
+    }
+    assert_eq!(
+        net.view_of(1).map(|v| nodes(&v)),
+        Some(vec![1, 2, 3, 4]),
+        "one view of the four within {bound} ms of the heal"
+    );
+}
