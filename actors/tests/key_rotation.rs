@@ -12,7 +12,7 @@ mod inprocess;
 
 use cohort::{Delivery, Event, Record};
 use cohort_actors::crypto::ClusterKey;
-use cohort_actors::messages::{JoinGroup, Multicast};
+use cohort_actors::messages::Multicast;
 use cohort_actors::supervisor::NodeHandle;
 use inprocess::*;
 use std::os::unix::fs::PermissionsExt as _;
@@ -110,8 +110,8 @@ async fn the_cluster_key_is_rotated_under_traffic_with_no_view_change_and_no_los
     let hs = nodes.start_all([1, 2, 3]).await;
     wait_primary_of_all(&hs.iter().collect::<Vec<_>>()).await;
     let sockets: Vec<PathBuf> = (1..=3).map(|id| nodes.settings(id, "").operator_socket_path()).collect();
-    for h in &hs {
-        h.membership.send(JoinGroup { group: GROUP.into() }).await.expect("join");
+    for id in 1..=3 {
+        join_as_application(&nodes.settings(id, "").socket_path(), GROUP).await;
     }
     for h in &hs {
         let members = hs.iter().map(|x| x.member).collect::<Vec<_>>();

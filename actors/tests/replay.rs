@@ -131,8 +131,9 @@ async fn replayed_traffic_of_an_earlier_and_the_current_incarnation_changes_no_v
     let (tx3, mut tap3) = tokio::sync::mpsc::unbounded_channel();
     h2.transport.send(TapDatagrams(Some(tx2))).await.expect("transport alive");
     h3.transport.send(TapDatagrams(Some(tx3))).await.expect("transport alive");
-    for h in [&h2, &h3] {
-        h.membership.send(JoinGroup { group: GROUP.into() }).await.expect("join");
+    // Through client connections that answer state requests: node 1's incarnations join after them.
+    for id in [2, 3] {
+        join_as_application(&nodes.settings(id, "").socket_path(), GROUP).await;
     }
 
     // The earlier incarnation: joins, multicasts, leaves cleanly, and its process ends.

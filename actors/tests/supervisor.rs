@@ -15,7 +15,7 @@ mod inprocess;
 
 use cohort::node::NewEpochReason;
 use cohort::{Delivery, Epoch, Event, Member};
-use cohort_actors::messages::{FatalError, JoinGroup, Multicast, NewEpochRequested, SelfFenced};
+use cohort_actors::messages::{FatalError, Multicast, NewEpochRequested, SelfFenced};
 use cohort_actors::supervisor::{leave_deadline, ShutdownOutcome};
 use cohort_actors::transport::{GetLocalAddr, InjectSocketFailure};
 use inprocess::*;
@@ -45,8 +45,9 @@ async fn a_transport_whose_socket_failed_is_restarted_on_its_address_and_the_nod
 
     // The node still talks: a message multicast at node 2 after the restart is delivered at node 1.
     let group = "after-restart".to_string();
-    h1.membership.send(JoinGroup { group: group.clone() }).await.expect("join");
-    h2.membership.send(JoinGroup { group: group.clone() }).await.expect("join");
+    // Both join as applications do, answering the other's request for the group's state.
+    join_as_application(&nodes.settings(1, "").socket_path(), &group).await;
+    join_as_application(&nodes.settings(2, "").socket_path(), &group).await;
     let in_before = h1.metrics.datagrams_in.load(Relaxed);
     let id = loop {
         // The join may still be on its way through the order: the core refuses a send to a group this

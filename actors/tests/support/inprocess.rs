@@ -244,3 +244,22 @@ impl Drop for Threaded {
         self.stop();
     }
 }
+
+/// Joins `group` at the agent whose client socket is `socket` the way an application does: through a
+/// client connection that answers every `ProvideState` with an empty state and reads every other event,
+/// so that members joining after it get their state (a joiner's own multicasts wait for it) and it
+/// never falls behind. The connection lives until the test's runtime ends or the agent closes it.
+pub async fn join_as_application(socket: &Path, group: &str) {
+    use cohort_actors::client::{Client, ClientEvent};
+    let mut client = Client::connect(socket, "inprocess-app").await.expect("connect to the client socket");
+    client.join(group).await.expect("join through the client socket");
+    actix_rt::spawn(async move {
+        while let Ok(event) = client.next_event().await {
+            if let ClientEvent::ProvideState { group, joiner, token } = event {
+                if client.provide_state(&group, joiner, token, Vec::new()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
