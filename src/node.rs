@@ -1140,6 +1140,11 @@ impl Node {
 
     fn push_out(&mut self, id: MsgId, delivery: Delivery, op: Op) {
         self.outbox_bytes += op.size();
+        self.enqueue(id, delivery, op);
+    }
+
+    /// Appends to the outbox an operation whose bytes are already counted in `outbox_bytes`.
+    fn enqueue(&mut self, id: MsgId, delivery: Delivery, op: Op) {
         self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
     }
 
@@ -1163,7 +1168,7 @@ impl Node {
     /// Moves every deferred operation into the outbox, in order.
     fn release_deferred_all(&mut self) {
         while let Some((id, delivery, op)) = self.deferred.pop_front() {
-            self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+            self.enqueue(id, delivery, op);
         }
     }
 
@@ -1174,7 +1179,7 @@ impl Node {
                 break;
             }
             let Some((id, delivery, op)) = self.deferred.pop_front() else { break };
-            self.outbox.push_back(Outgoing { id, delivery, op, vseq: None, last_tx: 0, sent_in: None });
+            self.enqueue(id, delivery, op);
         }
     }
 
@@ -1254,21 +1259,19 @@ impl Node {
 
     /// Updates liveness for `from`; returns false when the datagram must be ignored (an older epoch).
     fn note_peer(&mut self, now: u64, from: Member, body: &Body) -> bool {
-        // A member left out of view changes because it did not answer one (`refused`) and then fell
-        // silent for the failure timeout was cut off, not refusing: heard again, the cut has healed, and
-        // it takes part in the next change at once (L4) instead of after the refusal's four failure
-        // timeouts. One that went on being heard while it did not answer (a one-way link) stays out.
-        if self.peers.get(&from.node()).is_some_and(|p| {
-            p.member == from && now.saturating_sub(p.last_heard) > self.cfg.failure_timeout_ms
-        }) {
-            self.refused.remove(&from);
-        }
         let entry = self.peers.entry(from.node()).or_insert_with(|| Peer::heard(from, now));
         if from.epoch() < entry.member.epoch() {
             return false;
         }
         if from.epoch() > entry.member.epoch() {
             *entry = Peer::heard(from, now);
+        }
+        // A member left out of view changes because it did not answer one (`refused`) and then fell
+        // silent for the failure timeout was cut off, not refusing: heard again, the cut has healed, and
+        // it takes part in the next change at once (L4) instead of after the refusal's four failure
+        // timeouts. One that went on being heard while it did not answer (a one-way link) stays out.
+        if now.saturating_sub(entry.last_heard) > self.cfg.failure_timeout_ms {
+            self.refused.remove(&from);
         }
         entry.last_heard = now;
         if let Body::Heartbeat(hb) = body {

@@ -42,19 +42,7 @@ fn agents_rotate_their_event_logs_under_traffic_keep_the_configured_files_and_ve
         );
         // A client on each node in turn, so every node logs sends and deliveries.
         let id = round % 3 + 1;
-        let socket = c.nodes[id as usize - 1].socket.clone();
-        let stage = std::sync::atomic::AtomicU32::new(0);
-        c.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), support::visit(&socket, "rot", 25, &stage)).await
-        })
-        .unwrap_or_else(|_| {
-            panic!(
-                "round {round}: the visit to node {id} did not finish in time (stage {}): {:?}",
-                stage.load(std::sync::atomic::Ordering::Relaxed),
-                c.status(id)
-            )
-        })
-        .unwrap_or_else(|e| panic!("round {round}: the visit to node {id} failed: {e}"));
+        c.visit(round, id, "rot", 25, Duration::from_secs(20));
         for (i, l) in live.iter().enumerate() {
             let files = log_files(l).expect("list the log's files");
             assert!(files.len() <= KEEP_FILES + 1, "node {}: {files:?}", i + 1);
@@ -156,23 +144,7 @@ fn a_compressed_soak_with_churn_keeps_memory_descriptors_and_disk_flat() {
     let mut restarts = 0;
     while start.elapsed() < Duration::from_secs(secs) {
         let id = round % 3 + 1;
-        let socket = c.nodes[id as usize - 1].socket.clone();
-        let stage = std::sync::atomic::AtomicU32::new(0);
-        c.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(20),
-                support::visit(&socket, &format!("soak-{round}"), 50, &stage),
-            )
-            .await
-        })
-        .unwrap_or_else(|_| {
-            panic!(
-                "round {round}: the visit to node {id} did not finish in time (stage {}): {:?}",
-                stage.load(std::sync::atomic::Ordering::Relaxed),
-                c.status(id)
-            )
-        })
-        .unwrap_or_else(|e| panic!("round {round}: the visit to node {id} failed: {e}"));
+        c.visit(round, id, &format!("soak-{round}"), 50, Duration::from_secs(20));
         // SOAK_NO_RESTART=1 keeps one view for the whole run (the memory growth shows fastest then).
         if round % 12 == 11 && std::env::var_os("SOAK_NO_RESTART").is_none() {
             assert!(c.stop(3, Duration::from_secs(10)), "node 3 did not stop cleanly");

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 use support::{Cluster, Timing};
 
@@ -23,20 +22,7 @@ fn visits_to_one_group_on_every_node_in_turn_get_all_their_messages_back() {
     c.wait_for_view(&[1, 2, 3], Duration::from_secs(20));
     for round in 0..VISITS {
         let id = round % 3 + 1;
-        let socket = c.nodes[id as usize - 1].socket.clone();
-        let stage = AtomicU32::new(0);
-        c.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), support::visit(&socket, "churn", 10, &stage)).await
-        })
-        .unwrap_or_else(|_| {
-            panic!(
-                "visit {round} to node {id} did not finish (stage {}: 1 connected, 2 in the group, 3 + own \
-                 messages back): {:?}",
-                stage.load(Relaxed),
-                c.status(id)
-            )
-        })
-        .unwrap_or_else(|e| panic!("visit {round} to node {id} failed: {e}"));
+        c.visit(round, id, "churn", 10, Duration::from_secs(10));
     }
     let unclean = c.stop_all();
     assert!(unclean.is_empty(), "agents {unclean:?} did not exit cleanly");

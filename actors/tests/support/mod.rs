@@ -412,6 +412,24 @@ impl Cluster {
         self.rt.block_on(f)
     }
 
+    /// One client [`visit`] to node `id` (join `group`, multicast `count` messages, get them all back,
+    /// leave), which must finish within `deadline`; a visit that does not, or fails, panics naming
+    /// `round`, how far it got and the node's status.
+    pub fn visit(&self, round: u32, id: u32, group: &str, count: u32, deadline: Duration) {
+        let socket = self.node(id).socket.clone();
+        let stage = std::sync::atomic::AtomicU32::new(0);
+        self.block_on(async { tokio::time::timeout(deadline, visit(&socket, group, count, &stage)).await })
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: the visit to node {id} did not finish in {deadline:?} (stage {}: 1 \
+                     connected, 2 in the group, 3 + own messages back): {:?}",
+                    stage.load(std::sync::atomic::Ordering::Relaxed),
+                    self.status(id)
+                )
+            })
+            .unwrap_or_else(|e| panic!("round {round}: the visit to node {id} failed: {e}"));
+    }
+
     fn stderr_tails(&self) -> String {
         let mut out = String::new();
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
